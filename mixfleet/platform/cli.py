@@ -1,0 +1,131 @@
+"""``mixfleet cluster ...``: validate, emulate, launch and inspect clusters."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import threading
+
+import typer
+
+from mixfleet.errors import InputError
+from mixfleet.platform.cluster_config import DEFAULT_CLUSTER_FILE
+from mixfleet.platform.output import console, emit_json, print_table
+
+app = typer.Typer(help="Validate, emulate, launch and inspect Ray clusters.", no_args_is_help=True,
+                  add_completion=False)
+
+
+@app.command()
+def validate(file: str = typer.Argument(DEFAULT_CLUSTER_FILE, help="cluster.yaml to check"),
+             json_out: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
+    """Check FILE with Ray's own schema and mixfleet's accelerator checks."""
+    from mixfleet.platform.cluster_config import load_cluster_config
+
+    spec = load_cluster_config(file)
+    types = {n: {"accelerator_type": t.accelerator_type, "gpus": t.gpus, "cpus": t.cpus,
+                 "min_workers": t.min_workers, "max_workers": t.max_workers, "head": t.is_head}
+             for n, t in spec.node_types.items()}
+    if json_out:
+        emit_json({"file": file, "valid": True, "cluster_name": spec.cluster_name, "node_types": types})
+        return
+    print_table(f"{file}: valid", ["node type", "accelerator", "GPUs", "CPUs", "min", "max"],
+                [(n, t["accelerator_type"] or "cpu", t["gpus"], t["cpus"], t["min_workers"], t["max_workers"])
+                 for n, t in types.items()])
+
+
+def _parse_counts(items: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        name, sep, num = item.partition("=")
+        if not sep or not num.strip().lstrip("-").isdigit():
+            raise InputError(f"bad --nodes value '{item}': expected TYPE=N", "for example --nodes gpu_t4=2")
+        counts[name.strip()] = int(num)
+    return counts
+
+
+@app.command()
+def local(
+    file: str = typer.Argument(DEFAULT_CLUSTER_FILE, help="cluster.yaml whose node types to emulate"),
+    nodes: list[str] = typer.Option([], "--nodes", help="TYPE=N, overrides min_workers (repeatable)"),
+    cpus_per_node: float = typer.Option(2, help="logical CPUs per emulated node (caps the declared count)"),
+    json_out: bool = typer.Option(False, "--json", help="print {address, nodes} as one JSON object"),
+) -> None:
+    """Start an emulated cluster from FILE's node types and keep it up until Ctrl-C.
+
+    GPUs are declared but emulated (no device behind them).
+    """
+    from mixfleet.platform.bootstrap import connect, shutdown
+    from mixfleet.platform.cluster_config import load_cluster_config
+    from mixfleet.platform.local_cluster import EmulatedCluster, nodes_from_spec
+    from mixfleet.platform.status import node_rows
+
+    spec = load_cluster_config(file)
+    if cpus_per_node <= 0:
+        raise InputError(f"--cpus-per-node {cpus_per_node} must be positive", "use 1 or more")
+    emulated = nodes_from_spec(spec, _parse_counts(nodes), cpus_per_node=cpus_per_node)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = EmulatedCluster(emulated).start()
+    try:
+        conn = connect(cluster.address)
+        rows = node_rows()
+        if json_out:
+            emit_json({"address": conn.address, "emulated": True, "nodes": rows})
+        else:
+            _print_nodes(rows, title=f"emulated cluster at {conn.address} (GPUs emulated)")
+            console().print(f"connect with: mixfleet cluster status --address {conn.address}   (Ctrl-C stops)")
+        stop.wait()
+    finally:
+        shutdown()
+        cluster.shutdown()
+
+
+def _print_nodes(rows: list[dict], title: str) -> None:
+    print_table(title, ["accelerator", "node type", "node id", "CPUs", "GPUs", "memory GiB", "emulated"],
+                [(r["accelerator_type"] or "cpu", r["node_type"] or "-", r["node_id"][:12], r["cpus"],
+                  r["gpus"], r["memory_gib"], "yes" if r["emulated_gpus"] else "no") for r in rows])
+
+
+def _launcher(verb: str, file: str, dry_run: bool, yes: bool) -> None:
+    from mixfleet.platform.cluster_config import load_cluster_config
+
+    load_cluster_config(file)  # never hand Ray a file that fails our checks
+    cmd = ["ray", verb, file] + (["-y"] if yes else [])
+    if dry_run:
+        print(shlex.join(cmd))
+        return
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def up(file: str = typer.Argument(DEFAULT_CLUSTER_FILE), dry_run: bool = typer.Option(False, "--dry-run"),
+       yes: bool = typer.Option(False, "--yes", "-y", help="don't ask for confirmation")) -> None:
+    """Launch the cluster with Ray's cluster launcher (`ray up FILE`)."""
+    _launcher("up", file, dry_run, yes)
+
+
+@app.command()
+def down(file: str = typer.Argument(DEFAULT_CLUSTER_FILE), dry_run: bool = typer.Option(False, "--dry-run"),
+         yes: bool = typer.Option(False, "--yes", "-y", help="don't ask for confirmation")) -> None:
+    """Tear the cluster down (`ray down FILE`)."""
+    _launcher("down", file, dry_run, yes)
+
+
+@app.command()
+def status(address: str = typer.Option(None, "--address", help="Ray address; default: RAY_ADDRESS or 'auto'"),
+           json_out: bool = typer.Option(False, "--json", help="print {nodes: [...]} as one JSON object")) -> None:
+    """Nodes of a running cluster, grouped by accelerator type."""
+    import os
+
+    from mixfleet.platform.bootstrap import connect
+    from mixfleet.platform.status import by_accelerator, node_rows
+
+    connect(address or os.environ.get("RAY_ADDRESS") or "auto")
+    rows = node_rows()
+    if json_out:
+        emit_json({"nodes": rows, "by_accelerator": by_accelerator(rows)})
+        return
+    _print_nodes(rows, title="cluster nodes")

@@ -1,0 +1,109 @@
+"""Output helpers for every CLI: one JSON object, tables, progress, atomic files.
+
+Invariants:
+- With ``--json`` the CLI sends everything but the final object to stderr
+  (``mixfleet.cli.main`` redirects ``sys.stdout``); :func:`emit_json`
+  writes to the real stdout.
+- Files are committed atomically: written to a temporary sibling, flushed,
+  then renamed, so a crash never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+_console = None
+
+
+def console():
+    """The shared rich Console; it writes to stderr so stdout stays clean."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True)
+    return _console
+
+
+def _clean(obj: Any) -> Any:
+    """Make ``obj`` strict-JSON safe (NaN/inf become null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _clean(obj.item())
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(_clean(obj), indent=indent, allow_nan=False, default=str)
+
+
+def emit_json(obj: Any) -> None:
+    """Print exactly one JSON object on the process's real stdout."""
+    out = sys.__stdout__ or sys.stdout
+    out.write(to_json(obj) + "\n")
+    out.flush()
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A rich table on stderr (the human-readable counterpart of ``--json``)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(str(col))
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row])
+    console().print(table)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return str(v)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())

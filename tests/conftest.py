@@ -1,0 +1,120 @@
+"""Shared fixtures, in the tiers of STYLE.md 16.
+
+- unit tests use no fixture from here and no Ray;
+- ``ray_local``: one embedded ``connect(num_cpus=2)`` per session;
+- ``ray_cluster``: the emulated multi-node fleet (A100/V100/T4 nodes, GPUs
+  emulated); tests marked ``multinode`` are sorted last so the session
+  switches from the local Ray to the cluster at most once;
+- ``cli``: run ``python -m mixfleet ...`` in a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("multinode") is not None)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu"):
+        try:
+            import torch
+
+            ok = torch.cuda.is_available()
+        except Exception:
+            ok = False
+        if not ok:
+            pytest.skip("needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """An embedded local Ray shared by the whole session (2 CPUs)."""
+    from mixfleet.platform import connect
+
+    return connect(num_cpus=2)
+
+
+_cluster = None
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The emulated A100/V100/T4 fleet; replaces the local Ray if one is up.
+
+    Yields the :class:`EmulatedCluster`; ``ray`` is connected to it.
+    """
+    import ray
+
+    from mixfleet.platform import EmulatedCluster, connect, default_fleet_nodes, shutdown
+
+    global _cluster
+    if _cluster is None:
+        if ray.is_initialized():
+            shutdown()
+        _cluster = EmulatedCluster(default_fleet_nodes(), head_cpus=2).start()
+        connect(_cluster.address)
+    yield _cluster
+
+
+def pytest_sessionfinish(session, exitstatus):
+    global _cluster
+    try:
+        from mixfleet.platform import shutdown
+
+        shutdown()
+    except Exception:
+        pass
+    if _cluster is not None:
+        _cluster.shutdown()
+        _cluster = None
+
+
+class CliResult:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def json(self):
+        return json.loads(self.stdout)
+
+    @property
+    def error_line(self) -> str:
+        lines = [ln for ln in self.stderr.splitlines() if ln.startswith("error: ")]
+        return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run ``python -m mixfleet ARGS`` in a subprocess from the repo root."""
+
+    def run(*args: str, timeout: float = 300, cwd: Path | None = None, env: dict | None = None) -> CliResult:
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("RAY_ADDRESS", None) if "RAY_ADDRESS" not in (env or {}) else None
+        proc = subprocess.run([sys.executable, "-m", "mixfleet", *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, cwd=cwd or REPO, env=full_env)
+        return CliResult(proc)
+
+    return run

@@ -1,0 +1,34 @@
+"""Integration: the shared Ray bootstrap and GPU-typed placement on the emulated fleet."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_connect_is_idempotent(ray_local):
+    import ray
+
+    from mixfleet.platform import connect
+
+    again = connect()
+    assert again == ray_local and ray.is_initialized()
+    assert ray.cluster_resources()["CPU"] >= 1
+
+
+@pytest.mark.multinode
+def test_accelerator_typed_actors_land_on_matching_nodes(ray_cluster):
+    import ray
+
+    from mixfleet.platform.status import node_rows
+
+    by_node = {r["node_id"]: r["accelerator_type"] for r in node_rows()}
+
+    @ray.remote(num_cpus=0, num_gpus=1)
+    class Probe:
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
+
+    for accel in ("A100", "V100", "T4"):
+        probe = Probe.options(accelerator_type=accel).remote()
+        assert by_node[ray.get(probe.node.remote())] == accel
+        ray.kill(probe)
