@@ -1,0 +1,119 @@
+"""The telemetry hub: one named Ray actor that every part reads from and pushes to.
+
+It lives in namespace ``mixfleet`` under the name ``mixfleet-telemetry-hub``
+(get-or-create, optionally detached so it outlives the driver that made
+it), keeps a :class:`~mixfleet.platform.telemetry.state.HubState`, and
+answers from memory: ``snapshot()`` does no I/O. Control loops poll with
+``wait_for_update(since_version, timeout_s)`` instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from mixfleet.platform.bootstrap import NAMESPACE
+from mixfleet.platform.telemetry.state import HubState
+
+HUB_NAME = "mixfleet-telemetry-hub"
+_handles: dict[tuple, Any] = {}  # per-process cache of the hub handle, keyed by Ray session
+
+
+class TelemetryHub:
+    """Actor body (made a Ray actor by :func:`get_hub`); thread-safe around one HubState."""
+
+    def __init__(self, history: int = 120, stale_after_s: float = 2.0, stats_stale_after_s: float = 10.0,
+                 load_ttl_s: float = 10.0):
+        self._state = HubState(time.time, history=history, stale_after_s=stale_after_s,
+                               stats_stale_after_s=stats_stale_after_s, load_ttl_s=load_ttl_s)
+        self._cond = threading.Condition()
+        self._agents: dict[str, Any] = {}  # node id -> agent handle (keeps non-detached agents alive)
+
+    def _write(self, fn, *args, **kwargs):
+        with self._cond:
+            out = fn(*args, **kwargs)
+            self._cond.notify_all()
+            return out
+
+    def report(self, node_id: str, meta: dict, readings: list[dict]) -> dict:
+        return self._write(self._state.report, node_id, meta, readings)
+
+    def push_stats(self, scope: str, key: str, values: dict, ts: float | None = None) -> None:
+        self._write(self._state.push_stats, scope, key, values, ts)
+
+    def report_load(self, node_id: str, gpu_index: int, util: float, mem_frac: float,
+                    ttl_s: float | None = None) -> None:
+        self._write(self._state.report_load, node_id, gpu_index, util, mem_frac, ttl_s)
+
+    def set_condition(self, node_id: str, gpu_index: int, speed_factor: float | None,
+                      throttle: str = "sw_thermal_slowdown") -> None:
+        self._write(self._state.set_condition, node_id, gpu_index, speed_factor, throttle)
+
+    def configure(self, period_s: float | None = None, stale_after_s: float | None = None) -> dict:
+        with self._cond:
+            self._state.configure(period_s=period_s, stale_after_s=stale_after_s)
+            return {"period_s": self._state.period_s, "stale_after_s": self._state.stale_after_s}
+
+    def snapshot(self) -> dict:
+        with self._cond:
+            return self._state.snapshot()
+
+    def wait_for_update(self, since_version: int, timeout_s: float = 5.0) -> dict:
+        """The snapshot once ``version > since_version``, or the current one after ``timeout_s``."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._cond:
+            while self._state.version <= since_version:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return self._state.snapshot()
+
+    def history(self, node_id: str, gpu_index: int | None = None, last: int | None = None) -> list[dict]:
+        with self._cond:
+            return self._state.history(node_id, gpu_index, last)
+
+    def adopt_agents(self, handles: dict[str, Any]) -> int:
+        self._agents.update(handles)
+        return len(self._agents)
+
+    def agent(self, node_id: str) -> Any:
+        """The handle of the agent on ``node_id`` (``None`` if none was started)."""
+        return self._agents.get(node_id)
+
+    def ping(self) -> int:
+        return self._state.version
+
+
+def get_hub(*, detached: bool = False, **hub_options: Any):
+    """The hub's actor handle; creates it if absent (``hub_options`` apply only then).
+
+    Works from a driver, a Ray task/actor or a Serve replica (it calls
+    :func:`~mixfleet.platform.bootstrap.connect`, which joins the running
+    session there). ``detached=True`` keeps the hub after this driver exits.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from mixfleet.platform.bootstrap import connect
+
+    connect()
+    ctx = ray.get_runtime_context()
+    key = (ctx.gcs_address, ctx.get_job_id())
+    handle = _handles.get(key)
+    if handle is not None:
+        return handle
+    try:
+        handle = ray.get_actor(HUB_NAME, namespace=NAMESPACE)
+    except ValueError:
+        # Near the caller (normally the head) with soft affinity; 0 CPUs so it never blocks work.
+        options: dict[str, Any] = dict(
+            name=HUB_NAME, namespace=NAMESPACE, get_if_exists=True, num_cpus=0, max_concurrency=64,
+            max_restarts=-1, max_task_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=True))
+        if detached:
+            options["lifetime"] = "detached"
+        handle = ray.remote(TelemetryHub).options(**options).remote(**hub_options)
+    _handles[key] = handle
+    return handle
