@@ -110,6 +110,7 @@ class NvmlSource:
         self.handles = [self.nvml.nvmlDeviceGetHandleByIndex(i) for i in range(self.nvml.nvmlDeviceGetCount())]
         self.num_gpus = len(self.handles)
         self.xid_counts = [0] * self.num_gpus
+        self.xid_supported = [False] * self.num_gpus
         self._events = self._open_xid_events()
 
     def _read(self, fn_name: str, *args: Any) -> Any:
@@ -128,14 +129,13 @@ class NvmlSource:
         events = self._read("nvmlEventSetCreate")
         if events is None:
             return None
-        registered = 0
-        for h in self.handles:
+        for i, h in enumerate(self.handles):
             try:
                 nv.nvmlDeviceRegisterEvents(h, nv.nvmlEventTypeXidCriticalError, events)
-                registered += 1
+                self.xid_supported[i] = True
             except nv.NVMLError:  # NotSupported on some boards and in containers
                 pass
-        if not registered:
+        if not any(self.xid_supported):
             self._read("nvmlEventSetFree", events)
             return None
         return events
@@ -193,7 +193,7 @@ class NvmlSource:
             throttle_reasons=reasons,
             speed_factor=speed_factor(reasons, sm, sm_max),
             ecc_errors=ecc,
-            xid_errors=self.xid_counts[index] if self._events is not None else None,
+            xid_errors=self.xid_counts[index] if self.xid_supported[index] else None,
             processes=[{"pid": p.pid,
                         "used_mib": int(p.usedGpuMemory // MIB) if getattr(p, "usedGpuMemory", None) else None}
                        for p in procs or []],
