@@ -103,7 +103,8 @@ def connect(
     else:
         del kwargs["include_dashboard"]
     try:
-        info = ray.init(address=address, **{k: v for k, v in kwargs.items() if v is not None})
+        # "local": never join a cluster named in /tmp/ray/ray_current_cluster by someone else's `ray start`
+        info = ray.init(address=address or "local", **{k: v for k, v in kwargs.items() if v is not None})
     except ConnectionError as exc:
         raise ClusterError(
             f"cannot connect to Ray at '{address}': {str(exc).splitlines()[0]}",
