@@ -1,0 +1,156 @@
+"""``mixfleet mapreduce run FILE.py:JobClass --input ... --output ...``.
+
+The job file is imported here and shipped to the cluster by value (and, with
+``--address``, also as the job's ``runtime_env`` working dir). Without
+``--json`` a rich progress bar per phase shows tasks done/running/pending,
+MB/s and the ETA; with ``--json`` one object goes to stdout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+
+from mixfleet.errors import InputError, did_you_mean
+from mixfleet.platform.output import console, emit_json, print_table
+
+app = typer.Typer(help="Run MapReduce jobs on Ray actors.", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def _group() -> None:
+    """Run MapReduce jobs on Ray actors."""
+
+
+def load_job_class(spec: str):
+    """``path/to/file.py:Class`` or ``package.module:Class`` -> the Job subclass."""
+    from mixfleet.mapreduce.job import Job
+
+    target, sep, cls_name = spec.rpartition(":")
+    if not sep or not target or not cls_name:
+        raise InputError(f"bad job '{spec}': expected FILE.py:JobClass or module:JobClass",
+                         "for example examples/mapreduce/wordcount.py:WordCount")
+    if target.endswith(".py") or os.sep in target:
+        path = Path(target)
+        if not path.is_file():
+            raise InputError(f"job file '{target}' not found", "check the path before ':'")
+        name = f"mixfleet_job_{path.stem}"
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = module
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise InputError(f"job file '{target}' failed to import: {type(exc).__name__}: {exc}",
+                             "fix the file so that `python FILE.py` imports cleanly") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise InputError(f"job module '{target}' not found: {exc}", "pass FILE.py:JobClass or an importable module") from None
+    jobs = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Job) and v is not Job]
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise InputError(f"class '{cls_name}' not found in '{target}'{did_you_mean(cls_name, jobs)}",
+                         f"job classes there: {', '.join(jobs) or 'none'}")
+    if not (isinstance(cls, type) and issubclass(cls, Job)):
+        raise InputError(f"'{cls_name}' in '{target}' is not a mixfleet.mapreduce.Job subclass",
+                         f"job classes there: {', '.join(jobs) or 'none'}")
+    return cls
+
+
+class _Bars:
+    """Rich progress: one bar per phase with done/running/pending, MB/s and ETA."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description:<7}"), BarColumn(),
+                                 TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=console(), transient=False)
+        self.ids: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def update(self, st: dict) -> None:
+        mbps = st["bytes_done"] / 1e6 / max(st["elapsed_s"], 1e-6)
+        step = f" step {st['step'] + 1}/{st['steps']}" if st["steps"] > 1 else ""
+        for kind, counts in (("map", st["maps"]), ("reduce", st["reduces"])):
+            total = sum(counts.values())
+            if not total and kind not in self.ids:
+                continue
+            if kind not in self.ids:
+                self.ids[kind] = self.progress.add_task(kind, total=max(total, 1), detail="")
+            detail = f"running {counts['running']} pending {counts['pending']}"
+            if kind == "map":
+                detail += f"  {mbps:6.1f} MB/s{step}"
+            self.progress.update(self.ids[kind], total=max(total, 1), completed=counts["done"], detail=detail)
+
+
+@app.command("run")
+def run_cmd(
+    job: str = typer.Argument(..., help="FILE.py:JobClass or module:JobClass"),
+    inputs: list[str] = typer.Option(..., "--input", "-i", help="path, glob, folder or s3:// gs:// hdfs:// URI"),
+    output: str = typer.Option(..., "--output", "-o", help="output folder or URI"),
+    reducers: int | None = typer.Option(None, "--reducers", help="reduce tasks (default: from input size)"),
+    workers: int | None = typer.Option(None, "--workers", help="worker actors (default: one per CPU)"),
+    output_format: str = typer.Option("text", "--format", help="text | jsonl | parquet"),
+    input_format: str | None = typer.Option(None, "--input-format", help="text | jsonl | parquet (default: by extension)"),
+    partitioner: str | None = typer.Option(None, "--partitioner", help="hash | range (default: the job's)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output"),
+    address: str | None = typer.Option(None, "--address", help="join this Ray cluster (default: embedded, or RAY_ADDRESS)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Run a MapReduce job and commit its output (part-r-NNNNN + _SUCCESS)."""
+    from mixfleet.mapreduce.execute import UserCodeError
+    from mixfleet.mapreduce.runner import run
+    from mixfleet.platform.bootstrap import connect
+
+    cls = load_job_class(job)
+    options = dict(output_format=output_format, input_format=input_format, partitioner=partitioner,
+                   overwrite=overwrite)
+    from mixfleet.mapreduce.settings import RunConfig
+
+    RunConfig.from_kwargs(num_reducers=reducers, num_workers=workers, **options)  # fail before Ray starts
+    shipped = None
+    try:
+        if address:
+            shipped = tempfile.mkdtemp(prefix="mixfleet-job-")
+            shutil.copy(job.rpartition(":")[0], shipped) if job.rpartition(":")[0].endswith(".py") else None
+            connect(address, runtime_env={"working_dir": shipped})
+        bars = _Bars() if not json_out else None
+        try:
+            if bars:
+                with bars:
+                    result = run(cls, inputs, output, reducers, workers, address=address, progress=bars.update,
+                                 **options)
+            else:
+                result = run(cls, inputs, output, reducers, workers, address=address, **options)
+        except UserCodeError as exc:
+            console().print(exc.user_traceback, markup=False, highlight=False, end="")
+            raise
+    finally:
+        if shipped:
+            shutil.rmtree(shipped, ignore_errors=True)
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    print_table(f"{cls.__name__}: {result.status} in {result.elapsed_s:.2f} s -> {output}",
+                ["map tasks", "reduce tasks", "attempts", "failed", "speculative"],
+                [(result.map_tasks, result.reduce_tasks, result.attempts["launched"], result.attempts["failed"],
+                  result.attempts["speculative"])])
+    print_table("counters", ["group", "name", "value"],
+                [(g, n, v) for g, names in sorted(result.counters.items()) for n, v in sorted(names.items())])

@@ -1,0 +1,152 @@
+"""The driver side: :func:`run` plans a job, starts its master and waits.
+
+``run`` resolves inputs and the output (user errors surface here, before
+any actor starts), plans splits and reducers, ships the job to the master
+actor and polls its status for the progress display. It returns a
+:class:`JobResult` only after the master reports the output committed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixfleet.errors import InputError, JobError, MixfleetError
+from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_splits, resolve_inputs
+from mixfleet.mapreduce.job import Job
+from mixfleet.mapreduce.outputs import prepare_output, read_output
+from mixfleet.mapreduce.settings import RunConfig
+
+
+@dataclass
+class JobResult:
+    """What a finished job reports (``to_dict`` is the CLI's ``--json`` object)."""
+
+    status: str
+    output: str
+    elapsed_s: float
+    map_tasks: int
+    reduce_tasks: int
+    attempts: dict[str, int]
+    counters: dict[str, dict[str, int]]
+    parts: list[str] = field(default_factory=list)
+    output_format: str = "text"
+    timeline: list[dict] = field(default_factory=list)
+    filesystem: Any = None
+    path: str = ""
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "output": self.output, "elapsed_s": round(self.elapsed_s, 3),
+                "map_tasks": self.map_tasks, "reduce_tasks": self.reduce_tasks,
+                "attempts": self.attempts, "counters": self.counters}
+
+    def read(self) -> Iterator[tuple[Any, Any]]:
+        """The committed pairs, part by part (text output gives ``str`` keys and values)."""
+        return read_output(self.filesystem, self.path, self.output_format)
+
+    def to_dataset(self):
+        """The output as a ``ray.data.Dataset`` with ``key`` and ``value`` columns."""
+        import ray.data
+
+        paths = [p for p in self.parts]
+        if not paths:
+            return ray.data.from_items([])
+        if self.output_format == "parquet":
+            return ray.data.read_parquet(paths, filesystem=self.filesystem)
+        if self.output_format == "jsonl":
+            return ray.data.read_json(paths, filesystem=self.filesystem, file_extensions=None)
+
+        def split(row: dict) -> dict:
+            key, _, value = row["text"].partition("\t")
+            return {"key": key, "value": value}
+
+        return ray.data.read_text(paths, filesystem=self.filesystem, file_extensions=None).map(split)
+
+
+def _ship_by_value(job: Job) -> None:
+    """Job classes outside installed packages (tests, examples, job files) travel by value."""
+    import cloudpickle
+
+    for cls in type(job).__mro__:
+        mod = sys.modules.get(cls.__module__)
+        if mod is None or cls.__module__ in ("__main__", "builtins") or cls.__module__.startswith("mixfleet."):
+            continue
+        path = getattr(mod, "__file__", "") or ""
+        if "site-packages" not in path:
+            cloudpickle.register_pickle_by_value(mod)
+
+
+def default_reducers(total_bytes: int, workers: int, cfg: RunConfig) -> int:
+    """At least 2 (mrjob's local runner does the same), more as data grows."""
+    return max(2, min(4 * workers, math.ceil(total_bytes / cfg.bytes_per_reducer)))
+
+
+def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None = None,
+        num_workers: int | None = None, *, address: str | None = None, filesystem: Any = None,
+        progress: Callable[[dict], None] | None = None, **options: Any) -> JobResult:
+    """Run ``job`` over ``inputs`` (URIs, globs, or a ``ray.data.Dataset``) into ``output``.
+
+    Options are the fields of :class:`RunConfig` (``output_format``,
+    ``overwrite``, ``partitioner``, ``reduce_memory_bytes``, ...). Raises
+    :class:`InputError` for bad inputs and :class:`JobError` if the job fails.
+    """
+    import cloudpickle
+    import ray
+
+    from mixfleet.mapreduce.master import Master
+    from mixfleet.platform.bootstrap import connect
+
+    t0 = time.perf_counter()
+    cfg = RunConfig.from_kwargs(num_reducers=num_reducers, num_workers=num_workers, **options)
+    if isinstance(job, type):
+        job = job()
+    if not isinstance(job, Job):
+        raise InputError(f"job {job!r} is not a mixfleet.mapreduce.Job", "subclass mixfleet.mapreduce.Job")
+    steps = job.steps()
+    if not steps:
+        raise InputError(f"job {type(job).__name__} has no steps", "define mapper/reducer or steps()")
+    is_dataset = type(inputs).__name__ in ("Dataset", "MaterializedDataset") and hasattr(inputs, "to_arrow_refs")
+    files = [] if is_dataset else resolve_inputs(inputs, cfg, filesystem)
+    out_fs, out_path = filesystem_for(str(output), filesystem)
+    prepare_output(out_fs, out_path, str(output), cfg.overwrite)
+
+    connect(address)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    workers = cfg.num_workers or max(1, int(cpus))
+    splits = dataset_splits(inputs) if is_dataset else plan_splits(files, workers, cfg)
+    total = sum(sum(p.size for p in s) for s in splits)
+    reducers = cfg.num_reducers or default_reducers(total, workers, cfg)
+    partitioner = cfg.partitioner or getattr(job, "partitioner", "hash")
+    if partitioner not in ("hash", "range"):
+        from mixfleet.errors import unknown_name
+
+        raise unknown_name("partitioner", partitioner, ("hash", "range"))
+
+    _ship_by_value(job)
+    job_ref = ray.put(cloudpickle.dumps(job))
+    master = ray.remote(Master).options(num_cpus=0, max_restarts=0).remote(
+        [job_ref], files, splits, len(steps), [partitioner] * len(steps), reducers, workers,
+        min(1.0, cpus / workers), (out_fs, out_path, cfg.output_format), cfg)
+    try:
+        done_ref = master.run.remote()
+        while True:
+            ready, _ = ray.wait([done_ref], timeout=cfg.poll_s)
+            if ready:
+                break
+            if progress:
+                progress(ray.get(master.status.remote()))
+        report = ray.get(done_ref)
+        if progress:
+            progress({**ray.get(master.status.remote()), "final": True})
+    finally:
+        ray.kill(master)
+    if report["status"] != "succeeded":
+        error = report["error"]
+        raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
+    return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],
+                     report["reduce_tasks"], report["attempts"], report["counters"], report["parts"],
+                     cfg.output_format, report["tasks"], out_fs, out_path)

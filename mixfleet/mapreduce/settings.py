@@ -1,0 +1,69 @@
+"""Tunables of one MapReduce run, checked when built.
+
+:class:`RunConfig` is a frozen dataclass: the runtime never mutates it and
+every actor gets the same copy. Defaults suit a laptop; tests shrink the
+timeouts and sizes to stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from mixfleet.errors import InputError, did_you_mean, unknown_name
+
+MiB = 1 << 20
+
+OUTPUT_FORMATS = ("text", "jsonl", "parquet")
+INPUT_FORMATS = ("text", "jsonl", "parquet")
+PARTITIONERS = ("hash", "range")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a job runs (not what it computes)."""
+
+    num_workers: int | None = None          # None: one per CPU of the cluster
+    num_reducers: int | None = None         # None: from the input size
+    output_format: str = "text"
+    input_format: str | None = None         # None: from the file extension
+    partitioner: str | None = None          # None: the job's own (default "hash")
+    overwrite: bool = False
+    split_bytes: int | None = None          # None: from input size and workers
+    min_split_bytes: int = 1 * MiB
+    max_split_bytes: int = 64 * MiB
+    chunk_bytes: int = 4 * MiB              # a map claims and reads this much at a time
+    reduce_memory_bytes: int = 256 * MiB    # reduce spills sorted runs past this
+    bytes_per_reducer: int = 256 * MiB
+    max_attempts: int = 4                   # per task, for lost workers
+    hot_key_fraction: float = 0.05          # a key above this share of a chunk's records is hot
+    sample_records: int = 2000              # per split, for the range partitioner
+    steal: bool = True                      # idle workers take the remainder of long splits
+    seed: int = 0
+    poll_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise unknown_name("output format", self.output_format, OUTPUT_FORMATS)
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            raise unknown_name("input format", self.input_format, INPUT_FORMATS)
+        if self.partitioner is not None and self.partitioner not in PARTITIONERS:
+            raise unknown_name("partitioner", self.partitioner, PARTITIONERS)
+        for name in ("num_workers", "num_reducers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                flag = "--workers" if name == "num_workers" else "--reducers"
+                raise InputError(f"{flag} {value} is not a positive integer", f"pass {flag} 1 or more")
+        for name in ("chunk_bytes", "reduce_memory_bytes", "min_split_bytes", "max_split_bytes",
+                     "bytes_per_reducer", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name}={getattr(self, name)} must be positive", "use 1 or more")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> RunConfig:
+        """Build from keyword options, rejecting unknown ones with a suggestion."""
+        valid = [f.name for f in fields(cls)]
+        for key in kwargs:
+            if key not in valid:
+                raise InputError(f"unknown run option '{key}'{did_you_mean(key, valid)}",
+                                 f"valid options: {', '.join(valid)}")
+        return cls(**kwargs)
