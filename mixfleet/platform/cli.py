@@ -116,16 +116,68 @@ def down(file: str = typer.Argument(DEFAULT_CLUSTER_FILE), dry_run: bool = typer
 
 @app.command()
 def status(address: str = typer.Option(None, "--address", help="Ray address; default: RAY_ADDRESS or 'auto'"),
-           json_out: bool = typer.Option(False, "--json", help="print {nodes: [...]} as one JSON object")) -> None:
-    """Nodes of a running cluster, grouped by accelerator type."""
+           json_out: bool = typer.Option(False, "--json", help="print {nodes, by_accelerator, gpus, telemetry}"),
+           watch: bool = typer.Option(False, "--watch", help="refresh the GPU table like top (Ctrl-C stops)"),
+           interval: float = typer.Option(1.0, "--interval", help="seconds between --watch refreshes"),
+           count: int = typer.Option(0, "--count", help="with --watch: stop after N refreshes (0: never)"),
+           telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry",
+                                          help="start telemetry agents (kept running, detached) and show GPUs")) -> None:
+    """Nodes of a running cluster grouped by accelerator type, with live GPU telemetry.
+
+    GPUs of emulated nodes show source 'emulated' (no device behind them);
+    real GPUs are read through NVML.
+    """
     import os
 
     from mixfleet.platform.bootstrap import connect
-    from mixfleet.platform.status import by_accelerator, node_rows
+    from mixfleet.platform.status import attach_telemetry, by_accelerator, gpu_table, node_rows
 
+    if watch and json_out:
+        raise InputError("--watch and --json do not mix", "use --json for one snapshot, --watch for a live table")
+    if interval <= 0 or count < 0:
+        raise InputError(f"bad --interval {interval} / --count {count}", "use --interval > 0 and --count >= 0")
     connect(address or os.environ.get("RAY_ADDRESS") or "auto")
     rows = node_rows()
+    snap = None
+    if telemetry or watch:
+        from mixfleet.platform.telemetry import start_agents
+
+        snap = start_agents(detached=True)
+        attach_telemetry(rows, snap)
     if json_out:
-        emit_json({"nodes": rows, "by_accelerator": by_accelerator(rows)})
+        out = {"nodes": rows, "by_accelerator": by_accelerator(rows)}
+        if snap is not None:
+            out["gpus"] = snap["gpus"]
+            out["telemetry"] = {"ts": snap["ts"], "version": snap["version"], "reason": snap["reason"]}
+        emit_json(out)
         return
     _print_nodes(rows, title="cluster nodes")
+    if snap is None:
+        return
+    if not watch:
+        console().print(gpu_table(snap, "GPU telemetry"))
+        return
+    _watch(snap, interval, count)
+
+
+def _watch(snap: dict, interval: float, count: int) -> None:
+    import time
+
+    from rich.live import Live
+
+    from mixfleet.platform.status import gpu_table
+    from mixfleet.platform.telemetry import wait_for_update
+
+    shown = 0
+    title = "GPU telemetry (live, Ctrl-C stops)"
+    try:
+        with Live(gpu_table(snap, title), console=console(), auto_refresh=False) as live:
+            while not count or shown < count:
+                deadline = time.monotonic() + interval
+                snap = wait_for_update(snap["version"], timeout_s=interval)
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                live.update(gpu_table(snap, f"{title} @ {time.strftime('%H:%M:%S', time.localtime(snap['ts']))}"),
+                            refresh=True)
+                shown += 1
+    except KeyboardInterrupt:
+        pass

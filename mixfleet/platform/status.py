@@ -46,3 +46,63 @@ def by_accelerator(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     for r in rows:
         groups.setdefault(r["accelerator_type"] or "cpu", []).append(r["node_id"])
     return groups
+
+
+SHORT_REASONS = {"sw_thermal_slowdown": "thermal", "hw_thermal_slowdown": "hw-thermal", "sw_power_cap": "power-cap",
+                 "hw_slowdown": "hw-slow", "hw_power_brake_slowdown": "power-brake"}
+GPU_COLUMNS = ["type", "node", "gpu", "source", "util%", "mem GiB", "W", "°C", "MHz", "throttle", "stale"]
+
+
+def attach_telemetry(rows: list[dict[str, Any]], snapshot: dict[str, Any]) -> None:
+    """Add each node's telemetry to its row: ``telemetry: {source, stale, age_s, gpus: [readings]}``.
+
+    A node whose agent has not reported gets ``telemetry: None``.
+    """
+    by_node: dict[str, list[dict]] = {}
+    for g in snapshot.get("gpus", []):
+        by_node.setdefault(g["node_id"], []).append(g)
+    for r in rows:
+        node = snapshot.get("nodes", {}).get(r["node_id"])
+        r["telemetry"] = None if node is None else {
+            "source": node.get("source"), "stale": node["stale"], "age_s": node.get("age_s"),
+            "restarts": node.get("restarts", 0), "gpus": by_node.get(r["node_id"], [])}
+
+
+def gpu_table_rows(snapshot: dict[str, Any]) -> list[tuple]:
+    """One row per GPU for the telemetry table (sorted by accelerator, node, index)."""
+    from mixfleet.platform.telemetry.readings import throttling
+
+    def gib(mib):
+        return None if mib is None else round(mib / 1024, 1)
+
+    out = []
+    for g in sorted(snapshot.get("gpus", []),
+                    key=lambda g: (g.get("accelerator_type") or "~", g["node_id"], g["gpu_index"])):
+        mem = "-" if g.get("mem_total_mib") is None else f"{gib(g.get('mem_used_mib'))}/{gib(g['mem_total_mib']):g}"
+        reasons = g.get("throttle_reasons")
+        slow = "n/a" if reasons is None else (",".join(SHORT_REASONS.get(r, r) for r in throttling(g)) or "no")
+        out.append((g.get("accelerator_type") or "?", g["node_id"][:6], g["gpu_index"], g["source"],
+                    _int(g.get("util_pct")), mem, _int(g.get("power_w")), _int(g.get("temp_c")),
+                    g.get("sm_clock_mhz"), slow,
+                    "STALE" if g.get("stale") else ""))
+    return out
+
+
+def _int(v: float | None) -> int | None:
+    return None if v is None else round(v)
+
+
+def gpu_table(snapshot: dict[str, Any], title: str):
+    """The telemetry table as a rich ``Table`` (printed once, or refreshed by ``--watch``)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, caption=snapshot.get("reason"), box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1), collapse_padding=True)
+    for col in GPU_COLUMNS:
+        table.add_column(col, justify="right" if col.endswith(("%", "W", "C", "MHz", "GiB")) else "left",
+                         no_wrap=True)
+    for row in gpu_table_rows(snapshot):
+        table.add_row(*["-" if v is None else str(v) for v in row],
+                      style="red" if row[-1] == "STALE" else "yellow" if row[-2] not in ("no", "n/a") else None)
+    return table
