@@ -101,6 +101,7 @@ class ReduceMerger:
         self.runs: list[str] = []
         self.spill_dir = spill_dir
         self.input_records = 0
+        self.spills = 0
 
     def add(self, encoded: bytes) -> None:
         block: Groups = pickle.loads(encoded)
@@ -123,11 +124,13 @@ class ReduceMerger:
             for i in range(0, len(keys), 4096):
                 pickle.dump([(k, self.groups[k]) for k in keys[i:i + 4096]], f, protocol=5)
         self.runs.append(path)
+        self.spills += 1
         self.groups, self.held = {}, 0
 
     @property
     def spilled_runs(self) -> int:
-        return len(self.runs)
+        """Runs written to disk so far (kept after ``items()`` removes the files)."""
+        return self.spills
 
     def items(self) -> Iterator[tuple[Any, list[Any]]]:
         """``(key, values)`` in key order, merging spilled runs."""
