@@ -1,0 +1,239 @@
+"""The ``ilp`` routing policy: an ILP plan (slow loop) followed per request (fast path).
+
+Two time scales, one object, run unchanged by the simulator and the live
+router (STYLE.md 10):
+
+- **Fast path** (:meth:`IlpPolicy.choose`, every request, microseconds, no
+  solver call): classify the request (prompt bucket x output bucket), take
+  the replicas the plan gives that class a weight of at least
+  ``weight_floor``, and among the healthy ones pick the least speed-weighted
+  estimated finish time from router-side accounting (outstanding work to
+  drain plus the request's own isolated service time, divided by the
+  telemetry speed factor). A class the plan has no healthy replica for is
+  routed by ``least_work_left`` over the whole fleet.
+- **Slow loop** (:meth:`IlpPolicy.observe`, every telemetry sample): re-solve
+  the plan persistently when a replica's speed factor moved by more than
+  ``speed_tolerance`` (thermal throttling, a lost replica) or, every
+  ``resolve_interval_s``, when the observed class rates drifted by more than
+  ``rate_tolerance``. ``feedback=False`` freezes the first plan and ignores
+  telemetry (the "frozen plan" of the feedback experiment).
+
+A solver failure never crashes routing: the policy logs why and routes by
+``least_work_left`` until a later solve succeeds. A missing solver is a
+:class:`~mixfleet.errors.SolverError` with an install hint at construction.
+
+Live use: call :meth:`observe` off the request path (a solve takes
+milliseconds); :meth:`choose` only reads the current plan, which a solve
+replaces in one reference swap.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mixfleet.errors import SolverError
+from mixfleet.routing.plan import ClassGrid, ClassMix, Plan, build_problem
+from mixfleet.routing.policy import Policy, PolicyContext, Request, RouterState, Telemetry
+
+log = logging.getLogger("mixfleet.routing.ilp")
+
+
+def full_mix(grid: ClassGrid, hint: ClassMix | None, total_rate: float) -> ClassMix:
+    """A mix over every grid class: the hint's rates and sizes where known, bucket midpoints elsewhere."""
+    known = {c: k for k, c in enumerate(hint.classes)} if hint else {}
+    n_o = len(grid.output_edges) + 1
+    rates, prompts, outputs = [], [], []
+    floor = 1e-6 * max(total_rate, 1e-3)
+    for c in range(grid.size):
+        if c in known:
+            k = known[c]
+            rates.append(max(hint.rate[k], floor))
+            prompts.append(hint.prompt[k])
+            outputs.append(hint.output[k])
+        else:
+            pi, oi = divmod(c, n_o)
+            rates.append(floor if hint else total_rate / grid.size)
+            prompts.append(_mid(grid.prompt_edges, pi))
+            outputs.append(_mid(grid.output_edges, oi))
+    return ClassMix(grid, tuple(range(grid.size)), tuple(rates), tuple(prompts), tuple(outputs))
+
+
+def _mid(edges: tuple[int, ...], i: int) -> float:
+    lo = 0 if i == 0 else edges[i - 1]
+    return (lo + edges[i]) / 2.0 if i < len(edges) else 1.5 * lo
+
+
+class IlpPolicy(Policy):
+    """See the module doc."""
+
+    name = "ilp"
+
+    def __init__(self, fleet, mix: ClassMix | None = None, *, feedback: bool = True,
+                 resolve_interval_s: float = 30.0, speed_tolerance: float = 0.15, rate_tolerance: float = 0.25,
+                 weight_floor: float = 0.05, total_rate: float | None = None, fast_path: str = "wrr",
+                 util_weight: float = 0.1, queue_weight: float = 1.0, latency_power: float = 1.0,
+                 group_by: str = "gpu", beta: float = 1.0) -> None:
+        from mixfleet.routing.ilp import PlanSolver
+
+        self.grid = mix.grid if mix else ClassGrid()
+        self.feedback = feedback
+        self.resolve_interval_s = resolve_interval_s
+        self.speed_tolerance = speed_tolerance
+        self.rate_tolerance = rate_tolerance
+        self.weight_floor = weight_floor
+        rate = total_rate if total_rate is not None else (mix.total_rate() if mix else 1.0)
+        self.mix = full_mix(self.grid, mix, rate)
+        self.fast_path = fast_path
+        self.beta = beta
+        problem = build_problem(fleet, self.mix, group_by)
+        problem.util_weight, problem.queue_weight, problem.latency_power = util_weight, queue_weight, latency_power
+        self._solver = PlanSolver(problem)
+        self._counts = [0] * self.grid.size
+        self._window_start: float | None = None
+        self._last_solve = 0.0
+        self._planned_speed = [1.0] * len(fleet.replicas)
+        self._planned_up = [True] * len(fleet.replicas)
+        self.solves = 0
+        self.fallbacks = 0
+        self.last_error: str | None = None
+        self.plan: Plan | None = None
+        self._rows: list[tuple[list[int], list[float], list[float]]] | None = None
+        self._members: tuple = ()
+        self._install(self._solve(lambda: self._solver.solve()))
+
+    # -- slow loop --------------------------------------------------------------
+    def _solve(self, fn) -> Plan | None:
+        try:
+            plan = fn()
+        except SolverError as exc:
+            self.fallbacks += 1
+            self.last_error = exc.one_line()
+            log.warning("ilp: solve failed, routing by least_work_left until the next solve: %s", self.last_error)
+            return None
+        self.solves += 1
+        return plan
+
+    def _install(self, plan: Plan | None) -> None:
+        if plan is None:
+            self._rows = None
+            return
+        rows: list = [None] * self.grid.size
+        for row_c, weights in zip(plan.classes, plan.weights, strict=True):
+            groups = [g for g, w in enumerate(weights) if w >= self.weight_floor]
+            total = sum(weights[g] for g in groups) or 1.0
+            rows[row_c] = (groups, [weights[g] / total for g in groups], [0.0] * len(groups))
+        n_rep = sum(len(m) for m in plan.members)
+        pen = [[1.0 + self.beta] * n_rep for _ in range(self.grid.size)]
+        for row_c, weights in zip(plan.classes, plan.weights, strict=True):
+            wmax = max(weights) or 1.0
+            for g, w in enumerate(weights):
+                for i in plan.members[g]:
+                    pen[row_c][i] = 1.0 + self.beta * (1.0 - w / wmax)
+        self._penalty = pen
+        self.plan = plan
+        self._members = plan.members
+        self._rows = rows  # one reference swap: choose() never sees a half-built plan
+
+    def observe(self, telemetry: Telemetry, state: RouterState) -> None:
+        if not self.feedback:
+            return
+        now = telemetry.time_s
+        if self._window_start is None:
+            self._window_start = now
+        speed, up = list(state.speed), list(state.healthy)
+        moved = any(abs(s - p) > self.speed_tolerance * max(p, 1e-9) for s, p in zip(speed, self._planned_speed,
+                                                                                       strict=True))
+        changed_up = up != self._planned_up
+        rates = None
+        if now - self._last_solve >= self.resolve_interval_s and now > self._window_start:
+            span = now - self._window_start
+            observed = [n / span for n in self._counts]
+            cur = self.mix.rate
+            diff = sum(abs(a - b) for a, b in zip(observed, cur, strict=True)) / max(sum(cur), 1e-9)
+            if diff > self.rate_tolerance and sum(self._counts) >= 50:
+                floor = 1e-6 * max(sum(observed), 1e-3)
+                rates = [max(x, floor) for x in observed]
+            self._counts = [0] * self.grid.size
+            self._window_start = now
+        if not (moved or changed_up or rates):
+            return
+        self._last_solve = now
+        plan = self._solve(lambda: self._solver.resolve(rates=rates, speed=speed, up=up))
+        if rates is not None:
+            self.mix = self._solver.problem.mix
+        self._planned_speed, self._planned_up = speed, up
+        self._install(plan)
+
+    # -- fast path ----------------------------------------------------------------
+    def choose(self, request: Request, state: RouterState) -> int:
+        p, o = request.prompt_tokens, request.max_tokens
+        c = self.grid.classify(p, o)
+        self._counts[c] += 1
+        rows = self._rows
+        row = rows[c] if rows is not None else None
+        work, inv_p, step, healthy = state.work_s, state.inv_prefill, state.step_s, state.healthy
+        speed = state.speed if self.feedback else None
+        best, best_v = -1, float("inf")
+        if row is not None:
+            # smooth weighted round robin over the plan's groups for this class ...
+            groups, weights, credit = row
+            members = self._members
+            if self.fast_path == "wrr":
+                pick, pick_v = -1, -float("inf")
+                for j in range(len(groups)):
+                    credit[j] += weights[j]
+                    if credit[j] > pick_v and any(healthy[i] for i in members[groups[j]]):
+                        pick, pick_v = j, credit[j]
+                cand = members[groups[pick]] if pick >= 0 else ()
+                if pick >= 0:
+                    credit[pick] -= 1.0
+            elif self.fast_path == "penalty":
+                # least work left over the whole fleet, with replicas outside the plan's
+                # preferred groups for this class looking (1 + beta (1 - w)) times slower
+                pen = self._penalty[c]
+                for i in range(len(work)):
+                    if healthy[i]:
+                        v = (work[i] + p * inv_p[i] + o * step[i]) * pen[i]
+                        if speed is not None:
+                            v /= speed[i]
+                        if v < best_v:
+                            best, best_v = i, v
+                cand = ()
+            else:
+                cand = [i for g in groups for i in members[g]]
+            if True:
+                # ... then the least speed-weighted work left inside the chosen group(s)
+                for i in cand:
+                    if healthy[i]:
+                        v = work[i] + p * inv_p[i] + o * step[i]
+                        if speed is not None:
+                            v /= speed[i]
+                        if v < best_v:
+                            best, best_v = i, v
+        if best < 0:  # nothing healthy in the plan's support: least work left over the fleet
+            for i in range(len(work)):
+                if healthy[i]:
+                    v = (work[i] + p * inv_p[i] + o * step[i]) / state.speed[i]
+                    if v < best_v:
+                        best, best_v = i, v
+        return best if best >= 0 else state.healthy_indices()[0]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "feedback": self.feedback, "solves": self.solves, "fallbacks": self.fallbacks,
+                "last_solve_time_s": self.plan.solve_time_s if self.plan else None,
+                "max_utilisation": self.plan.max_utilisation if self.plan else None}
+
+
+def mix_from_workload(workload, grid: ClassGrid | None = None) -> ClassMix:
+    """The class mix of a prepared workload (one streaming pass over its trace)."""
+    duration = workload.stats.duration_s * workload.time_scale
+    return ClassMix.from_rows(((r.prompt, r.output) for r in workload.trace), grid, duration)
+
+
+def make_ilp_policy(ctx: PolicyContext) -> IlpPolicy:
+    opts = dict(ctx.options)
+    workload = opts.pop("workload", None)
+    mix = opts.pop("mix", None)
+    if mix is None and workload is not None:
+        mix = mix_from_workload(workload)
+    return IlpPolicy(ctx.fleet, mix, **opts)
