@@ -174,6 +174,12 @@ def test_hub_marks_silent_agents_stale_and_counts_gaps_and_restarts():
     assert not node["stale"] and node["restarts"] == 1 and node["stale_gaps"] == 1 and node["last_gap_s"] == 12.5
     hub.report("a", {"period_s": 0.5, "pid": 9, "restarted": True}, _emulated("a"))
     assert hub.snapshot()["nodes"]["a"]["restarts"] == 1  # same incarnation reporting again
+    hub.mark_down("a", "agent died (ActorUnavailableError)")  # Ray says the process is gone: stale at once
+    snap = hub.snapshot()
+    assert snap["nodes"]["a"]["stale"] and snap["nodes"]["a"]["age_s"] == 0 and all(g["stale"] for g in snap["gpus"])
+    hub.report("a", {"period_s": 0.5, "pid": 10, "restarted": True}, _emulated("a"))
+    node = hub.snapshot()["nodes"]["a"]
+    assert not node["stale"] and node["down"] is None and node["restarts"] == 2 and node["stale_gaps"] == 2
 
 
 def test_hub_history_is_bounded_and_versions_grow():

@@ -94,6 +94,11 @@ class TelemetryAgent:
         return {**self._meta(), "node_id": self.node_id, "errors": self.errors, "last_error": self.last_error,
                 "num_gpus": self.source.num_gpus if self.source else 0}
 
+    def watch(self) -> str:
+        """Return only when this agent stops; the hub keeps one call pending to learn of its death."""
+        self._stop.wait()
+        return "stopped"
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
@@ -132,7 +137,7 @@ def start_agents(*, period_s: float = DEFAULT_PERIOD_S, source: str = "auto", de
         res = n.get("Resources", {})
         options: dict[str, Any] = dict(
             name=agent_name(n["NodeID"]), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
-            max_concurrency=4, max_restarts=-1, max_task_retries=-1,
+            max_concurrency=4, max_restarts=-1, max_task_retries=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
         if detached:
             options["lifetime"] = "detached"

@@ -5,6 +5,12 @@ It lives in namespace ``mixfleet`` under the name ``mixfleet-telemetry-hub``
 it), keeps a :class:`~mixfleet.platform.telemetry.state.HubState`, and
 answers from memory: ``snapshot()`` does no I/O. Control loops poll with
 ``wait_for_update(since_version, timeout_s)`` instead of sleeping.
+
+It also watches the agents it holds: each has one outstanding ``watch()``
+call that only returns when the agent stops, so the moment Ray reports an
+agent process dead the hub marks that node's GPUs stale, without waiting
+for a missed-report timeout. Ray restarts the agent (``max_restarts=-1``)
+and its first report clears the mark.
 """
 
 from __future__ import annotations
@@ -29,12 +35,40 @@ class TelemetryHub:
                                stats_stale_after_s=stats_stale_after_s, load_ttl_s=load_ttl_s)
         self._cond = threading.Condition()
         self._agents: dict[str, Any] = {}  # node id -> agent handle (keeps non-detached agents alive)
+        self._monitor = threading.Thread(target=self._watch_agents, name="telemetry-hub-monitor", daemon=True)
+        self._monitor.start()
 
     def _write(self, fn, *args, **kwargs):
         with self._cond:
             out = fn(*args, **kwargs)
             self._cond.notify_all()
             return out
+
+    def _watch_agents(self) -> None:
+        import ray
+
+        watching: dict[Any, str] = {}  # outstanding watch() ref -> node id
+        not_before: dict[str, float] = {}
+        while True:
+            with self._cond:
+                agents = dict(self._agents)
+            busy = set(watching.values())
+            now = time.monotonic()
+            for node_id, agent in agents.items():
+                if node_id not in busy and not_before.get(node_id, 0) <= now:
+                    watching[agent.watch.remote()] = node_id
+            if not watching:
+                time.sleep(0.2)
+                continue
+            ready, _ = ray.wait(list(watching), num_returns=1, timeout=0.5)
+            for ref in ready:
+                node_id = watching.pop(ref)
+                try:
+                    why = f"agent stopped ({ray.get(ref)})"
+                except Exception as exc:  # RayActorError / ActorUnavailableError: the process is gone
+                    why = f"agent died ({type(exc).__name__})"
+                self._write(self._state.mark_down, node_id, why)
+                not_before[node_id] = time.monotonic() + 0.5  # do not spin on an actor that is restarting or gone
 
     def report(self, node_id: str, meta: dict, readings: list[dict]) -> dict:
         return self._write(self._state.report, node_id, meta, readings)
@@ -75,7 +109,12 @@ class TelemetryHub:
             return self._state.history(node_id, gpu_index, last)
 
     def adopt_agents(self, handles: dict[str, Any]) -> int:
-        self._agents.update(handles)
+        """Hold agent handles. A handle to an actor already held is not swapped in: the held one
+        is the creator's, and dropping it would let Ray collect the agent."""
+        for node_id, handle in handles.items():
+            held = self._agents.get(node_id)
+            if held is None or held._actor_id != handle._actor_id:
+                self._agents[node_id] = handle
         return len(self._agents)
 
     def agent(self, node_id: str) -> Any:

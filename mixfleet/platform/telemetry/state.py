@@ -8,10 +8,12 @@ Invariants:
 - ``version`` grows by one on every change (agent report, pushed stat,
   load or condition), so a poller waits for ``version > since``.
 - History is bounded: at most ``history`` entries per GPU and per node.
-- A node's GPUs are ``stale`` when its agent has not reported for
-  ``max(stale_after_s, 3 * period_s)``; they stay listed (never silently
-  kept as fresh, never silently dropped). A report arriving after such a
-  gap counts in the node's ``stale_gaps`` and ``last_gap_s``.
+- A node's GPUs are ``stale`` when its agent is known to be down
+  (:meth:`HubState.mark_down`, the moment Ray reports the agent process
+  gone) or has not reported for ``max(stale_after_s, 3 * period_s)``; they
+  stay listed (never silently kept as fresh, never silently dropped). The
+  first report after such a gap clears it and counts in the node's
+  ``stale_gaps`` and ``last_gap_s``.
 - Reported load expires after its TTL (then the emulated GPU idles);
   injected conditions last until cleared.
 """
@@ -82,9 +84,10 @@ class HubState:
             self.node_history[node_id] = deque(maxlen=self.history_len)
         elif node.get("last_report_ts") is not None:
             gap = now - node["last_report_ts"]
-            if gap > self._stale_after(node):
+            if node.get("down") or gap > self._stale_after(node):
                 node["stale_gaps"] += 1
                 node["last_gap_s"] = round(gap, 3)
+        node["down"] = None
         if meta.get("restarted") and meta.get("pid") != node.get("pid"):
             node["restarts"] += 1
         node.update({k: meta.get(k) for k in ("accelerator_type", "source", "period_s", "pid", "hostname")})
@@ -100,6 +103,13 @@ class HubState:
             self.node_history[node_id].append(_node_summary(readings, now))
         self.version += 1
         return {"drive": self.drive_for(node_id), "period_s": self.period_s}
+
+    def mark_down(self, node_id: str, why: str) -> None:
+        """The agent of ``node_id`` is gone (died, stopped): its GPUs are stale until it reports again."""
+        node = self.nodes.get(node_id)
+        if node is not None and not node.get("down"):
+            node["down"] = why
+            self.version += 1
 
     def push_stats(self, scope: str, key: str, values: dict, ts: float | None = None) -> None:
         clean = validate_stat(scope, key, values)
@@ -145,7 +155,7 @@ class HubState:
         return max(self.stale_after_s, 3 * (node.get("period_s") or 0))
 
     def _node_stale(self, node: dict, now: float) -> bool:
-        return now - node["last_report_ts"] > self._stale_after(node)
+        return bool(node.get("down")) or now - node["last_report_ts"] > self._stale_after(node)
 
     def snapshot(self) -> dict[str, Any]:
         """``{ts, version, reason, gpus, nodes, stats}``; ``reason`` says why it is empty or stale."""

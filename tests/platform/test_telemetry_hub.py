@@ -1,0 +1,107 @@
+"""The telemetry hub and client API on the session's embedded Ray."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+from mixfleet.errors import InputError
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _wait_for(predicate, timeout_s: float = 20.0):
+    from mixfleet.platform.telemetry import hub_snapshot, wait_for_update
+
+    snap = hub_snapshot()
+    deadline = time.monotonic() + timeout_s
+    while not predicate(snap):
+        assert time.monotonic() < deadline, f"timed out; last snapshot: {snap}"
+        snap = wait_for_update(snap["version"], timeout_s=1.0)
+    return snap
+
+
+def test_a_hub_nobody_reported_to_answers_empty_with_a_reason(ray_local):
+    import ray
+
+    from mixfleet.platform.telemetry import TelemetryHub
+
+    hub = ray.remote(TelemetryHub).options(num_cpus=0, max_concurrency=4).remote()
+    snap = ray.get(hub.snapshot.remote())
+    assert snap["gpus"] == [] and snap["nodes"] == {} and snap["stats"] == {}
+    assert "no telemetry agent has reported yet" in snap["reason"] and "start_agents" in snap["reason"]
+    # a poller waiting on the empty hub wakes up as soon as something arrives
+    waiter = hub.wait_for_update.remote(snap["version"], 20.0)
+    t0 = time.monotonic()
+    hub.push_stats.remote("routing.replica", "A100-0", {"queue_len": 2})
+    woke = ray.get(waiter)
+    assert time.monotonic() - t0 < 10 and woke["stats"]["routing.replica"]["A100-0"]["values"] == {"queue_len": 2.0}
+    ray.kill(hub)
+
+
+@pytest.fixture
+def replica_pushes():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Replica:
+        def serve_one(self, n: int) -> None:
+            from mixfleet.platform.telemetry import push_stats
+
+            push_stats("earlyexit.replica", "mnist-0", {"exit_rate_0": 0.7, "served": n})
+
+    return Replica
+
+
+def test_stats_pushed_from_a_driver_and_from_an_actor_show_in_the_snapshot(ray_local, replica_pushes):
+    import ray
+
+    from mixfleet.platform.telemetry import push_stats
+
+    push_stats("routing.replica", "A100-0", {"queue_len": 3, "tokens_per_s": 1200.0, "kv_util": 0.4})
+    replica = replica_pushes.remote()
+    ray.get(replica.serve_one.remote(5))
+    snap = _wait_for(lambda s: "earlyexit.replica" in s["stats"] and "routing.replica" in s["stats"])
+    assert snap["stats"]["routing.replica"]["A100-0"]["values"] == {"queue_len": 3.0, "tokens_per_s": 1200.0,
+                                                                    "kv_util": 0.4}
+    entry = snap["stats"]["earlyexit.replica"]["mnist-0"]
+    assert entry["values"] == {"exit_rate_0": 0.7, "served": 5.0} and entry["stale"] is False
+    ray.kill(replica)
+
+
+def test_malformed_stats_and_drive_inputs_are_rejected_before_sending(ray_local):
+    from mixfleet.platform.telemetry import hub_snapshot, push_stats, report_gpu_load, set_gpu_condition
+
+    with pytest.raises(InputError, match=r"bad value queue_len='3' in stat 'bad.scope'/'r0': expected a finite"):
+        push_stats("bad.scope", "r0", {"queue_len": "3"})
+    with pytest.raises(InputError, match="bad telemetry scope ''"):
+        push_stats("", "r0", {"queue_len": 3})
+    with pytest.raises(InputError, match="bad util 1.5"):
+        report_gpu_load("abc", 0, 1.5, 0.1)
+    with pytest.raises(InputError, match="bad gpu_index -1"):
+        report_gpu_load("abc", -1, 0.5, 0.1)
+    with pytest.raises(InputError, match="unknown throttle reason 'hot'.*sw_thermal_slowdown"):
+        set_gpu_condition("abc", 0, 0.5, throttle="hot")
+    assert "bad.scope" not in hub_snapshot()["stats"]
+
+
+def test_agents_start_once_per_node_and_report(ray_local):
+    import ray
+
+    from mixfleet.platform.telemetry import get_hub, start_agents
+
+    snap = start_agents(period_s=0.5)
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert alive <= {nid for nid, n in snap["nodes"].items() if not n["stale"]}
+    hub = get_hub()
+    pids = {nid: ray.get(ray.get(hub.agent.remote(nid)).info.remote())["pid"] for nid in alive}
+    start_agents(period_s=0.5)  # idempotent: the same agents keep running
+    assert pids == {nid: ray.get(ray.get(hub.agent.remote(nid)).info.remote())["pid"] for nid in alive}
+
+
+def test_watch_and_json_do_not_mix(cli):
+    r = cli("cluster", "status", "--watch", "--json", timeout=60)
+    assert r.returncode != 0 and "--watch and --json do not mix" in r.error_line
