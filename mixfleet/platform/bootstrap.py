@@ -69,12 +69,16 @@ def connect(
     dashboard: bool = False,
     namespace: str = NAMESPACE,
     quiet: bool = True,
+    metrics_export_port: int | None = None,
 ) -> Connection:
     """Start or join Ray once per process and return the :class:`Connection`.
 
     ``address=None`` starts an embedded local Ray unless ``RAY_ADDRESS`` is
     set (as inside ``ray job submit``), in which case that cluster is joined.
-    Resource arguments apply to an embedded Ray only.
+    Resource arguments apply to an embedded Ray only, as does
+    ``metrics_export_port`` (where Prometheus scrapes Ray's and mixfleet's
+    metrics; by default Ray picks a free port, readable as
+    ``ray.nodes()[i]["MetricsExportPort"]``).
     """
     global _current
     import ray
@@ -94,7 +98,7 @@ def connect(
     }
     if address is None:
         kwargs.update(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, resources=resources,
-                      _node_ip_address=LOOPBACK)
+                      _node_ip_address=LOOPBACK, _metrics_export_port=metrics_export_port)
         if object_store_memory:
             kwargs["object_store_memory"] = object_store_memory
     elif address != "auto":

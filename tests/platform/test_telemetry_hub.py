@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -105,3 +106,42 @@ def test_agents_start_once_per_node_and_report(ray_local):
 def test_watch_and_json_do_not_mix(cli):
     r = cli("cluster", "status", "--watch", "--json", timeout=60)
     assert r.returncode != 0 and "--watch and --json do not mix" in r.error_line
+
+
+def test_gpu_check_script_reads_nvml_or_says_why_not(repo_root):
+    """On a GPU machine the script prints NVML readings; elsewhere one clear error line."""
+    import json
+    import subprocess
+
+    from mixfleet.platform.telemetry.sources import nvml_available
+
+    proc = subprocess.run(["bash", str(repo_root / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=150, env={**os.environ, "PYTHON": sys.executable})
+    if nvml_available():
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout)
+        assert out["gpus"] and {g["source"] for g in out["gpus"]} == {"nvml"}
+    else:
+        assert proc.returncode != 0
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: NVML is not usable here")
+
+
+def test_connect_can_fix_the_metrics_export_port(tmp_path):
+    """``connect(metrics_export_port=P)`` puts Ray's Prometheus endpoint on P (checked in a fresh process)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import ray, urllib.request\n"
+            "from mixfleet.platform import connect, shutdown\n"
+            f"connect(num_cpus=1, metrics_export_port={port})\n"
+            "print(ray.nodes()[0]['MetricsExportPort'])\n"
+            f"print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=10).status)\n"
+            "shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(port), "200"]
