@@ -66,6 +66,31 @@ def load_job_class(spec: str):
     return cls
 
 
+def _with_source(tb: str, module) -> str:
+    """Put the job file's name and source lines back into a worker traceback.
+
+    The job travels by value, so worker frames of its code are named
+    ``<dynamic-code>``; the driver has the file and fills the lines in.
+    """
+    import linecache
+    import re
+
+    path = getattr(module, "__file__", None)
+    if not path:
+        return tb
+    out = []
+    for line in tb.splitlines():
+        m = re.match(r'(\s*)File "<dynamic-code>", line (\d+), in (.+)', line)
+        if m:
+            out.append(f'{m.group(1)}File "{path}", line {m.group(2)}, in {m.group(3)}')
+            src = linecache.getline(path, int(m.group(2))).strip()
+            if src:
+                out.append(f"{m.group(1)}  {src}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
 class _Bars:
     """Rich progress: one bar per phase with done/running/pending, MB/s and ETA."""
 
@@ -140,7 +165,8 @@ def run_cmd(
             else:
                 result = run(cls, inputs, output, reducers, workers, address=address, **options)
         except UserCodeError as exc:
-            console().print(exc.user_traceback, markup=False, highlight=False, end="")
+            console().print(_with_source(exc.user_traceback, sys.modules[cls.__module__]),
+                            markup=False, highlight=False, end="")
             raise
     finally:
         if shipped:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mixfleet.errors import JobError
+from mixfleet.errors import JobError, MixfleetError
 from mixfleet.mapreduce.inputs import InputFile, Piece
 from mixfleet.mapreduce.job import Job, Step, TaskContext
 from mixfleet.mapreduce.records import Claim, iter_records, line_offset
@@ -86,6 +86,7 @@ def run_map(job: Job, step: Step, task_id: str, files: list[InputFile], pieces: 
         for i, piece in enumerate(pieces):
             entry = files[piece.file] if piece.file >= 0 else None
             job.input_file = entry.uri if entry else None
+            where = f"input '{job.input_file}'" if entry else "an in-memory block"
             claim = claim_for(i) if claim_for else None
             is_pairs = piece.block_kind == "pairs"
             for offset, batch in iter_records(entry, piece, chunk_bytes, claim):
@@ -119,6 +120,7 @@ def run_map(job: Job, step: Step, task_id: str, files: list[InputFile], pieces: 
                 if combiner is not None and len(groups) - before < n_out:
                     where = f"combiner (input '{job.input_file}' offset {offset})"
                     groups = combine(groups, combiner, hot, hot_min)
+                    where = f"input '{job.input_file}'"
                 else:
                     count_hot(groups, hot, hot_min) if hot_min < (1 << 62) else None
                 if progress:
@@ -127,10 +129,10 @@ def run_map(job: Job, step: Step, task_id: str, files: list[InputFile], pieces: 
         where = "mapper_final"
         if step.mapper_final:
             out_records += _feed(groups, step.mapper_final())
-    except JobError:
+    except MixfleetError:
         raise
     except Exception as exc:
-        raise _user_error(where.split(" ")[0], task_id, where, exc) from None
+        raise _user_error("map", task_id, where, exc) from None
     blocks: list[bytes | None] = []
     try:
         parts = partition(groups, num_reducers, part_of)
@@ -169,7 +171,7 @@ def run_reduce(job: Job, step: Step, task_id: str, fetch: Iterable[bytes], memor
             where = "reducer_final"
             if step.reducer_final:
                 yield from step.reducer_final() or ()
-        except JobError:
+        except MixfleetError:
             raise
         except Exception as exc:
             at = f"key {key!r:.60}" if where == "reducer" else where

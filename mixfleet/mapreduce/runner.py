@@ -8,6 +8,7 @@ actor and polls its status for the progress display. It returns a
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -57,10 +58,11 @@ class JobResult:
             return ray.data.from_items([])
         if self.output_format == "parquet":
             return ray.data.read_parquet(paths, filesystem=self.filesystem)
-        if self.output_format == "jsonl":
-            return ray.data.read_json(paths, filesystem=self.filesystem, file_extensions=None)
+        jsonl = self.output_format == "jsonl"
 
         def split(row: dict) -> dict:
+            if jsonl:
+                return json.loads(row["text"])
             key, _, value = row["text"].partition("\t")
             return {"key": key, "value": value}
 
