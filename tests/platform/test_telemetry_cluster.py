@@ -81,7 +81,12 @@ def test_prometheus_endpoint_exports_gpu_gauges(ray_cluster):
 
 
 def test_reported_load_and_a_slowdown_show_through_telemetry(ray_cluster):
-    from mixfleet.platform.telemetry import clear_gpu_condition, report_gpu_load, set_gpu_condition, start_agents
+    from mixfleet.platform.telemetry import (
+        clear_gpu_condition,
+        report_gpu_load,
+        set_gpu_condition,
+        start_agents,
+    )
 
     start_agents()
     v100 = _gpu_nodes()["V100"]["NodeID"]
