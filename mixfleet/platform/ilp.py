@@ -10,6 +10,8 @@ again after changing mutable parameters re-uses the previous basis.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import dataclass
 
@@ -60,7 +62,11 @@ class Solver:
 
         t0 = time.perf_counter()
         try:
-            res = self._highs.solve(model)
+            # Pyomo captures the solver's output at the fd level; under `--json` the CLI
+            # points sys.stdout at stderr, which deadlocks that capture: solve against
+            # the real stdout (nothing is printed: stream_solver is off).
+            with contextlib.redirect_stdout(sys.__stdout__ or sys.stdout):
+                res = self._highs.solve(model)
         except Exception as exc:  # HiGHS or the Pyomo interface failed outright
             raise SolverError(f"HiGHS failed on the {what}: {exc}", "see the solver log") from None
         elapsed = time.perf_counter() - t0
