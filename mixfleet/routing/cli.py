@@ -1,0 +1,210 @@
+"""``mixfleet routing simulate | compare | plan`` (and ``serve``, registered by the live router).
+
+Everything here runs the discrete-event simulator: GPUs are EMULATED from
+calibrated roofline profiles (see profiles.yaml), and every command says so.
+With ``--json`` one JSON object goes to stdout (DESIGN.md contract).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import typer
+
+from mixfleet.errors import InputError
+from mixfleet.platform.output import console, emit_json, print_table
+
+app = typer.Typer(help="Simulate, plan and serve heterogeneity-aware LLM routing.", add_completion=False,
+                  no_args_is_help=True)
+
+EMULATED = "simulated: GPUs EMULATED from roofline profiles calibrated to published figures"
+
+
+def _say(text: str) -> None:
+    console().print(text)
+
+
+def _fleet(path: str):
+    from mixfleet.routing.fleet import load_fleet
+
+    return load_fleet(path)
+
+
+def _check_load(values: list[float]) -> list[float]:
+    for v in values:
+        if not (0 < v <= 10):
+            raise InputError(f"load {v} is out of range", "give a fraction of capacity in (0, 10], e.g. 0.7")
+    return values
+
+
+@app.command()
+def simulate(
+    trace: str = typer.Option(..., "--trace", help="trace file (.csv Azure / .jsonl Mooncake), azure-conv, "
+                              "azure-code, or poisson:n=..,rate=.. / gamma:.. / diurnal:.."),
+    fleet: str = typer.Option(..., "--fleet", help="fleet.yaml"),
+    policy: str = typer.Option("least_work_left", "--policy", help="round_robin, pow2, least_outstanding, "
+                               "least_work_left or ilp"),
+    load: float = typer.Option(None, "--load", help="scale arrivals to this fraction of the fleet's capacity"),
+    seed: int = typer.Option(0, "--seed", help="seed of the policy RNG and of the trace's size shuffle"),
+    limit: int = typer.Option(None, "--limit", min=1, help="use only the first N requests"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Simulate one routing policy on a fleet over a trace."""
+    from mixfleet.routing.compare import seeded
+    from mixfleet.routing.policies import check_policy_name
+    from mixfleet.routing.runner import Workload, prepare
+    from mixfleet.routing.runner import simulate as run
+
+    name = check_policy_name(policy)
+    if load is not None:
+        _check_load([load])
+    fl = _fleet(fleet)
+    wl = prepare(fl, trace, load, limit)
+    wl = Workload(seeded(wl.trace, seed), wl.stats, wl.capacity_req_s, load, wl.time_scale)
+    _say(f"[dim]{EMULATED}[/dim]")
+    _say(f"fleet {fl.describe()}: capacity {wl.capacity_req_s:.2f} req/s on this trace "
+         f"(mean prompt {wl.stats.prompt_mean:.0f}, output {wl.stats.output_mean:.0f} tokens); "
+         f"offered {wl.rate_req_s:.2f} req/s")
+    res = run(fl, wl.trace, name, load=load, seed=seed, workload=wl)
+    s = res.summary
+    out = {"policy": name, "trace": trace, "fleet": fl.describe(), "emulated": True, "load": load, "seed": seed,
+           "capacity_req_s": wl.capacity_req_s, "offered_req_s": wl.rate_req_s, "clipped": res.clipped,
+           **{k: v for k, v in s.items()}, "oracle_floor": res.oracle, "policy_stats": res.extra}
+    if json_out:
+        emit_json(out)
+        return
+    rows = [(m, s[f"p50_{m}_s"], s[f"p90_{m}_s"], s[f"p99_{m}_s"], s[f"p999_{m}_s"]) for m in ("e2e", "ttft", "tpot")]
+    rows.append(("oracle e2e", res.oracle["p50_e2e_s"], res.oracle["p90_e2e_s"], res.oracle["p99_e2e_s"],
+                 res.oracle["p999_e2e_s"]))
+    print_table(f"{name}: latency (s), {s['requests']} requests", ["metric", "p50", "p90", "p99", "p99.9"], rows)
+    util = ", ".join(f"{g} {u:.0%}" for g, u in s["utilisation"].items())
+    _say(f"SLO attainment {s['slo_attainment']:.1%}; throughput {s['throughput_tok_s']:.0f} tok/s; "
+         f"cost ${s['cost_usd']:.2f}; busy: {util}" + (f"; {res.clipped} requests clipped to the context" if
+                                                       res.clipped else ""))
+
+
+@app.command()
+def compare(
+    trace: str = typer.Option(..., "--trace", help="trace file or bundled name (see simulate --help)"),
+    fleet: str = typer.Option(..., "--fleet", help="fleet.yaml"),
+    load: list[float] = typer.Option([0.5, 0.7, 0.85], "--load", help="loads (repeatable)"),
+    policy: list[str] = typer.Option([], "--policy", help="policies (repeatable; default: all)"),
+    seeds: int = typer.Option(1, "--seeds", min=1, max=100, help="seeds 0..N-1 per load"),
+    limit: int = typer.Option(None, "--limit", min=1, help="use only the first N requests"),
+    plot_path: str = typer.Option(None, "--plot", help="write a PNG: latency CDFs and P99 against load"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Compare policies side by side over loads and seeds."""
+    from mixfleet.routing.compare import compare as run_compare
+    from mixfleet.routing.compare import plot
+    from mixfleet.routing.policies import POLICIES, check_policy_name
+
+    names = [check_policy_name(p) for p in policy] or list(POLICIES)
+    _check_load(load)
+    if plot_path and not plot_path.lower().endswith(".png"):
+        raise InputError(f"plot path '{plot_path}' must end with .png", "e.g. --plot compare.png")
+    fl = _fleet(fleet)
+    _say(f"[dim]{EMULATED}[/dim]")
+    from rich.progress import Progress
+
+    total = len(load) * seeds * len(names)
+    with Progress(console=console(), transient=True, disable=json_out) as bar:
+        task = bar.add_task("simulating", total=total)
+
+        def step(text: str) -> None:
+            bar.update(task, advance=1, description=text)
+
+        cmp = run_compare(fl, trace, names, load, list(range(seeds)), limit=limit, progress=step,
+                          keep_results=bool(plot_path))
+    if plot_path:
+        plot(cmp, plot_path, title=f"{trace} on {fl.describe()}")
+    out = cmp.to_json()
+    if json_out:
+        emit_json(out)
+        return
+    _say(f"fleet {fl.describe()}: capacity {cmp.capacity_req_s:.2f} req/s on {trace}")
+    rows = []
+    for run in cmp.runs:
+        for name, v in run["policies"].items():
+            rows.append((run["load"], run["seed"], name, v["p50_e2e_s"], v["p99_e2e_s"], v["p99_ttft_s"],
+                         v["p99_tpot_s"], v["slo_attainment"], v["throughput_tok_s"], v["cost_usd"]))
+        o = run["oracle_floor"]
+        rows.append((run["load"], run["seed"], "oracle floor", o["p50_e2e_s"], o["p99_e2e_s"], o["p99_ttft_s"],
+                     None, None, None, None))
+    print_table("routing policies (simulated)", ["load", "seed", "policy", "p50 e2e s", "p99 e2e s", "p99 ttft s",
+                                                 "p99 tpot s", "SLO", "tok/s", "cost $"], rows)
+    if plot_path:
+        _say(f"plot: {plot_path}")
+
+
+@app.command()
+def plan(
+    fleet: str = typer.Option(..., "--fleet", help="fleet.yaml"),
+    trace: str = typer.Option(..., "--trace", help="trace whose class mix to plan for"),
+    load: float = typer.Option(None, "--load", help="scale the trace's rate to this fraction of capacity"),
+    provision_: bool = typer.Option(False, "--provision", help="size a fleet instead (Mélange-style): the "
+                                    "cheapest GPU counts that meet the SLO"),
+    target_util: float = typer.Option(0.8, "--target-util", min=0.05, max=1.0,
+                                      help="with --provision: utilisation each GPU may reach"),
+    limit: int = typer.Option(None, "--limit", min=1, help="use only the first N requests"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Solve the routing ILP for a fleet and a trace's class mix, and print the plan."""
+    import time
+
+    from mixfleet.routing.ilp import PlanSolver, provision
+    from mixfleet.routing.ilp_policy import full_mix, mix_from_workload
+    from mixfleet.routing.plan import build_problem
+    from mixfleet.routing.runner import prepare
+
+    if load is not None:
+        _check_load([load])
+    fl = _fleet(fleet)
+    wl = prepare(fl, trace, load, limit)
+    mix = mix_from_workload(wl)
+    _say(f"[dim]{EMULATED}[/dim]")
+    if provision_:
+        out = {"mode": "provision", "trace": trace, "model": fl.model, "rate_req_s": wl.rate_req_s,
+               **provision(fl, mix, target_util=target_util)}
+        if json_out:
+            emit_json(out)
+            return
+        print_table(f"cheapest fleet for {wl.rate_req_s:.2f} req/s of {trace} at <= {target_util:.0%} busy",
+                    ["GPU type", "count"], sorted(out["counts"].items()))
+        _say(f"cost ${out['cost_per_hour']:.2f}/h; best single GPU type ${out['best_single_type_cost_per_hour']:.2f}/h"
+             f" (saving {out['saving_vs_best_single']:.0%}); solve {out['solve_time_s'] * 1e3:.0f} ms")
+        return
+    t0 = time.perf_counter()
+    solver = PlanSolver(build_problem(fl, full_mix(mix.grid, mix, mix.total_rate())))
+    p = solver.solve()
+    total_s = time.perf_counter() - t0
+    out = {"mode": "route", "trace": trace, "fleet": fl.describe(), "capacity_req_s": wl.capacity_req_s,
+           "rate_req_s": wl.rate_req_s, **p.to_dict(), "total_time_s": total_s}
+    rates = dict(zip(mix.classes, mix.rate, strict=True))
+    out["classes"] = [dict(c, rate_req_s=rates.get(cls, 0.0)) for c, cls in zip(out["classes"], p.classes, strict=True)
+                      if cls in rates]
+    if json_out:
+        emit_json(out)
+        return
+    rows = [(c["class"], c["rate_req_s"], *[c["weights"].get(g, 0.0) for g in p.groups]) for c in out["classes"]]
+    print_table(f"plan: share of each class per GPU pool ({wl.rate_req_s:.2f} req/s)", ["class", "req/s", *p.groups],
+                rows)
+    util = ", ".join(f"{g} {u:.0%}" for g, u in zip(p.groups, p.utilisation, strict=True))
+    _say(f"predicted utilisation: {util}; status {p.status}; solve {p.solve_time_s * 1e3:.1f} ms "
+         f"(build {p.build_time_s * 1e3:.0f} ms)")
+
+
+def _register_serve() -> None:
+    """``mixfleet routing serve`` lives in the live router's subpackage; add it when present."""
+    if importlib.util.find_spec("mixfleet.routing.serve") is None:
+        return
+    if importlib.util.find_spec("mixfleet.routing.serve.cli") is None:
+        return
+    module = importlib.import_module("mixfleet.routing.serve.cli")
+    register = getattr(module, "register", None)
+    if register is not None:
+        register(app)
+
+
+_register_serve()

@@ -1,0 +1,202 @@
+"""Build and deploy the live router as a Ray Serve application.
+
+The application is one ingress deployment (:mod:`~mixfleet.routing.serve.ingress`)
+bound to one single-replica engine deployment per fleet replica
+(``engine-<replica id>``), grouped by GPU type: each asks for
+``num_gpus=gpus_per_replica`` and ``accelerator_type=<type>`` so Ray places it
+only on a node of that GPU type. On these machines those nodes are EMULATED
+(:class:`~mixfleet.platform.local_cluster.EmulatedCluster`) and the engines
+are emulated too.
+
+Accelerator names: a fleet GPU names its exact Ray type (``A100-80G``); Ray
+itself labels every A100 node ``A100`` and the sized names are optional
+extra labels. So a replica asks for the exact name when some node
+advertises it, else for the family name (``A100``); when neither exists
+the build fails at once with the types the cluster has (Serve would
+otherwise wait forever for resources that never come). The same happens
+when a GPU type has too few GPUs for its replicas.
+
+``app_builder(args)`` is the entry for ``serve deploy`` /
+``serve run mixfleet.routing.serve.app:app_builder fleet=...`` (see
+``serve_config.yaml`` next to this file).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from mixfleet.errors import ClusterError, InputError
+from mixfleet.platform.accelerators import RESOURCE_PREFIX
+from mixfleet.platform.config import StrictModel, parse_model
+
+APP_NAME = "mixfleet-llm"
+GRPC_SERVICER = "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server"
+NOMINAL_PROMPT, NOMINAL_OUTPUT = 512, 128  # request size behind the default planning rate
+
+
+class ServeOptions(StrictModel):
+    """How the live router runs (every field has a default; unknown keys are rejected)."""
+
+    policy: str = "ilp"
+    seed: int = 0
+    engine: Literal["emulated", "tiny-torch"] = "emulated"
+    gpus_per_replica: float = Field(default=1.0, gt=0, le=8)
+    cpus_per_replica: float = Field(default=0.0, ge=0, le=64)
+    max_outstanding: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_waiting: int = Field(default=64, ge=1, le=100_000)
+    telemetry_interval_s: float = Field(default=2.0, gt=0, le=600)
+    first_chunk_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    expected_load: float = Field(default=0.6, gt=0, le=2.0)
+    expected_rate_req_s: float | None = Field(default=None, gt=0)
+    flush_s: float = Field(default=0.02, gt=0, le=1.0)
+    policy_options: dict = Field(default_factory=dict)
+
+
+def nominal_capacity_req_s(fleet) -> float:
+    """Requests/s the fleet sustains on nominal 512-in/128-out requests (capacity.py's method)."""
+    from mixfleet.routing.plan import class_service_s
+
+    return sum(1.0 / class_service_s(r, NOMINAL_PROMPT, NOMINAL_OUTPUT) for r in fleet.replicas)
+
+
+def router_options(fleet, opts: ServeOptions) -> dict:
+    """The plain options dict the ingress gets (policy, bounds, planning rate)."""
+    from mixfleet.routing.policies import check_policy_name
+
+    name = check_policy_name(opts.policy)
+    bound = opts.max_outstanding or sum(r.max_batch for r in fleet.replicas) + opts.max_waiting
+    pol = dict(opts.policy_options)
+    if name == "ilp":
+        rate = opts.expected_rate_req_s or opts.expected_load * nominal_capacity_req_s(fleet)
+        pol.setdefault("total_rate", rate)
+    return {"policy": name, "seed": opts.seed, "policy_options": pol, "max_outstanding": bound,
+            "telemetry_interval_s": opts.telemetry_interval_s, "first_chunk_timeout_s": opts.first_chunk_timeout_s,
+            "engine": opts.engine}
+
+
+def advertised_gpus() -> dict[str, float]:
+    """GPUs per accelerator type over the alive nodes of the connected cluster."""
+    import ray
+
+    out: dict[str, float] = {}
+    for n in ray.nodes():
+        if not n.get("Alive"):
+            continue
+        res = n.get("Resources", {})
+        for key in res:
+            if key.startswith(RESOURCE_PREFIX):
+                name = key[len(RESOURCE_PREFIX):]
+                out[name] = out.get(name, 0.0) + res.get("GPU", 0.0)
+    return out
+
+
+def placement_accelerator(accelerator: str, advertised: dict[str, float]) -> str:
+    """The accelerator_type to ask Ray for (exact name, else its family); see module doc."""
+    if accelerator in advertised:
+        return accelerator
+    family = accelerator.split("-")[0]
+    if family in advertised:
+        return family
+    have = ", ".join(sorted(advertised)) or "none"
+    raise ClusterError(f"no node of the cluster has GPU type '{accelerator}' (GPU types present: {have})",
+                       "start the emulated fleet with `mixfleet routing serve --emulate`, or add nodes of that type")
+
+
+def placements(fleet, opts: ServeOptions, advertised: dict[str, float] | None) -> dict[str, str]:
+    """Accelerator type per replica id; checks each type has GPUs for its replicas."""
+    if advertised is None:
+        return {r.replica_id: r.accelerator for r in fleet.replicas}
+    out = {r.replica_id: placement_accelerator(r.accelerator, advertised) for r in fleet.replicas}
+    need: dict[str, float] = {}
+    for acc in out.values():
+        need[acc] = need.get(acc, 0.0) + opts.gpus_per_replica
+    for acc, n in need.items():
+        if n > advertised[acc] + 1e-9:
+            raise ClusterError(f"the fleet needs {n:g} GPUs of type {acc} ({opts.gpus_per_replica:g} per replica) "
+                               f"but the cluster has {advertised[acc]:g}",
+                               "use fewer replicas of that type, a smaller --gpus-per-replica, or more nodes")
+    return out
+
+
+def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: dict[str, float] | None = None):
+    """The Serve application for ``fleet`` (not yet running)."""
+    from ray import serve
+
+    from mixfleet.routing.serve.ingress import Ingress
+    from mixfleet.routing.serve.replica import EngineReplica
+
+    opts = options if isinstance(options, ServeOptions) else parse_model(options or {}, ServeOptions,
+                                                                          source="serve options")
+    if opts.engine == "tiny-torch":
+        from mixfleet.routing.serve.tiny_engine import check_cuda
+
+        check_cuda()
+    ropts = router_options(fleet, opts)
+    where = placements(fleet, opts, advertised)
+    engine_dep = serve.deployment(EngineReplica)
+    engines = {}
+    for r in fleet.replicas:
+        engines[r.replica_id] = engine_dep.options(
+            name=f"engine-{r.replica_id}", num_replicas=1,
+            ray_actor_options={"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica,
+                               "accelerator_type": where[r.replica_id]},
+            max_ongoing_requests=r.max_batch + opts.max_waiting + 16,
+            max_queued_requests=4 * (r.max_batch + opts.max_waiting),
+            health_check_period_s=2.0, health_check_timeout_s=15.0, graceful_shutdown_timeout_s=1.0,
+        ).bind(fleet, r.replica_id, opts.engine, opts.max_waiting, 1.0, opts.flush_s)
+    ingress = serve.deployment(Ingress).options(
+        name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=ropts["max_outstanding"] + 256, max_queued_requests=1024,
+        health_check_period_s=2.0, graceful_shutdown_timeout_s=1.0)
+    return ingress.bind(fleet, engines, ropts)
+
+
+class BuilderArgs(StrictModel):
+    """``args`` of the Serve config: the fleet file plus :class:`ServeOptions` fields."""
+
+    fleet: str
+    options: ServeOptions = ServeOptions()
+
+
+def app_builder(args: dict):
+    """Entry point for ``serve deploy`` / ``serve run`` (args: ``fleet`` and optional ``options``)."""
+    from mixfleet.routing.fleet import load_fleet
+
+    parsed = parse_model(args or {}, BuilderArgs, source="serve application args")
+    path = Path(parsed.fleet)
+    if not path.is_file():
+        raise InputError(f"fleet file '{parsed.fleet}' not found", "pass fleet=<path to fleet.yaml>")
+    fleet = load_fleet(path)
+    return build_app(fleet, parsed.options, advertised=advertised_gpus())
+
+
+def deploy(fleet, options: ServeOptions | dict | None = None, *, name: str = APP_NAME, route_prefix: str = "/"):
+    """Deploy on the connected cluster (Serve must be started) and wait until it is healthy."""
+    from ray import serve
+
+    app = build_app(fleet, options, advertised=advertised_gpus())
+    return serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+
+
+def serve_ports() -> tuple[int, int | None]:
+    """The HTTP and gRPC ports the running Serve instance listens on."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client()
+    http = ray.get(client._controller.get_http_config.remote())
+    grpc_cfg = ray.get(client._controller.get_grpc_config.remote())
+    port = getattr(grpc_cfg, "port", None)
+    return int(http.port), (int(port) if port and getattr(grpc_cfg, "grpc_servicer_functions", None) else None)
+
+
+def gpu_count_for(fleet, gpus_per_replica: float) -> dict[str, int]:
+    """GPUs per Ray accelerator type that an emulated cluster needs for this fleet."""
+    need: dict[str, float] = {}
+    for r in fleet.replicas:
+        need[r.accelerator] = need.get(r.accelerator, 0.0) + gpus_per_replica
+    return {k: math.ceil(v - 1e-9) for k, v in need.items()}

@@ -1,0 +1,337 @@
+"""The ingress deployment: OpenAI-compatible HTTP, the gRPC ``Generate`` RPCs, and the router.
+
+One replica of :class:`Ingress` owns the one :class:`~mixfleet.routing.serve.router.LiveRouter`
+(why an ingress and not a Serve ``RequestRouter``: see that module). It
+dispatches to the per-replica engine deployments through Serve handles and
+runs the slow loop: every ``telemetry_interval_s`` it reads each engine's
+counters (the same counters the simulator turns into telemetry: tokens,
+busy and profiled seconds, queue, KV use), the TelemetryHub's GPU readings
+for the GPUs those replicas sit on (NVML on real GPUs, emulated otherwise:
+``speed_factor`` under throttling, staleness), probes replicas marked down,
+and hands one :class:`~mixfleet.routing.policy.Telemetry` sample to the
+policy (``observe``), exactly as the simulator does.
+
+Every HTTP response carries ``x-mixfleet-accelerator`` (the GPU type that
+served it, ``none`` when no replica was involved) and
+``x-mixfleet-engine`` (``emulated`` unless the tiny torch engine runs).
+Errors use OpenAI's shape: 400 for bad input, 429 + ``Retry-After`` when
+too much is in flight, 503 + ``Retry-After`` when no replica can take the
+request. gRPC maps them to INVALID_ARGUMENT, RESOURCE_EXHAUSTED and
+UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+import grpc
+from fastapi import FastAPI
+from fastapi import Request as HttpRequest
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from mixfleet.errors import InputError, MixfleetError
+from mixfleet.routing.policy import ReplicaTelemetry, Request, Telemetry
+from mixfleet.routing.serve import openai_api as oa
+from mixfleet.routing.serve.router import LiveRouter, Overloaded, ReplicaBusy, ReplicaDown, Unavailable
+
+log = logging.getLogger("mixfleet.routing.serve")
+
+api = FastAPI(title="mixfleet live router (OpenAI-compatible)", docs_url=None, redoc_url=None)
+
+ACCEL_HEADER = "x-mixfleet-accelerator"
+
+
+@api.middleware("http")
+async def _default_headers(request, call_next):
+    response = await call_next(request)
+    response.headers.setdefault(ACCEL_HEADER, "none")
+    return response
+
+
+def _error(status: int, exc: Exception, *, retry_after: float | None = None) -> JSONResponse:
+    kinds = {400: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+    msg = exc.one_line() if isinstance(exc, MixfleetError) else str(exc)
+    headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
+    return JSONResponse(oa.error_body(msg, kind=kinds.get(status, "server_error")), status_code=status,
+                        headers=headers)
+
+
+def _is_replica_down(exc: BaseException) -> bool:
+    import ray.exceptions as rex
+
+    return isinstance(exc, (rex.RayActorError, rex.ActorUnavailableError, rex.ActorDiedError, rex.NodeDiedError,
+                            rex.WorkerCrashedError))
+
+
+@serve.ingress(api)
+class Ingress:
+    """Serve ingress deployment class (see module doc)."""
+
+    def __init__(self, fleet, engines: dict, options: dict) -> None:
+        from mixfleet.routing.policies import make_policy
+
+        self.fleet = fleet
+        self.options = options
+        self.handles = [engines[r.replica_id] for r in fleet.replicas]
+        self.model = fleet.model
+        self.max_context = fleet.book.models[fleet.model].max_context
+        policy = make_policy(options.get("policy", "ilp"), fleet, seed=options.get("seed", 0),
+                             **options.get("policy_options", {}))
+        self.router = LiveRouter(fleet, policy, self._send, max_outstanding=options["max_outstanding"],
+                                 first_chunk_timeout_s=options.get("first_chunk_timeout_s", 30.0))
+        self.interval_s = options.get("telemetry_interval_s", 2.0)
+        self.engine_kind = options.get("engine", "emulated")
+        self._placement: dict[int, dict] = {}
+        self._last: dict[int, dict] = {}
+        self._loop: asyncio.Task | None = None
+        self.samples = 0
+
+    # -- transport ------------------------------------------------------------------------
+    async def _send(self, i: int, req: Request):
+        from ray.serve.exceptions import BackPressureError
+
+        from mixfleet.routing.serve.emulated_engine import EngineOverloaded
+
+        gen = self.handles[i].options(stream=True).generate.remote(req.prompt_tokens, req.max_tokens)
+        try:
+            async for chunk in gen:
+                yield chunk
+        except EngineOverloaded as exc:
+            raise ReplicaBusy(str(exc), exc.retry_after_s) from None
+        except BackPressureError as exc:
+            raise ReplicaBusy(str(exc)) from None
+        except Exception as exc:
+            if _is_replica_down(exc):
+                raise ReplicaDown(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise
+
+    # -- slow loop --------------------------------------------------------------------------
+    def _ensure_loop(self) -> None:
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.get_running_loop().create_task(self._slow_loop())
+
+    async def check_health(self) -> None:
+        self._ensure_loop()
+
+    async def _slow_loop(self) -> None:
+        while True:
+            try:
+                await self.sample()
+            except Exception:
+                log.exception("slow loop sample failed; trying again next interval")
+            await asyncio.sleep(self.interval_s)
+
+    async def _call(self, i: int, method: str, timeout: float):
+        return await asyncio.wait_for(getattr(self.handles[i], method).remote(), timeout=timeout)
+
+    async def sample(self) -> dict:
+        """One slow-loop step: engine counters + hub GPU readings -> Telemetry -> policy.observe."""
+        router, st = self.router, self.router.state
+        n = len(st)
+        stats = await asyncio.gather(*(self._call(i, "stats", 5.0) for i in range(n)), return_exceptions=True)
+        missing = [i for i in range(n) if i not in self._placement]
+        if missing:
+            infos = await asyncio.gather(*(self._call(i, "info", 5.0) for i in missing), return_exceptions=True)
+            for i, info in zip(missing, infos, strict=True):
+                if isinstance(info, dict):
+                    self._placement[i] = info
+        gpus = {}
+        try:
+            from mixfleet.platform.telemetry import get_hub
+
+            snap = await asyncio.wait_for(get_hub().snapshot.remote(), timeout=3.0)
+            gpus = {(g.get("node_id"), g.get("gpu_index")): g for g in snap.get("gpus", ()) if not g.get("stale")}
+        except Exception as exc:  # no hub: engine counters alone still drive the loop
+            log.debug("no telemetry hub snapshot: %r", exc)
+        reps = []
+        for i, s in enumerate(stats):
+            rid = st.ids[i]
+            if isinstance(s, BaseException):
+                if _is_replica_down(s):
+                    router.mark_down(i, f"stats call failed: {type(s).__name__}")
+                reps.append(ReplicaTelemetry(rid, healthy=st.healthy[i] and i not in router.down_reason))
+                continue
+            if i in router.down_reason:
+                router.mark_up(i)  # it answered: back in rotation
+                self._placement.pop(i, None)  # a restarted replica may sit on another GPU
+            prev = self._last.get(i)
+            self._last[i] = s
+            obs = exp = None
+            if prev is not None and s["tokens"] >= prev["tokens"]:
+                tok, busy, prof = (s["tokens"] - prev["tokens"], s["busy_s"] - prev["busy_s"],
+                                   s["profile_s"] - prev["profile_s"])
+                obs = tok / busy if busy > 0 else None
+                exp = tok / prof if prof > 0 else None
+            where = self._placement.get(i, {})
+            g = gpus.get((where.get("node_id"), where.get("gpu_index")), {})
+            reps.append(ReplicaTelemetry(rid, observed_tok_s=obs, expected_tok_s=exp,
+                                         clock_ratio=g.get("speed_factor"), throttled=bool(g.get("throttle_reasons")),
+                                         power_w=g.get("power_w"), queue_len=int(s["queue_len"]),
+                                         kv_frac=s["kv_frac"], healthy=True))
+        router.observe(Telemetry(router.clock(), tuple(reps)))
+        self.samples += 1
+        return {"samples": self.samples}
+
+    # -- shared request path ---------------------------------------------------------------
+    async def _route(self, gen: oa.GenRequest) -> tuple:
+        self._ensure_loop()
+        req = Request(oa.new_id(gen.kind), gen.prompt_tokens, gen.max_tokens, time.monotonic())
+        return req.request_id, await self.router.route(req)
+
+    @staticmethod
+    def _headers(routed) -> dict:
+        return {ACCEL_HEADER: routed.gpu, "x-mixfleet-replica": routed.replica_id,
+                "x-mixfleet-attempts": str(routed.attempts)}
+
+    async def _http_generate(self, request: HttpRequest, kind: str):
+        try:
+            body = oa.parse_body(await request.body())
+            gen = oa.parse_request(body, kind, models=[self.model], max_context=self.max_context)
+            rid, routed = await self._route(gen)
+        except InputError as exc:
+            return _error(400, exc)
+        except Overloaded as exc:
+            return _error(429, exc, retry_after=exc.retry_after_s)
+        except Unavailable as exc:
+            return _error(503, exc, retry_after=exc.retry_after_s)
+        headers = {**self._headers(routed), "x-mixfleet-engine": self.engine_kind}
+        info = {"replica_id": routed.replica_id, "gpu": routed.gpu, "accelerator": routed.accelerator,
+                "engine": self.engine_kind}
+        if not gen.stream:
+            ids = list(routed.first["tokens"])
+            try:
+                async for chunk in routed.rest:
+                    ids.extend(chunk["tokens"])
+            except Unavailable as exc:
+                return _error(503, exc, retry_after=exc.retry_after_s)
+            finally:
+                await routed.rest.aclose()
+            return JSONResponse(oa.full_response(gen, rid, oa.detokenize(ids), len(ids), info), headers=headers)
+        return StreamingResponse(self._sse(gen, rid, routed), media_type="text/event-stream", headers=headers)
+
+    async def _sse(self, gen: oa.GenRequest, rid: str, routed):
+        n = len(routed.first["tokens"])
+        try:
+            yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(routed.first["tokens"]), first=True))
+            async for chunk in routed.rest:
+                n += len(chunk["tokens"])
+                if chunk["tokens"]:
+                    yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(chunk["tokens"])))
+            yield oa.sse(oa.stream_chunk(gen, rid, "", finish=True))
+            if gen.include_usage:
+                yield oa.sse(oa.usage_chunk(gen, rid, n))
+            yield oa.sse("[DONE]")
+        except Unavailable as exc:  # headers are gone: report in-band, then end the stream
+            yield oa.sse(oa.error_body(str(exc), kind="service_unavailable"))
+        finally:
+            await routed.rest.aclose()
+
+    # -- HTTP routes --------------------------------------------------------------------------
+    @api.post("/v1/completions")
+    async def completions(self, request: HttpRequest):
+        return await self._http_generate(request, "completion")
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: HttpRequest):
+        return await self._http_generate(request, "chat")
+
+    @api.get("/v1/models")
+    async def models(self):
+        return {"object": "list", "data": [{"id": self.model, "object": "model", "created": 0,
+                                            "owned_by": f"mixfleet ({self.engine_kind} engine)"}]}
+
+    @api.get("/health")
+    async def health(self):
+        self._ensure_loop()
+        st = self.router.state
+        up = sum(st.healthy)
+        body = {"status": "ok" if up else "unavailable", "healthy_replicas": up, "replicas": len(st),
+                "engine": self.engine_kind, "emulated": self.engine_kind == "emulated"}
+        return JSONResponse(body, status_code=200 if up else 503)
+
+    @api.get("/v1/mixfleet/stats")
+    async def stats(self):
+        """Router view: traffic per replica and GPU type, health, outstanding work, the policy's plan."""
+        return self.describe()
+
+    def describe(self) -> dict:
+        r, st = self.router, self.router.state
+        pol = r.policy
+        plan = getattr(pol, "plan", None)
+        return {"policy": pol.describe(), "counts": r.counts(), "rejected": r.rejected, "retried": r.retried,
+                "healthy": dict(zip(st.ids, st.healthy, strict=True)),
+                "outstanding": dict(zip(st.ids, st.outstanding, strict=True)),
+                "speed": dict(zip(st.ids, st.speed, strict=True)),
+                "down_reason": {st.ids[i]: w for i, w in r.down_reason.items()}, "samples": self.samples,
+                "plan": plan.to_dict() if plan is not None else None, "engine": self.engine_kind,
+                "placement": {st.ids[i]: p for i, p in self._placement.items()}}
+
+    # -- gRPC (through Serve's gRPC proxy) -------------------------------------------------------
+    def _grpc_request(self, request) -> oa.GenRequest:
+        body = {"model": request.model, "max_tokens": request.max_tokens or None}
+        body["prompt"] = list(request.prompt_token_ids) if len(request.prompt_token_ids) else request.prompt
+        if body["prompt"] == "":
+            raise InputError("empty prompt", "set prompt or prompt_token_ids")
+        return oa.parse_request(body, "completion", models=[self.model], max_context=self.max_context)
+
+    async def _grpc_route(self, request, grpc_context):
+        try:
+            gen = self._grpc_request(request)
+            return gen, await self._route(gen)
+        except Exception as exc:
+            _grpc_fail(grpc_context, exc)
+            raise
+
+    async def Generate(self, request, grpc_context=None):
+        from mixfleet.routing.serve.proto import llm_pb2
+
+        gen, (_rid, routed) = await self._grpc_route(request, grpc_context)
+        ids = list(routed.first["tokens"])
+        try:
+            async for chunk in routed.rest:
+                ids.extend(chunk["tokens"])
+        except Exception as exc:
+            _grpc_fail(grpc_context, exc)
+            raise
+        finally:
+            await routed.rest.aclose()
+        return llm_pb2.GenerateReply(text=oa.detokenize(ids), prompt_tokens=gen.prompt_tokens,
+                                     completion_tokens=len(ids), accelerator=routed.gpu,
+                                     replica_id=routed.replica_id, finish_reason="length")
+
+    async def GenerateStream(self, request, grpc_context=None):
+        from mixfleet.routing.serve.proto import llm_pb2
+
+        _gen, (_rid, routed) = await self._grpc_route(request, grpc_context)
+        try:
+            yield llm_pb2.GenerateChunk(text=oa.detokenize(routed.first["tokens"]),
+                                        completion_tokens=len(routed.first["tokens"]), accelerator=routed.gpu,
+                                        replica_id=routed.replica_id)
+            async for chunk in routed.rest:
+                yield llm_pb2.GenerateChunk(text=oa.detokenize(chunk["tokens"]), completion_tokens=len(chunk["tokens"]),
+                                            accelerator=routed.gpu, replica_id=routed.replica_id, done=chunk["done"],
+                                            finish_reason="length" if chunk["done"] else "")
+        except Exception as exc:
+            _grpc_fail(grpc_context, exc)
+            raise
+        finally:
+            await routed.rest.aclose()
+
+
+def _grpc_fail(ctx, exc: BaseException) -> None:
+    if ctx is None:
+        return
+    if isinstance(exc, InputError):
+        ctx.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        ctx.set_details(exc.one_line())
+    elif isinstance(exc, Overloaded):
+        ctx.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        ctx.set_details(f"{exc}; retry after {math.ceil(exc.retry_after_s)} s")
+        ctx.set_trailing_metadata([("retry-after", str(max(1, math.ceil(exc.retry_after_s))))])
+    elif isinstance(exc, Unavailable):
+        ctx.set_code(grpc.StatusCode.UNAVAILABLE)
+        ctx.set_details(str(exc))

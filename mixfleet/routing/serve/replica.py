@@ -1,0 +1,122 @@
+"""The engine replica deployment: one fleet replica on a GPU of its type.
+
+Each fleet replica (``A100-80GB-0``, ...) is a one-replica Serve deployment
+whose ``ray_actor_options`` ask for ``num_gpus`` and the replica's
+``accelerator_type``, so Ray places it only on a node of that GPU type (on
+these machines: an EMULATED node that declares the GPU type; see
+:mod:`mixfleet.platform.local_cluster`).
+
+Engines:
+
+- ``emulated`` (default, and the only one without CUDA): the simulator's
+  engine on a wall clock (:mod:`mixfleet.routing.serve.emulated_engine`);
+  EMULATED timing from the GPU profile, placeholder tokens.
+- ``tiny-torch`` (opt-in, CUDA only): a real but TINY torch causal LM
+  (:mod:`mixfleet.routing.serve.tiny_engine`); real tokens from random
+  weights, real GPU time, not the fleet model's timing.
+
+A replica reports its engine stats to the TelemetryHub every
+``stats_interval_s`` (``push_stats("routing.replica", id, ...)``), drives
+its emulated GPU's load there, and follows the emulated GPU's
+``speed_factor`` (``set_gpu_condition`` = thermal throttling): the engine
+then really runs slower, which the router sees through telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger("mixfleet.routing.serve")
+
+STATS_SCOPE = "routing.replica"
+
+
+def _find_replica(fleet, replica_id: str):
+    for r in fleet.replicas:
+        if r.replica_id == replica_id:
+            return r
+    from mixfleet.errors import unknown_name
+
+    raise unknown_name("replica", replica_id, [r.replica_id for r in fleet.replicas])
+
+
+class EngineReplica:
+    """Serve deployment class (see module doc). Methods are called through handles by the ingress."""
+
+    def __init__(self, fleet, replica_id: str, engine: str = "emulated", max_waiting: int = 64,
+                 stats_interval_s: float = 1.0, flush_s: float = 0.02) -> None:
+        import ray
+
+        from mixfleet.routing.serve.emulated_engine import EmulatedEngine
+
+        rep = _find_replica(fleet, replica_id)
+        self.replica = rep
+        self.stats_interval_s = stats_interval_s
+        ctx = ray.get_runtime_context()
+        self.node_id = ctx.get_node_id()
+        ids = ray.get_gpu_ids()
+        self.gpu_index = int(ids[0]) if ids else None
+        self.engine_kind = engine
+        if engine == "tiny-torch":
+            from mixfleet.routing.serve.tiny_engine import TinyTorchEngine
+
+            self.engine = TinyTorchEngine(replica_id, max_waiting=max_waiting)
+        else:
+            self.engine = EmulatedEngine(replica_id, rep.perf, rep.kv_tokens, rep.max_batch,
+                                         fleet.config.max_batched_tokens, max_waiting=max_waiting, flush_s=flush_s)
+        self._stats_task: asyncio.Task | None = None
+        self._last_busy = 0.0
+        self._last_t = 0.0
+
+    def _ensure_stats_loop(self) -> None:
+        if self._stats_task is None or self._stats_task.done():
+            self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop())
+
+    async def generate(self, prompt_tokens: int, max_tokens: int):
+        """Stream ``{"tokens": [...], "done": bool, "ttft_s", "e2e_s"}`` dicts for one request."""
+        self._ensure_stats_loop()
+        async for c in self.engine.generate(prompt_tokens, max_tokens):
+            yield {"tokens": c.tokens, "first": c.first, "done": c.done, "ttft_s": c.ttft_s, "e2e_s": c.e2e_s}
+
+    async def info(self) -> dict:
+        """Where this replica runs and what it is (EMULATED unless the tiny torch engine runs)."""
+        self._ensure_stats_loop()
+        return {"replica_id": self.replica.replica_id, "gpu": self.replica.gpu,
+                "accelerator": self.replica.accelerator, "node_id": self.node_id, "gpu_index": self.gpu_index,
+                "engine": self.engine.kind, "emulated": self.engine.kind == "emulated"}
+
+    async def stats(self) -> dict:
+        return self.engine.stats()
+
+    async def set_speed(self, speed: float) -> None:
+        """Emulated thermal throttle, for tests and demos (normally driven by telemetry)."""
+        self.engine.set_speed(speed)
+
+    async def check_health(self) -> None:
+        """Serve's health check: the engine loop must not have crashed."""
+        task = getattr(self.engine, "_task", None)
+        if task is not None and task.done() and task.exception() is not None:
+            raise RuntimeError(f"engine loop crashed: {task.exception()!r}")
+
+    async def _stats_loop(self) -> None:
+        from mixfleet.platform.telemetry import get_hub, push_stats, report_gpu_load
+
+        while True:
+            await asyncio.sleep(self.stats_interval_s)
+            try:
+                s = self.engine.stats()
+                push_stats(STATS_SCOPE, self.replica.replica_id, s)
+                if self.gpu_index is not None and self.engine.kind == "emulated":
+                    t, busy = s["model_time_s"], s["busy_s"]
+                    util = (busy - self._last_busy) / max(t - self._last_t, 1e-6)
+                    self._last_busy, self._last_t = busy, t
+                    report_gpu_load(self.node_id, self.gpu_index, min(1.0, max(0.0, util)),
+                                    min(1.0, s["kv_frac"]), ttl_s=max(5.0, 4 * self.stats_interval_s))
+                    snap = await asyncio.wait_for(get_hub().snapshot.remote(), timeout=5)
+                    for g in snap.get("gpus", ()):
+                        if g.get("node_id") == self.node_id and g.get("gpu_index") == self.gpu_index:
+                            f = g.get("speed_factor")
+                            self.engine.set_speed(f if f and f > 0 else 1.0)
+            except Exception as exc:  # telemetry is best effort; serving goes on
+                log.debug("replica %s: stats loop: %r", self.replica.replica_id, exc)
