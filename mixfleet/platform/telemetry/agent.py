@@ -124,7 +124,7 @@ def start_agents(*, period_s: float = DEFAULT_PERIOD_S, source: str = "auto", de
     from mixfleet.errors import InputError
     from mixfleet.platform.accelerators import accelerator_of
     from mixfleet.platform.local_cluster import EMULATED_LABEL
-    from mixfleet.platform.telemetry.hub import get_hub
+    from mixfleet.platform.telemetry.hub import POLL_GROUP, get_hub
 
     if not isinstance(period_s, (int, float)) or not period_s > 0:
         raise InputError(f"bad telemetry period {period_s!r}: expected seconds > 0", "the default is 0.5")
@@ -154,5 +154,5 @@ def start_agents(*, period_s: float = DEFAULT_PERIOD_S, source: str = "auto", de
         fresh = {nid for nid, node in snap["nodes"].items() if not node["stale"]}
         if wanted <= fresh:
             break
-        snap = ray.get(hub.wait_for_update.remote(snap["version"], 1.0))
+        snap = ray.get(hub.wait_for_update.options(concurrency_group=POLL_GROUP).remote(snap["version"], 1.0))
     return snap

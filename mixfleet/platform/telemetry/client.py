@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from mixfleet.errors import InputError
-from mixfleet.platform.telemetry.hub import get_hub
+from mixfleet.platform.telemetry.hub import POLL_GROUP, get_hub
 from mixfleet.platform.telemetry.readings import validate_stat
 from mixfleet.platform.telemetry.state import check_fraction
 
@@ -41,7 +41,8 @@ def wait_for_update(since_version: int, timeout_s: float = 5.0) -> dict[str, Any
     if not isinstance(since_version, int) or isinstance(since_version, bool):
         raise InputError(f"bad since_version {since_version!r}: expected an int",
                          "pass the 'version' of the last snapshot you saw (or -1)")
-    return ray.get(get_hub().wait_for_update.remote(since_version, timeout_s), timeout=timeout_s + 30)
+    ref = get_hub().wait_for_update.options(concurrency_group=POLL_GROUP).remote(since_version, timeout_s)
+    return ray.get(ref, timeout=timeout_s + 30)
 
 
 def _check_gpu(node_id: Any, gpu_index: Any) -> None:

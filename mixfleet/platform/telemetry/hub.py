@@ -23,6 +23,7 @@ from mixfleet.platform.bootstrap import NAMESPACE
 from mixfleet.platform.telemetry.state import HubState
 
 HUB_NAME = "mixfleet-telemetry-hub"
+POLL_GROUP = "poll"
 _handles: dict[tuple, Any] = {}  # per-process cache of the hub handle, keyed by Ray session
 
 
@@ -148,11 +149,13 @@ def get_hub(*, detached: bool = False, **hub_options: Any):
     except ValueError:
         # Near the caller (normally the head) with soft affinity; 0 CPUs so it never blocks work.
         options: dict[str, Any] = dict(
-            name=HUB_NAME, namespace=NAMESPACE, get_if_exists=True, num_cpus=0, max_concurrency=64,
-            max_restarts=-1, max_task_retries=0,
+            name=HUB_NAME, namespace=NAMESPACE, get_if_exists=True,
             scheduling_strategy=NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=True))
         if detached:
             options["lifetime"] = "detached"
-        handle = ray.remote(TelemetryHub).options(**options).remote(**hub_options)
+        # Long polls run in their own thread group, so they never take the threads reports use.
+        actor_cls = ray.remote(num_cpus=0, max_concurrency=16, concurrency_groups={POLL_GROUP: 64},
+                               max_restarts=-1, max_task_retries=0)(TelemetryHub)
+        handle = actor_cls.options(**options).remote(**hub_options)
     _handles[key] = handle
     return handle
