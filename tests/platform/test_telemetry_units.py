@@ -87,6 +87,7 @@ def test_source_choice(nvml):
         open_source("n", source="nvml", emulated_node=False, **kw)
     with pytest.raises(ClusterError, match="unknown telemetry source 'nvm'"):
         open_source("n", source="nvm", emulated_node=False, **kw)
+    nvml.install()  # NVML works, but a node that declares no GPU to Ray (an emulated cluster's head) reports none
     assert open_source("n", emulated_node=False, accelerator_type=None, num_gpus=0, clock=clock, nvml=nvml) is None
 
 

@@ -226,7 +226,7 @@ def nvml_available(nvml: Any = None) -> bool:
 
 def open_source(node_id: str, *, source: str = "auto", accelerator_type: str | None, num_gpus: int,
                 emulated_node: bool, clock: Callable[[], float], nvml: Any = None):
-    """Pick the source for one node; ``None`` when the node has no GPU to report.
+    """Pick the source for one node; ``None`` when the node declares no GPU to Ray.
 
     ``auto``: a node labelled as having emulated GPUs is always emulated (its
     declared GPUs have no device behind them, even on a GPU host); otherwise
@@ -236,6 +236,8 @@ def open_source(node_id: str, *, source: str = "auto", accelerator_type: str | N
     source = os.environ.get("MIXFLEET_TELEMETRY_SOURCE", source) if source == "auto" else source
     if source not in SOURCES:
         raise ClusterError(f"unknown telemetry source '{source}'", f"valid sources: {', '.join(SOURCES)}")
+    if num_gpus <= 0:
+        return None  # telemetry covers the GPUs Ray schedules; a node declaring none reports none
     if source == "nvml" or (source == "auto" and not emulated_node and nvml_available(nvml)):
         try:
             return NvmlSource(node_id, clock, nvml=nvml, accelerator_type=accelerator_type)
@@ -243,6 +245,6 @@ def open_source(node_id: str, *, source: str = "auto", accelerator_type: str | N
             if source == "nvml":
                 raise ClusterError(f"NVML is not usable on node {node_id[:12]}: {exc}",
                                    "install the NVIDIA driver, or use source='emulated'") from None
-    if accelerator_type and num_gpus > 0:
+    if accelerator_type:
         return EmulatedSource(node_id, accelerator_type, num_gpus, clock)
-    return None
+    return None  # GPUs declared without a type and no NVML: nothing to read or emulate
