@@ -1,0 +1,392 @@
+"""The workflow executor: units as Ray tasks on their cloud's nodes, driven by one event loop.
+
+Life cycle of a unit (a node, or a fused group run as one invocation):
+``waiting -> running -> done | skipped | (failed -> retry_wait -> running) | (polling -> done)``.
+A unit is dispatched when every predecessor unit is done or skipped, with
+the references of the taken inputs (payloads go worker to worker). Retries
+use exponential backoff with jitter from the executor's RNG; a timeout
+force-cancels the attempt and counts as a failure; the last failure raises
+:class:`JobError` naming the node, the attempt and the cause.
+
+EMULATION: clouds are not reached. On an emulated cluster whose nodes carry
+``cloud:<name>`` resources a unit runs on its cloud's nodes; otherwise its
+cloud is a logical placement. Latency and cost are charged on an emulated
+clock (:mod:`mixfleet.xfaas.model`): ``emulation="virtual"`` (default)
+computes them without sleeping, ``"sleep"`` also injects the hop, cold-start
+and exec delays for real (scaled by ``sleep_scale``), ``"off"`` charges no
+hop latency (for measuring orchestration overhead).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mixfleet.errors import JobError
+from mixfleet.xfaas.model import Plan, Profile, UnitGraph
+from mixfleet.xfaas.runtime import ClaimCheck, UnitTask, run_poll, run_unit
+
+EMULATIONS = ("virtual", "sleep", "off")
+
+
+@dataclass
+class RunResult:
+    workflow: str
+    output: Any
+    latency_s: float  # on the emulated clock
+    wall_s: float
+    cost_usd: float
+    placement: dict[str, str]
+    nodes: list[dict] = field(default_factory=list)
+    claim_checks: int = 0
+    emulation: str = "virtual"
+
+    def to_json(self) -> dict:
+        return {"output": self.output, "latency_s": self.latency_s, "cost_usd": self.cost_usd,
+                "placement": self.placement, "nodes": self.nodes, "wall_s": self.wall_s,
+                "claim_checks": self.claim_checks,
+                "emulation": f"clouds emulated ({self.emulation} clock); latency and cost are modelled"}
+
+
+_remote: dict[str, Any] = {}
+
+
+def _remotes():
+    if not _remote:
+        import ray
+
+        _remote["unit"] = ray.remote(run_unit)
+        _remote["poll"] = ray.remote(run_poll)
+    return _remote["unit"], _remote["poll"]
+
+
+class Executor:
+    """Runs one workflow repeatedly; keeps warm-container state and the emulated clouds."""
+
+    def __init__(self, workflow, *, clouds=None, profile: Profile | None = None, emulation: str = "virtual",
+                 sleep_scale: float = 1.0, rng: np.random.Generator | None = None,
+                 clock: Callable[[], float] = time.monotonic, keep_alive_s: float = 600.0,
+                 telemetry: bool = True):
+        from mixfleet.errors import InputError
+        from mixfleet.xfaas.clouds import load_clouds
+        from mixfleet.xfaas.functions import resolve_all
+
+        if emulation not in EMULATIONS:
+            raise InputError(f"unknown emulation '{emulation}'", f"valid: {', '.join(EMULATIONS)}")
+        self.workflow = workflow
+        self.clouds = clouds or load_clouds()
+        workflow.check_clouds(self.clouds)
+        self.profile = profile or Profile(workflow, self.clouds)
+        self.emulation, self.sleep_scale = emulation, sleep_scale
+        self.rng = rng or np.random.default_rng(0)
+        self.clock, self.keep_alive_s, self.telemetry = clock, keep_alive_s, telemetry
+        self.fns = resolve_all(workflow)  # raises before anything runs
+        self._warm: dict[tuple[str, str], float] = {}
+        self._cloud_nodes: set[str] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    def _cloud_resources(self) -> set[str]:
+        if self._cloud_nodes is None:
+            import ray
+
+            from mixfleet.xfaas.clouds import RESOURCE_PREFIX
+
+            self._cloud_nodes = {k[len(RESOURCE_PREFIX):] for k in ray.cluster_resources()
+                                 if k.startswith(RESOURCE_PREFIX)}
+        return self._cloud_nodes
+
+    def _options(self, cloud: str, num_returns: int) -> dict:
+        opts: dict = {"num_returns": num_returns, "max_retries": 0, "num_cpus": 0.25}
+        if cloud in self._cloud_resources():
+            opts["resources"] = {f"cloud:{cloud}": 0.001}
+        return opts
+
+    def _build(self, units: UnitGraph, cloud_of_unit: list[str]) -> list[UnitTask]:
+        wf = self.workflow
+        tasks = []
+        for i, members in enumerate(units.members):
+            inside = set(members)
+            inputs, ext_index = {}, 0
+            for m in members:
+                lst = []
+                for p in wf.preds[m]:
+                    if p in inside:
+                        lst.append(("int", p))
+                    else:
+                        lst.append(("ext", ext_index))
+                        ext_index += 1
+                inputs[m] = lst
+            exports = [m for m in members if any(s not in inside for s in wf.succs[m]) or not wf.succs[m]]
+            limit = {}
+            for m in exports:
+                outs = [cloud_of_unit[units.unit_of[s]] for s in wf.succs[m] if s not in inside]
+                limit[m] = min((self.clouds.limit_kb(cloud_of_unit[i], c) for c in outs), default=float("inf"))
+            when = {(u, v): f for (u, v), f in self.fns["__when__"].items() if u in inside}
+            tasks.append(UnitTask(name="+".join(members), members=list(members),
+                                  fns={m: self.fns[m]["fn"] for m in members}, inputs=inputs, exports=exports,
+                                  limit_kb=limit, when=when,
+                                  source_members=[m for m in members if not wf.preds[m]]))
+        return tasks
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, payload: Any, plan: Plan, *, on_event: Callable[[str, str], None] | None = None) -> RunResult:
+        """Run once with ``plan`` (its placement and fusion groups); blocks until done."""
+        import ray
+
+        wf, clouds, prof = self.workflow, self.clouds, self.profile
+        units = UnitGraph(wf, plan.groups)
+        cloud_of_unit = [plan.placement[g[0]] for g in units.members]
+        for m in wf.nodes:
+            clouds.check(plan.placement[m])
+        tasks = self._build(units, cloud_of_unit)
+        unit_fn, poll_fn = _remotes()
+        n = len(units.members)
+        upreds: dict[int, list[int]] = {i: [] for i in range(n)}
+        for a, b in units.edges:
+            upreds[b].append(a)
+        state = ["waiting"] * n
+        out_refs: dict[str, Any] = {}      # member -> payload ref (exports)
+        metas: dict[int, dict] = {}
+        attempts = [0] * n
+        failed_v = [0.0] * n               # emulated time lost in failed attempts and backoffs
+        cold = [False] * n
+        async_t0: dict[int, float] = {}
+        polls = [0] * n
+        inflight: dict[Any, tuple[int, str, float | None, list]] = {}  # meta ref -> (unit, kind, deadline, refs)
+        timers: list[tuple[float, int, int, str, Any]] = []  # (due, seq, unit, kind, arg)
+        seq = 0
+        wall0 = self.clock()
+        input_ref = ray.put(payload)
+
+        def emit(i: int, what: str) -> None:
+            if on_event:
+                on_event(tasks[i].name, what)
+
+        def policy(i: int):
+            ms = [wf.nodes[m] for m in units.members[i]]
+            timeouts = [m.timeout_s for m in ms]
+            timeout = sum(timeouts) if all(t is not None for t in timeouts) else None
+            return max(ms, key=lambda m: m.retries.max_attempts).retries, timeout
+
+        def taken_inputs(i: int) -> list | None:
+            refs, any_taken = [], False
+            for m in units.members[i]:
+                for p in wf.preds[m]:
+                    if units.unit_of[p] == i:
+                        continue
+                    pm = metas.get(units.unit_of[p])
+                    ok = (pm is not None and pm["ran"].get(p) and pm["take"].get(f"{p}->{m}", True))
+                    refs.append(out_refs[p] if ok else None)
+                    any_taken |= bool(ok)
+            return refs if (any_taken or not refs) else None
+
+        def dispatch(i: int) -> None:
+            nonlocal seq
+            refs = taken_inputs(i)
+            if refs is None:
+                state[i] = "skipped"
+                metas[i] = {"ran": {m: False for m in units.members[i]}, "take": {}, "exec_s": {},
+                            "out_kb": {}, "claim": {}, "node_id": ""}
+                emit(i, "skipped")
+                return
+            task = tasks[i]
+            c = cloud_of_unit[i]
+            key = (task.name, c)
+            last = self._warm.get(key)
+            cold[i] = last is None or self.clock() - last > self.keep_alive_s
+            if self.emulation == "sleep":
+                hop = max((prof.hop_s(cloud_of_unit[a], c, units.edges[(a, i)]) for a in upreds[i]), default=0.0)
+                task.sleep_s = self.sleep_scale * (hop + (clouds.get(c).cold_start_s if cold[i] else 0.0))
+                task.sleep_exec_s = {m: self.sleep_scale * prof.exec_s(m, c) for m in task.members
+                                     if c in wf.nodes[m].exec_ms}
+            # taken external inputs become positional args; untaken ones map to None
+            args, remap = [], {}
+            for j, r in enumerate(refs):
+                if r is not None:
+                    remap[j] = len(args)
+                    args.append(r)
+            task_inputs = {m: [("ext", remap.get(v)) if k == "ext" else (k, v) for k, v in lst]
+                           for m, lst in task.inputs.items()}
+            run_task = UnitTask(**{**task.__dict__, "inputs": task_inputs})
+            attempts[i] += 1
+            refs_out = unit_fn.options(**self._options(c, 1 + len(task.exports))).remote(run_task, *args, input_ref)
+            if not isinstance(refs_out, list):
+                refs_out = [refs_out]
+            _, timeout = policy(i)
+            deadline = self.clock() + timeout if timeout else None
+            inflight[refs_out[0]] = (i, "run", deadline, refs_out)
+            state[i] = "running"
+            emit(i, "running" if attempts[i] == 1 else f"retry {attempts[i]}")
+
+        def fail(i: int, cause: str, lost_v: float) -> None:
+            nonlocal seq
+            pol, _ = policy(i)
+            failed_v[i] += lost_v
+            if attempts[i] >= pol.max_attempts:
+                for ref in list(inflight):
+                    ray.cancel(ref, force=True)
+                raise JobError(f"node '{tasks[i].name}' failed on attempt {attempts[i]}/{pol.max_attempts} "
+                               f"in workflow '{wf.spec.name}': {cause}", "see the cause; raise retries or timeout_s")
+            delay = min(pol.backoff_max_s, pol.backoff_s * 2 ** (attempts[i] - 1))
+            delay *= 1 + pol.jitter * self.rng.uniform(-1, 1)
+            failed_v[i] += delay
+            state[i] = "retry_wait"
+            emit(i, f"failed ({cause}); retrying in {delay:.3f}s")
+            seq += 1
+            heapq.heappush(timers, (self.clock() + delay, seq, i, "retry", None))
+
+        def finish(i: int) -> None:
+            state[i] = "done"
+            self._warm[(tasks[i].name, cloud_of_unit[i])] = self.clock()
+            emit(i, "done")
+
+        def start_ready() -> None:
+            for i in units.order:
+                if state[i] == "waiting" and all(state[a] in ("done", "skipped") for a in upreds[i]):
+                    dispatch(i)
+
+        start_ready()
+        while any(s not in ("done", "skipped") for s in state):
+            now = self.clock()
+            waits = [d - now for (_, _, d, _) in inflight.values() if d is not None]
+            if timers:
+                waits.append(timers[0][0] - now)
+            timeout = max(0.0, min(waits)) if waits else None
+            ready = []
+            if inflight:
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
+            elif timeout:
+                time.sleep(timeout)
+            for ref in ready:
+                i, kind, _, refs_out = inflight.pop(ref)
+                try:
+                    meta = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # worker died, task cancelled, object lost
+                    meta = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+                if meta.get("error"):
+                    fail(i, meta["error"], 0.0)
+                    continue
+                if kind == "run":
+                    metas[i] = meta
+                    for m, r in zip(tasks[i].exports, refs_out[1:], strict=False):
+                        out_refs[m] = r
+                    node = wf.nodes[units.members[i][0]]
+                    if node.async_ is not None:
+                        state[i] = "polling"
+                        async_t0[i] = self.clock()
+                        seq += 1
+                        heapq.heappush(timers, (self.clock() + node.async_.interval_s, seq, i, "poll", None))
+                    else:
+                        finish(i)
+                else:  # a poll came back
+                    if meta["done"]:
+                        m = units.members[i][0]
+                        out_refs[m] = refs_out[1]
+                        metas[i]["out_kb"][m] = meta["out_kb"]
+                        metas[i]["async_s"] = self.clock() - async_t0[i]
+                        metas[i]["polls"] = polls[i]
+                        finish(i)
+                    else:
+                        node = wf.nodes[units.members[i][0]]
+                        if polls[i] >= node.async_.max_polls:
+                            raise JobError(f"node '{tasks[i].name}' in workflow '{wf.spec.name}' was not done "
+                                           f"after {polls[i]} polls", "raise async.max_polls or check the backend")
+                        seq += 1
+                        heapq.heappush(timers, (self.clock() + node.async_.interval_s, seq, i, "poll", None))
+            now = self.clock()
+            for ref, (i, _kind, deadline, _) in list(inflight.items()):
+                if deadline is not None and now >= deadline:
+                    inflight.pop(ref)
+                    ray.cancel(ref, force=True)
+                    fail(i, f"timed out after {policy(i)[1]:g} s", policy(i)[1] or 0.0)
+            while timers and timers[0][0] <= self.clock():
+                _, _, i, kind, _ = heapq.heappop(timers)
+                if kind == "retry":
+                    dispatch(i)
+                else:
+                    polls[i] += 1
+                    m = units.members[i][0]
+                    r = poll_fn.options(num_returns=2, max_retries=0, num_cpus=0.25).remote(
+                        self.fns[m]["poll"], out_refs[m])
+                    inflight[r[0]] = (i, "poll", None, r)
+            start_ready()
+        wall = self.clock() - wall0
+        return self._account(units, cloud_of_unit, tasks, metas, state, attempts, cold, failed_v, out_refs,
+                             plan, wall)
+
+    # ------------------------------------------------------------------------------------------
+    def _account(self, units, cloud_of_unit, tasks, metas, state, attempts, cold, failed_v, out_refs, plan, wall):
+        """Charge the run on the emulated clock; fetch the output; push telemetry."""
+        import ray
+
+        wf, clouds, prof = self.workflow, self.clouds, self.profile
+        sig = clouds.config.noise
+        finish_v: dict[int, float] = {}
+        cost = 0.0
+        rows = []
+        n_claims = 0
+        upreds: dict[int, list[int]] = {i: [] for i in range(len(units.members))}
+        for a, b in units.edges:
+            upreds[b].append(a)
+        hop_obs: list[tuple[str, str, float, float]] = []
+        for i in units.order:
+            meta, c = metas[i], cloud_of_unit[i]
+            if state[i] == "skipped":
+                finish_v[i] = max((finish_v[a] for a in upreds[i]), default=0.0)
+                rows += [{"node": m, "cloud": c, "skipped": True} for m in units.members[i]]
+                continue
+            start = 0.0
+            for a in upreds[i]:
+                if state[a] != "done":
+                    continue
+                src_members = [m for m in units.members[a] if any(units.unit_of.get(s) == i for s in wf.succs[m])]
+                kb = max((metas[a]["out_kb"].get(m, wf.nodes[m].output_kb) for m in src_members), default=0.0)
+                kb = max(kb, max(wf.nodes[m].output_kb for m in src_members))
+                hop = 0.0 if self.emulation == "off" else prof.hop_s(cloud_of_unit[a], c, kb)
+                hop *= float(self.rng.lognormal(0.0, sig.hop_sigma)) if sig.hop_sigma else 1.0
+                hop_obs.append((cloud_of_unit[a], c, kb, hop))
+                start = max(start, finish_v[a] + hop)
+                cost += clouds.hop_usd(cloud_of_unit[a], c, kb)
+                if kb > clouds.limit_kb(cloud_of_unit[a], c):
+                    n_claims += 1
+            start += failed_v[i] + (clouds.get(c).cold_start_s if cold[i] and self.emulation != "off" else 0.0)
+
+            def exec_v(m: str, cloud: str, meta=meta) -> float:
+                if "async_s" in meta:
+                    return meta["async_s"]
+                if wf.nodes[m].exec_ms or (m, cloud) in prof.overrides:  # a benchmark profile: the planner's model
+                    e = prof.exec_s(m, cloud)
+                else:
+                    e = meta["exec_s"].get(m, 0.0) * clouds.get(cloud).speed * prof.slowdown.get(cloud, 1.0)
+                return e * (float(self.rng.lognormal(0.0, sig.exec_sigma)) if sig.exec_sigma else 1.0)
+
+            member_v = {m: exec_v(m, c) for m in units.members[i] if meta["ran"].get(m)}
+            ex = units.unit_exec_s(i, c, lambda m, _c, mv=member_v: mv.get(m, 0.0))
+            finish_v[i] = start + ex
+            run_cost = clouds.run_usd(c, ex, units.memory_mb[i]) * attempts[i]
+            cost += run_cost
+            for m in units.members[i]:
+                rows.append({"node": m, "cloud": c, "unit": tasks[i].name, "skipped": not meta["ran"].get(m),
+                             "attempts": attempts[i], "cold_start": cold[i], "exec_s": member_v.get(m, 0.0),
+                             "start_s": start, "finish_s": finish_v[i],
+                             "cost_usd": run_cost / len(units.members[i]),
+                             "out_kb": meta["out_kb"].get(m), "claim_check": bool(meta["claim"].get(m)),
+                             "ray_node_id": meta.get("node_id", ""), "polls": meta.get("polls")})
+        ran_sinks = [s for s in wf.sinks if metas[units.unit_of[s]]["ran"].get(s)]
+        values = [ray.get(out_refs[s]) for s in ran_sinks]
+        values = [ray.get(v.ref[0]) if isinstance(v, ClaimCheck) else v for v in values]
+        output = values[0] if len(wf.sinks) == 1 and values else dict(zip(ran_sinks, values, strict=False))
+        latency = max(finish_v.values())
+        result = RunResult(wf.spec.name, output, latency, wall, cost, dict(plan.placement), rows, n_claims,
+                           self.emulation)
+        result.hops = hop_obs
+        if self.telemetry:
+            from mixfleet.xfaas._telemetry import push_run
+
+            push_run(result)
+        return result
