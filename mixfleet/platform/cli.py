@@ -142,7 +142,7 @@ def status(address: str = typer.Option(None, "--address", help="Ray address; def
     if telemetry or watch:
         from mixfleet.platform.telemetry import start_agents
 
-        snap = start_agents(detached=True)
+        snap = start_agents()
         attach_telemetry(rows, snap)
     if json_out:
         out = {"nodes": rows, "by_accelerator": by_accelerator(rows)}

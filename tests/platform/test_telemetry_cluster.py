@@ -126,6 +126,26 @@ def test_killed_agent_is_restarted_by_ray_and_its_gpus_are_stale_in_between(ray_
     assert ray.get(agent.info.remote())["pid"] == node["pid"]  # the same handle reaches the restarted agent
 
 
+def test_a_hub_lost_for_good_is_recreated_and_agents_find_it(ray_cluster):
+    import ray
+
+    from mixfleet.platform.telemetry import get_hub, hub_snapshot, push_stats, start_agents
+
+    start_agents()
+    old = get_hub()
+    ray.kill(old, no_restart=True)
+    # the next read makes a new hub; agents find it and introduce themselves, so it watches them again
+    gpu_nodes = {n["NodeID"] for n in _gpu_nodes().values()}
+    snap = _wait_for(lambda s: gpu_nodes <= {nid for nid, n in s["nodes"].items() if not n["stale"]})
+    assert get_hub()._actor_id != old._actor_id
+    assert len([g for g in snap["gpus"] if g["node_id"] in gpu_nodes]) == 6
+    push_stats("routing.replica", "A100-0", {"queue_len": 1})
+    _wait_for(lambda s: "routing.replica" in s["stats"])
+    hub = get_hub()
+    assert all(ray.get(hub.agent.remote(nid)) is not None for nid in gpu_nodes)
+    assert hub_snapshot()["reason"] is None
+
+
 def test_demo_step_shows_the_telemetry_table(ray_cluster, tmp_path):
     from mixfleet.demo import DemoContext
     from mixfleet.platform.telemetry.demo import step

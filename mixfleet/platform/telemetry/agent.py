@@ -49,6 +49,7 @@ class TelemetryAgent:
         self.errors = 0
         self.last_error: str | None = None
         self._drive: dict = {}
+        self._watched = False
         self._latest: list[dict] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="telemetry-agent", daemon=True)
@@ -65,7 +66,11 @@ class TelemetryAgent:
 
         readings = self.source.sample(self._drive) if self.source else []
         self.gauges.record(readings)
-        reply = ray.get(hub.report.remote(self.node_id, self._meta(), readings), timeout=30)
+        meta = self._meta()
+        if not self._watched:  # introduce ourselves, so a new or restarted hub watches us
+            meta["handle"] = ray.get_runtime_context().current_actor
+        reply = ray.get(hub.report.remote(self.node_id, meta, readings), timeout=30)
+        self._watched = bool(reply.get("watching"))
         self._drive = reply.get("drive") or {}
         if reply.get("period_s"):
             self.period_s = reply["period_s"]
@@ -73,7 +78,9 @@ class TelemetryAgent:
         return readings
 
     def _loop(self) -> None:
-        from mixfleet.platform.telemetry.hub import get_hub
+        from ray.exceptions import ActorDiedError
+
+        from mixfleet.platform.telemetry.hub import forget_hub, get_hub
 
         hub = None
         while not self._stop.is_set():
@@ -81,6 +88,10 @@ class TelemetryAgent:
             try:
                 hub = hub or get_hub()
                 self.tick(hub)
+            except ActorDiedError:  # the hub is gone for good: find (or create) the new one next tick
+                forget_hub()
+                hub, self._watched = None, False
+                self.errors += 1
             except Exception as exc:  # keep sampling; the hub marks us stale if this persists
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -110,13 +121,15 @@ def agent_name(node_id: str) -> str:
     return AGENT_PREFIX + node_id
 
 
-def start_agents(*, period_s: float = DEFAULT_PERIOD_S, source: str = "auto", detached: bool = False,
+def start_agents(*, period_s: float = DEFAULT_PERIOD_S, source: str = "auto", detached: bool = True,
                  wait_s: float = 15.0) -> dict[str, Any]:
     """Place one agent on every alive node (idempotent) and return the hub snapshot.
 
     Waits up to ``wait_s`` for every alive node's agent to report.
     ``period_s`` also applies to agents already running (the hub tells
-    them); ``detached=True`` keeps hub and agents after this driver exits.
+    them). Agents are detached (a node service, like Ray's own agents)
+    unless ``detached=False``: then they die with this driver, the hub
+    marks their GPUs stale, and the next call starts new ones.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -128,7 +141,7 @@ def start_agents(*, period_s: float = DEFAULT_PERIOD_S, source: str = "auto", de
 
     if not isinstance(period_s, (int, float)) or not period_s > 0:
         raise InputError(f"bad telemetry period {period_s!r}: expected seconds > 0", "the default is 0.5")
-    hub = get_hub(detached=detached)
+    hub = get_hub()
     ray.get(hub.configure.remote(period_s=period_s))
     agent_cls = ray.remote(TelemetryAgent)
     alive = [n for n in ray.nodes() if n.get("Alive")]

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from mixfleet.errors import InputError
-from mixfleet.platform.telemetry.hub import POLL_GROUP, get_hub
+from mixfleet.platform.telemetry.hub import POLL_GROUP, forget_hub, get_hub
 from mixfleet.platform.telemetry.readings import validate_stat
 from mixfleet.platform.telemetry.state import check_fraction
 
@@ -27,22 +27,32 @@ def push_stats(scope: str, key: str, values: dict[str, float]) -> None:
     get_hub().push_stats.remote(scope, key, clean)
 
 
-def hub_snapshot(timeout_s: float = 10.0) -> dict[str, Any]:
-    """The hub's latest snapshot: ``{ts, version, reason, gpus, nodes, stats}``."""
+def _ask(method: str, *args: Any, timeout_s: float, group: str | None = None) -> Any:
+    """Call a hub method and wait; if the hub died for good, get (or create) it again once."""
     import ray
 
-    return ray.get(get_hub().snapshot.remote(), timeout=timeout_s)
+    for attempt in (0, 1):
+        fn = getattr(get_hub(), method)
+        ref = (fn.options(concurrency_group=group) if group else fn).remote(*args)
+        try:
+            return ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.ActorDiedError:
+            if attempt:
+                raise
+            forget_hub()
+
+
+def hub_snapshot(timeout_s: float = 10.0) -> dict[str, Any]:
+    """The hub's latest snapshot: ``{ts, version, reason, gpus, nodes, stats}``."""
+    return _ask("snapshot", timeout_s=timeout_s)
 
 
 def wait_for_update(since_version: int, timeout_s: float = 5.0) -> dict[str, Any]:
     """Block until the hub's ``version`` exceeds ``since_version`` (or ``timeout_s``); the snapshot."""
-    import ray
-
     if not isinstance(since_version, int) or isinstance(since_version, bool):
         raise InputError(f"bad since_version {since_version!r}: expected an int",
                          "pass the 'version' of the last snapshot you saw (or -1)")
-    ref = get_hub().wait_for_update.options(concurrency_group=POLL_GROUP).remote(since_version, timeout_s)
-    return ray.get(ref, timeout=timeout_s + 30)
+    return _ask("wait_for_update", since_version, timeout_s, timeout_s=timeout_s + 30, group=POLL_GROUP)
 
 
 def _check_gpu(node_id: Any, gpu_index: Any) -> None:
@@ -92,6 +102,4 @@ def clear_gpu_condition(node_id: str, gpu_index: int) -> None:
 
 def gpu_history(node_id: str, gpu_index: int | None = None, last: int | None = None) -> list[dict]:
     """Bounded history: one GPU's readings, or the node's summaries when ``gpu_index`` is None."""
-    import ray
-
-    return ray.get(get_hub().history.remote(node_id, gpu_index, last), timeout=10)
+    return _ask("history", node_id, gpu_index, last, timeout_s=10)

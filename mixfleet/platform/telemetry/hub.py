@@ -1,8 +1,8 @@
 """The telemetry hub: one named Ray actor that every part reads from and pushes to.
 
 It lives in namespace ``mixfleet`` under the name ``mixfleet-telemetry-hub``
-(get-or-create, optionally detached so it outlives the driver that made
-it), keeps a :class:`~mixfleet.platform.telemetry.state.HubState`, and
+(get-or-create; detached by default, so it outlives the driver that made
+it and every driver on the cluster sees one hub), keeps a :class:`~mixfleet.platform.telemetry.state.HubState`, and
 answers from memory: ``snapshot()`` does no I/O. Control loops poll with
 ``wait_for_update(since_version, timeout_s)`` instead of sleeping.
 
@@ -72,7 +72,13 @@ class TelemetryHub:
                 not_before[node_id] = time.monotonic() + 0.5  # do not spin on an actor that is restarting or gone
 
     def report(self, node_id: str, meta: dict, readings: list[dict]) -> dict:
-        return self._write(self._state.report, node_id, meta, readings)
+        """Store an agent's sample; ``watching`` in the reply says whether the hub holds its handle."""
+        handle = meta.pop("handle", None)
+        if handle is not None:
+            self.adopt_agents({node_id: handle})
+        reply = self._write(self._state.report, node_id, meta, readings)
+        reply["watching"] = node_id in self._agents
+        return reply
 
     def push_stats(self, scope: str, key: str, values: dict, ts: float | None = None) -> None:
         self._write(self._state.push_stats, scope, key, values, ts)
@@ -112,11 +118,12 @@ class TelemetryHub:
     def adopt_agents(self, handles: dict[str, Any]) -> int:
         """Hold agent handles. A handle to an actor already held is not swapped in: the held one
         is the creator's, and dropping it would let Ray collect the agent."""
-        for node_id, handle in handles.items():
-            held = self._agents.get(node_id)
-            if held is None or held._actor_id != handle._actor_id:
-                self._agents[node_id] = handle
-        return len(self._agents)
+        with self._cond:
+            for node_id, handle in handles.items():
+                held = self._agents.get(node_id)
+                if held is None or held._actor_id != handle._actor_id:
+                    self._agents[node_id] = handle
+            return len(self._agents)
 
     def agent(self, node_id: str) -> Any:
         """The handle of the agent on ``node_id`` (``None`` if none was started)."""
@@ -126,12 +133,13 @@ class TelemetryHub:
         return self._state.version
 
 
-def get_hub(*, detached: bool = False, **hub_options: Any):
+def get_hub(*, detached: bool = True, **hub_options: Any):
     """The hub's actor handle; creates it if absent (``hub_options`` apply only then).
 
     Works from a driver, a Ray task/actor or a Serve replica (it calls
     :func:`~mixfleet.platform.bootstrap.connect`, which joins the running
-    session there). ``detached=True`` keeps the hub after this driver exits.
+    session there). The hub is detached unless ``detached=False`` (then it
+    dies with the driver that created it).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -159,3 +167,8 @@ def get_hub(*, detached: bool = False, **hub_options: Any):
         handle = actor_cls.options(**options).remote(**hub_options)
     _handles[key] = handle
     return handle
+
+
+def forget_hub() -> None:
+    """Drop cached hub handles (after the hub died for good, e.g. with its owner driver)."""
+    _handles.clear()
