@@ -103,6 +103,41 @@ def test_agents_start_once_per_node_and_report(ray_local):
     assert pids == {nid: ray.get(ray.get(hub.agent.remote(nid)).info.remote())["pid"] for nid in alive}
 
 
+def test_the_agent_reads_nvml_unchanged_inside_a_ray_actor(ray_local, tmp_path_factory):
+    """A real agent actor on the real NVML code path, with the fake pynvml first on its worker's path."""
+    import shutil
+    from pathlib import Path
+
+    import ray
+
+    from mixfleet.platform.telemetry import TelemetryAgent, TelemetryHub
+
+    shim = tmp_path_factory.mktemp("nvml")
+    shutil.copy(Path(__file__).with_name("fake_pynvml.py"), shim / "pynvml.py")
+    hub = ray.remote(TelemetryHub).options(num_cpus=0, max_concurrency=8).remote()
+    path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH")) if p)
+    agent = ray.remote(TelemetryAgent).options(num_cpus=0, max_concurrency=4,
+                                               runtime_env={"env_vars": {"PYTHONPATH": path}}).remote(
+        "gpu-host", None, 3, False, 0.2, "auto", hub)
+    try:
+        deadline = time.monotonic() + 60
+        snap = ray.get(hub.snapshot.remote())
+        while len(snap["gpus"]) < 3:
+            assert time.monotonic() < deadline, ray.get(agent.info.remote())
+            snap = ray.get(hub.wait_for_update.remote(snap["version"], 1.0))
+        assert snap["nodes"]["gpu-host"]["source"] == "nvml" and snap["reason"] is None
+        a100, t4, rtx = snap["gpus"]
+        assert {g["source"] for g in snap["gpus"]} == {"nvml"}
+        assert (a100["accelerator_type"], a100["power_w"], a100["processes"]) == \
+            ("A100-80G", 312.5, [{"pid": 4242, "used_mib": 58 * 1024}])
+        assert t4["power_w"] is None and t4["speed_factor"] == 0.5 and t4["throttle_reasons"] == ["sw_thermal_slowdown"]
+        assert rtx["util_pct"] is None and rtx["temp_c"] == 35
+    finally:
+        ray.get(agent.stop.remote())
+        ray.kill(agent)
+        ray.kill(hub)
+
+
 def test_watch_and_json_do_not_mix(cli):
     r = cli("cluster", "status", "--watch", "--json", timeout=60)
     assert r.returncode != 0 and "--watch and --json do not mix" in r.error_line

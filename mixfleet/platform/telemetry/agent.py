@@ -31,7 +31,8 @@ class TelemetryAgent:
     """Actor body (made a Ray actor by :func:`start_agents`)."""
 
     def __init__(self, node_id: str, accelerator_type: str | None, num_gpus: int, emulated_node: bool,
-                 period_s: float = DEFAULT_PERIOD_S, source: str = "auto"):
+                 period_s: float = DEFAULT_PERIOD_S, source: str = "auto", hub: Any = None):
+        """``hub``: report to this hub handle instead of the named one (a private hub, tests)."""
         import ray
 
         from mixfleet.platform.metrics import GpuGauges
@@ -50,6 +51,7 @@ class TelemetryAgent:
         self.last_error: str | None = None
         self._drive: dict = {}
         self._watched = False
+        self._hub = hub
         self._latest: list[dict] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="telemetry-agent", daemon=True)
@@ -82,7 +84,7 @@ class TelemetryAgent:
 
         from mixfleet.platform.telemetry.hub import forget_hub, get_hub
 
-        hub = None
+        hub = self._hub
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -90,7 +92,7 @@ class TelemetryAgent:
                 self.tick(hub)
             except ActorDiedError:  # the hub is gone for good: find (or create) the new one next tick
                 forget_hub()
-                hub, self._watched = None, False
+                hub, self._watched = self._hub, False
                 self.errors += 1
             except Exception as exc:  # keep sampling; the hub marks us stale if this persists
                 self.errors += 1
