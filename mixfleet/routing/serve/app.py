@@ -35,7 +35,6 @@ from mixfleet.platform.config import StrictModel, parse_model
 
 APP_NAME = "mixfleet-llm"
 GRPC_SERVICER = "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server"
-NOMINAL_PROMPT, NOMINAL_OUTPUT = 512, 128  # request size behind the default planning rate
 
 
 class ServeOptions(StrictModel):
@@ -50,17 +49,11 @@ class ServeOptions(StrictModel):
     max_waiting: int = Field(default=64, ge=1, le=100_000)
     telemetry_interval_s: float = Field(default=2.0, gt=0, le=600)
     first_chunk_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    expected_load: float = Field(default=0.6, gt=0, le=2.0)
-    expected_rate_req_s: float | None = Field(default=None, gt=0)
+    plan_trace: str = "azure-conv"
+    plan_load: float = Field(default=0.6, gt=0, le=2.0)
+    plan_limit: int = Field(default=2000, ge=10, le=1_000_000)
     flush_s: float = Field(default=0.02, gt=0, le=1.0)
     policy_options: dict = Field(default_factory=dict)
-
-
-def nominal_capacity_req_s(fleet) -> float:
-    """Requests/s the fleet sustains on nominal 512-in/128-out requests (capacity.py's method)."""
-    from mixfleet.routing.plan import class_service_s
-
-    return sum(1.0 / class_service_s(r, NOMINAL_PROMPT, NOMINAL_OUTPUT) for r in fleet.replicas)
 
 
 def router_options(fleet, opts: ServeOptions) -> dict:
@@ -69,11 +62,8 @@ def router_options(fleet, opts: ServeOptions) -> dict:
 
     name = check_policy_name(opts.policy)
     bound = opts.max_outstanding or sum(r.max_batch for r in fleet.replicas) + opts.max_waiting
-    pol = dict(opts.policy_options)
-    if name == "ilp":
-        rate = opts.expected_rate_req_s or opts.expected_load * nominal_capacity_req_s(fleet)
-        pol.setdefault("total_rate", rate)
-    return {"policy": name, "seed": opts.seed, "policy_options": pol, "max_outstanding": bound,
+    return {"policy": name, "seed": opts.seed, "policy_options": dict(opts.policy_options),
+            "plan_trace": opts.plan_trace, "plan_load": opts.plan_load, "plan_limit": opts.plan_limit, "max_outstanding": bound,
             "telemetry_interval_s": opts.telemetry_interval_s, "first_chunk_timeout_s": opts.first_chunk_timeout_s,
             "engine": opts.engine}
 

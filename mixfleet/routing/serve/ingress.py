@@ -20,8 +20,6 @@ request. gRPC maps them to INVALID_ARGUMENT, RESOURCE_EXHAUSTED and
 UNAVAILABLE.
 """
 
-from __future__ import annotations
-
 import asyncio
 import logging
 import math
@@ -29,14 +27,15 @@ import time
 
 import grpc
 from fastapi import FastAPI
-from fastapi import Request as HttpRequest
+from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from mixfleet.errors import InputError, MixfleetError
-from mixfleet.routing.policy import ReplicaTelemetry, Request, Telemetry
+from mixfleet.routing.policy import ReplicaTelemetry, Telemetry
+from mixfleet.routing.policy import Request as RoutedRequest
 from mixfleet.routing.serve import openai_api as oa
-from mixfleet.routing.serve.router import LiveRouter, Overloaded, ReplicaBusy, ReplicaDown, Unavailable
+from mixfleet.routing.serve.router import LiveRouter, make_live_policy, Overloaded, ReplicaBusy, ReplicaDown, Unavailable
 
 log = logging.getLogger("mixfleet.routing.serve")
 
@@ -67,20 +66,32 @@ def _is_replica_down(exc: BaseException) -> bool:
                             rex.WorkerCrashedError))
 
 
+def _grpc_fail(ctx, exc: BaseException) -> None:
+    if ctx is None:
+        return
+    if isinstance(exc, InputError):
+        ctx.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        ctx.set_details(exc.one_line())
+    elif isinstance(exc, Overloaded):
+        ctx.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        ctx.set_details(f"{exc}; retry after {math.ceil(exc.retry_after_s)} s")
+        ctx.set_trailing_metadata([("retry-after", str(max(1, math.ceil(exc.retry_after_s))))])
+    elif isinstance(exc, Unavailable):
+        ctx.set_code(grpc.StatusCode.UNAVAILABLE)
+        ctx.set_details(str(exc))
+
+
 @serve.ingress(api)
 class Ingress:
     """Serve ingress deployment class (see module doc)."""
 
     def __init__(self, fleet, engines: dict, options: dict) -> None:
-        from mixfleet.routing.policies import make_policy
-
         self.fleet = fleet
         self.options = options
         self.handles = [engines[r.replica_id] for r in fleet.replicas]
         self.model = fleet.model
         self.max_context = fleet.book.models[fleet.model].max_context
-        policy = make_policy(options.get("policy", "ilp"), fleet, seed=options.get("seed", 0),
-                             **options.get("policy_options", {}))
+        policy = make_live_policy(fleet, options)
         self.router = LiveRouter(fleet, policy, self._send, max_outstanding=options["max_outstanding"],
                                  first_chunk_timeout_s=options.get("first_chunk_timeout_s", 30.0))
         self.interval_s = options.get("telemetry_interval_s", 2.0)
@@ -91,7 +102,7 @@ class Ingress:
         self.samples = 0
 
     # -- transport ------------------------------------------------------------------------
-    async def _send(self, i: int, req: Request):
+    async def _send(self, i: int, req: RoutedRequest):
         from ray.serve.exceptions import BackPressureError
 
         from mixfleet.routing.serve.emulated_engine import EngineOverloaded
@@ -179,7 +190,7 @@ class Ingress:
     # -- shared request path ---------------------------------------------------------------
     async def _route(self, gen: oa.GenRequest) -> tuple:
         self._ensure_loop()
-        req = Request(oa.new_id(gen.kind), gen.prompt_tokens, gen.max_tokens, time.monotonic())
+        req = RoutedRequest(oa.new_id(gen.kind), gen.prompt_tokens, gen.max_tokens, time.monotonic())
         return req.request_id, await self.router.route(req)
 
     @staticmethod
@@ -187,7 +198,7 @@ class Ingress:
         return {ACCEL_HEADER: routed.gpu, "x-mixfleet-replica": routed.replica_id,
                 "x-mixfleet-attempts": str(routed.attempts)}
 
-    async def _http_generate(self, request: HttpRequest, kind: str):
+    async def _http_generate(self, request: Request, kind: str):
         try:
             body = oa.parse_body(await request.body())
             gen = oa.parse_request(body, kind, models=[self.model], max_context=self.max_context)
@@ -232,11 +243,11 @@ class Ingress:
 
     # -- HTTP routes --------------------------------------------------------------------------
     @api.post("/v1/completions")
-    async def completions(self, request: HttpRequest):
+    async def completions(self, request: Request):
         return await self._http_generate(request, "completion")
 
     @api.post("/v1/chat/completions")
-    async def chat_completions(self, request: HttpRequest):
+    async def chat_completions(self, request: Request):
         return await self._http_generate(request, "chat")
 
     @api.get("/v1/models")
@@ -320,18 +331,3 @@ class Ingress:
             raise
         finally:
             await routed.rest.aclose()
-
-
-def _grpc_fail(ctx, exc: BaseException) -> None:
-    if ctx is None:
-        return
-    if isinstance(exc, InputError):
-        ctx.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-        ctx.set_details(exc.one_line())
-    elif isinstance(exc, Overloaded):
-        ctx.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        ctx.set_details(f"{exc}; retry after {math.ceil(exc.retry_after_s)} s")
-        ctx.set_trailing_metadata([("retry-after", str(max(1, math.ceil(exc.retry_after_s))))])
-    elif isinstance(exc, Unavailable):
-        ctx.set_code(grpc.StatusCode.UNAVAILABLE)
-        ctx.set_details(str(exc))

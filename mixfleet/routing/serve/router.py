@@ -252,3 +252,23 @@ class Rest:
                     await close()
                 except Exception:  # the stream is being abandoned; nothing to report
                     pass
+
+
+def make_live_policy(fleet, options: dict):
+    """The policy object, built exactly as the simulator builds it (``runner.simulate``).
+
+    The ``ilp`` policy plans for a workload: the class mix of ``plan_trace``
+    (first ``plan_limit`` requests) scaled to ``plan_load`` x the fleet's
+    capacity, as ``mixfleet routing simulate --policy ilp --load F`` does; its
+    slow loop then re-plans from the observed class rates.
+    """
+    from mixfleet.routing.policies import make_policy
+
+    name = options.get("policy", "ilp")
+    extra = dict(options.get("policy_options", {}))
+    if name == "ilp" and "workload" not in extra and "mix" not in extra:
+        from mixfleet.routing.runner import prepare
+
+        extra["workload"] = prepare(fleet, options.get("plan_trace", "azure-conv"), options.get("plan_load", 0.6),
+                                    options.get("plan_limit", 2000))
+    return make_policy(name, fleet, seed=options.get("seed", 0), **extra)
