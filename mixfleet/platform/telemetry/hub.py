@@ -48,27 +48,28 @@ class TelemetryHub:
     def _watch_agents(self) -> None:
         import ray
 
-        watching: dict[Any, str] = {}  # outstanding watch() ref -> node id
+        watching: dict[Any, tuple[str, Any]] = {}  # outstanding watch() ref -> (node id, actor id)
         not_before: dict[str, float] = {}
         while True:
             with self._cond:
-                agents = dict(self._agents)
+                agents = {nid: (h, h._actor_id) for nid, h in self._agents.items()}
             busy = set(watching.values())
             now = time.monotonic()
-            for node_id, agent in agents.items():
-                if node_id not in busy and not_before.get(node_id, 0) <= now:
-                    watching[agent.watch.remote()] = node_id
+            for node_id, (agent, actor_id) in agents.items():
+                if (node_id, actor_id) not in busy and not_before.get(node_id, 0) <= now:
+                    watching[agent.watch.remote()] = (node_id, actor_id)
             if not watching:
                 time.sleep(0.2)
                 continue
             ready, _ = ray.wait(list(watching), num_returns=1, timeout=0.5)
             for ref in ready:
-                node_id = watching.pop(ref)
+                node_id, actor_id = watching.pop(ref)
                 try:
                     why = f"agent stopped ({ray.get(ref)})"
                 except Exception as exc:  # RayActorError / ActorUnavailableError: the process is gone
                     why = f"agent died ({type(exc).__name__})"
-                self._write(self._state.mark_down, node_id, why)
+                if agents.get(node_id, (None, None))[1] == actor_id:  # not an agent replaced since
+                    self._write(self._state.mark_down, node_id, why)
                 not_before[node_id] = time.monotonic() + 0.5  # do not spin on an actor that is restarting or gone
 
     def report(self, node_id: str, meta: dict, readings: list[dict]) -> dict:
