@@ -26,8 +26,7 @@ import math
 import time
 
 import grpc
-from fastapi import FastAPI
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
@@ -35,7 +34,14 @@ from mixfleet.errors import InputError, MixfleetError
 from mixfleet.routing.policy import ReplicaTelemetry, Telemetry
 from mixfleet.routing.policy import Request as RoutedRequest
 from mixfleet.routing.serve import openai_api as oa
-from mixfleet.routing.serve.router import LiveRouter, make_live_policy, Overloaded, ReplicaBusy, ReplicaDown, Unavailable
+from mixfleet.routing.serve.router import (
+    LiveRouter,
+    Overloaded,
+    ReplicaBusy,
+    ReplicaDown,
+    Unavailable,
+    make_live_policy,
+)
 
 log = logging.getLogger("mixfleet.routing.serve")
 
