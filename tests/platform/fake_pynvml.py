@@ -149,6 +149,11 @@ def nvmlDeviceGetHandleByIndex(index):
     return index  # real handles are opaque c pointers; an int compares the same way
 
 
+def nvmlDeviceGetIndex(h):
+    _dev(h)
+    return h
+
+
 def nvmlDeviceGetName(h):
     return _call("nvmlDeviceGetName", h).name
 

@@ -150,9 +150,10 @@ class NvmlSource:
                 data = wait(self._events, 0)
             except self.nvml.NVMLError:  # NVMLError_Timeout: nothing queued
                 return
-            for i, h in enumerate(self.handles):
-                if data.device == h:
-                    self.xid_counts[i] += 1
+            # Handles are ctypes pointers (no value equality): map the event to its GPU by index.
+            index = self._read("nvmlDeviceGetIndex", data.device)
+            if index is not None and 0 <= index < self.num_gpus:
+                self.xid_counts[index] += 1
 
     def sample(self, drive: dict[int, dict] | None = None) -> list[dict[str, Any]]:
         self._drain_xids()
