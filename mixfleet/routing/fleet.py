@@ -25,7 +25,7 @@ class PoolConfig(StrictModel):
     """``count`` replicas of one GPU type."""
 
     gpu: str
-    count: int = Field(ge=1, le=4096)
+    count: int = Field(default=1, ge=1, le=4096)
     max_batch: int | None = Field(default=None, ge=1, le=4096)
 
 

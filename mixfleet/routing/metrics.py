@@ -20,6 +20,7 @@ QUANTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 
 @dataclass
 class RunMetrics:
+    request: array = field(default_factory=lambda: array("q"))
     arrival: array = field(default_factory=lambda: array("d"))
     finish: array = field(default_factory=lambda: array("d"))
     ttft: array = field(default_factory=lambda: array("d"))
@@ -30,7 +31,8 @@ class RunMetrics:
     iso_ttft: array = field(default_factory=lambda: array("d"))
     iso_e2e: array = field(default_factory=lambda: array("d"))
 
-    def add(self, arrival, first_token, finish, output, replica, iso_ttft, iso_e2e) -> None:
+    def add(self, request, arrival, first_token, finish, output, replica, iso_ttft, iso_e2e) -> None:
+        self.request.append(request)
         self.arrival.append(arrival)
         self.finish.append(finish)
         self.ttft.append(first_token - arrival)

@@ -127,7 +127,7 @@ class Simulation:
                     state.now = t
                     for r in finished:
                         it, ie = fastest.isolated_latency(r.prompt, r.output)
-                        metrics.add(r.arrival, r.first_token, r.finish, r.output, a, it, ie)
+                        metrics.add(r.seq, r.arrival, r.first_token, r.finish, r.output, a, it, ie)
                         on_complete(a, r.req)
                     inflight -= len(finished)
                     finished.clear()

@@ -130,8 +130,8 @@ def _check(path, row: int, t: float, prev: float, prompt: int, output: int) -> N
         raise _bad(path, row, f"prompt tokens {prompt} must be >= 1")
     if output < 1:
         raise _bad(path, row, f"output tokens {output} must be >= 1")
-    if t < 0 or not math.isfinite(t):
-        raise _bad(path, row, f"timestamp {t} is negative or not finite")
+    if not math.isfinite(t):
+        raise _bad(path, row, f"timestamp {t} is not finite")
     if t < prev:
         raise _bad(path, row, "timestamp goes back in time (rows must be sorted by arrival)")
 

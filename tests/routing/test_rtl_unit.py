@@ -190,7 +190,7 @@ def test_router_sends_elsewhere_when_a_replica_queue_is_full():
     router = LiveRouter(fleet, make_policy("least_work_left", fleet), fake.send, max_outstanding=100)
 
     async def go():
-        return await asyncio.gather(*(_run_one(router, Request(k, 3000, 20)) for k in range(8)))
+        return await asyncio.gather(*(_run_one(router, Request(k, 3000, 20)) for k in range(6)))
 
     out = asyncio.run(go())
     assert all(n == 20 for _, n in out)
