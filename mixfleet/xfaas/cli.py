@@ -106,7 +106,7 @@ def run(
 @app.command()
 def plan(
     workflow: str = typer.Argument(..., help="workflow YAML/JSON, or an XFaaS dag.json as-is"),
-    placement: str = typer.Option("ilp", help="a cloud name, ilp, ilp_fusion, xfaas_cut or adaptive"),
+    placement: str = typer.Option("ilp_fusion", help="a cloud name, ilp, ilp_fusion, xfaas_cut or adaptive"),
     lam: float = typer.Option(0.0, "--lambda", help="seconds of latency one dollar is worth (objective T + lambda*cost)"),
     budget: float | None = typer.Option(None, help="cost budget per run in USD (minimise latency under it)"),
     clouds_file: str | None = CLOUDS_OPT,

@@ -68,6 +68,7 @@ class Clouds:
     def __init__(self, config: CloudsConfig, *, source: str = "clouds.yaml"):
         self.config = config
         self.source = source
+        self.excluded: set[str] = set()  # clouds left out by restrict(); still valid names in specs
         for name in config.clouds:
             if name != name.lower():
                 raise ConfigError(f"cloud name '{name}' in {source} is not lowercase", "rename it")
@@ -98,7 +99,9 @@ class Clouds:
         hops = {k: v for k, v in self.config.hops.items()
                 if k == "default" or all(c in keep for c in k.split("->"))}
         cfg = self.config.model_copy(update={"clouds": keep, "hops": hops})
-        return Clouds(cfg, source=f"{self.source} restricted to {', '.join(names)}")
+        out = Clouds(cfg, source=f"{self.source} restricted to {', '.join(names)}")
+        out.excluded = self.excluded | (set(self.config.clouds) - set(keep))
+        return out
 
     def get(self, name: str) -> CloudConfig:
         try:

@@ -106,6 +106,13 @@ class Executor:
             opts["resources"] = {f"cloud:{cloud}": 0.001}
         return opts
 
+    def _remote_for(self, fn, cloud: str, num_returns: int):
+        key = (cloud, num_returns)
+        cache = self.__dict__.setdefault("_remote_cache", {})
+        if key not in cache:
+            cache[key] = fn.options(**self._options(cloud, num_returns))
+        return cache[key]
+
     def _build(self, units: UnitGraph, cloud_of_unit: list[str]) -> list[UnitTask]:
         wf = self.workflow
         tasks = []
@@ -214,7 +221,8 @@ class Executor:
                            for m, lst in task.inputs.items()}
             run_task = UnitTask(**{**task.__dict__, "inputs": task_inputs})
             attempts[i] += 1
-            refs_out = unit_fn.options(**self._options(c, 1 + len(task.exports))).remote(run_task, *args, input_ref)
+            src_arg = input_ref if task.source_members else None  # only sources wait on the input object
+            refs_out = self._remote_for(unit_fn, c, 1 + len(task.exports)).remote(run_task, *args, src_arg)
             if not isinstance(refs_out, list):
                 refs_out = [refs_out]
             _, timeout = policy(i)

@@ -175,6 +175,9 @@ class Workflow:
         """Pins and per-cloud profiles must name known clouds; QPU needs must be satisfiable."""
         for n in self.nodes.values():
             if n.pin is not None:
+                if n.pin.cloud in clouds.excluded:
+                    raise ConfigError(f"node '{n.name}' is pinned to cloud '{n.pin.cloud}', which is left out "
+                                      f"of this run ({clouds.source})", "include that cloud or drop the pin")
                 if n.pin.cloud not in clouds.names:
                     raise ConfigError(
                         f"node '{n.name}' is pinned to unknown cloud '{n.pin.cloud}'"
@@ -185,7 +188,7 @@ class Workflow:
                                       f"'{n.pin.cloud}', which is emulated in region '{region}'",
                                       f"use region '{region}' or drop the region")
             for c in n.exec_ms:
-                if c not in clouds.names:
+                if c not in clouds.names and c not in clouds.excluded:
                     raise ConfigError(f"node '{n.name}' has exec_ms for unknown cloud '{c}'"
                                       f"{did_you_mean(c, clouds.names)}", f"valid clouds: {', '.join(clouds.names)}")
 
