@@ -72,7 +72,7 @@ class IlpPolicy(Policy):
                  resolve_interval_s: float = 30.0, speed_tolerance: float = 0.15, rate_tolerance: float = 0.25,
                  weight_floor: float = 0.05, total_rate: float | None = None, fast_path: str = "wrr",
                  util_weight: float = 0.1, queue_weight: float = 1.0, latency_power: float = 1.0,
-                 group_by: str = "gpu", beta: float = 1.0) -> None:
+                 group_by: str = "gpu", beta: float = 1.0, stall_limit_s: float | None = None) -> None:
         from mixfleet.routing.ilp import PlanSolver
 
         self.grid = mix.grid if mix else ClassGrid()
@@ -85,7 +85,7 @@ class IlpPolicy(Policy):
         self.mix = full_mix(self.grid, mix, rate)
         self.fast_path = fast_path
         self.beta = beta
-        problem = build_problem(fleet, self.mix, group_by)
+        problem = build_problem(fleet, self.mix, group_by, stall_limit_s)
         problem.util_weight, problem.queue_weight, problem.latency_power = util_weight, queue_weight, latency_power
         self._solver = PlanSolver(problem)
         self._counts = [0] * self.grid.size
@@ -165,8 +165,23 @@ class IlpPolicy(Policy):
         self._install(plan)
 
     # -- fast path ----------------------------------------------------------------
+    def _loaded_latency(self, i: int, p: int, o: int, state: RouterState) -> float:
+        """Estimated e2e of (p, o) on replica i given what is in flight there (router-side)."""
+        info = state.replicas[i]
+        m0, m1, cb, c1 = info.step_lines
+        n = state.outstanding[i] + 1
+        b = n if n < info.max_batch else info.max_batch
+        ctx = (state.tokens[i] * b / n) * 0.5 + p + o * 0.5  # active sequences are half way on average
+        step = max(m0 + m1 * ctx, cb * b + c1 * ctx)
+        est = p * state.inv_prefill[i] + o * step
+        if n > info.max_batch or state.tokens[i] + p + o > info.kv_tokens:
+            est += state.work_s[i]  # it will queue: wait for the backlog to drain
+        return est
+
     def choose(self, request: Request, state: RouterState) -> int:
         p, o = request.prompt_tokens, request.max_tokens
+        if self.fast_path.startswith("est"):
+            return self._choose_est(p, o, state)
         c = self.grid.classify(p, o)
         self._counts[c] += 1
         rows = self._rows
@@ -214,6 +229,40 @@ class IlpPolicy(Policy):
             for i in range(len(work)):
                 if healthy[i]:
                     v = (work[i] + p * inv_p[i] + o * step[i]) / state.speed[i]
+                    if v < best_v:
+                        best, best_v = i, v
+        return best if best >= 0 else state.healthy_indices()[0]
+
+    def _choose_est(self, p: int, o: int, state: RouterState) -> int:
+        c = self.grid.classify(p, o)
+        self._counts[c] += 1
+        healthy = state.healthy
+        speed = state.speed if self.feedback else None
+        rows = self._rows
+        row = rows[c] if rows is not None else None
+        if self.fast_path == "est_all" or row is None:
+            cand = range(len(healthy))
+            pen = None
+        elif self.fast_path == "est_penalty":
+            cand = range(len(healthy))
+            pen = self._penalty[c]
+        else:
+            cand = [i for g in row[0] for i in self._members[g]]
+            pen = None
+        best, best_v = -1, float("inf")
+        for i in cand:
+            if healthy[i]:
+                v = self._loaded_latency(i, p, o, state)
+                if pen is not None:
+                    v *= pen[i]
+                if speed is not None:
+                    v /= speed[i]
+                if v < best_v:
+                    best, best_v = i, v
+        if best < 0:
+            for i in range(len(healthy)):
+                if healthy[i]:
+                    v = self._loaded_latency(i, p, o, state) / state.speed[i]
                     if v < best_v:
                         best, best_v = i, v
         return best if best >= 0 else state.healthy_indices()[0]

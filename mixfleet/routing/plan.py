@@ -126,7 +126,7 @@ def class_service_s(replica, prompt: float, output: float) -> float:
     return prefill + output * perf.decode_step(batch, batch * (prompt + output / 2.0)) / batch
 
 
-def build_problem(fleet, mix: ClassMix, group_by: str = "gpu") -> PlanProblem:
+def build_problem(fleet, mix: ClassMix, group_by: str = "gpu", stall_limit_s: float | None = None) -> PlanProblem:
     """Costs, latencies and the SLO mask of every (class, group); raises on an infeasible SLO.
 
     ``group_by="gpu"`` plans per GPU pool (replicas of one type are
@@ -152,6 +152,18 @@ def build_problem(fleet, mix: ClassMix, group_by: str = "gpu") -> PlanProblem:
         if slo.e2e_s is not None:
             bound = min(bound, slo.e2e_s)
         mask = [x <= bound + 1e-12 for x in lat]
+        if not any(mask):
+            fastest = reps[lat.index(best)]
+            raise SolverError(
+                f"infeasible SLO for class {mix.grid.label(mix.classes[k])}: the e2e SLO is {bound:.3f} s but "
+                f"even the fastest GPU ({fastest.gpu}) takes {best:.3f} s for it alone",
+                "relax slo.e2e_s in the fleet file or add faster GPUs")
+        if stall_limit_s is not None:
+            # a prefill stalls every sequence decoding on that replica (prefill-first engines):
+            # keep long prompts off GPUs where one prefill exceeds the stall limit
+            stall = [r.perf.prefill_time(p) for r in reps]
+            limited = [ok and st <= stall_limit_s for ok, st in zip(mask, stall, strict=True)]
+            mask = limited if any(limited) else [ok and st == min(stall) for ok, st in zip(mask, stall, strict=True)]
         if not any(mask):
             fastest = reps[lat.index(best)]
             raise SolverError(

@@ -59,6 +59,9 @@ class ReplicaInfo:
     throughput_tok_s: float  # saturated decode throughput (max batch the KV cache allows)
     kv_tokens: int
     max_batch: int
+    # the decode-step roofline: step(b, C) = max(m0 + m1 C, cb b + c1 C) seconds for b sequences
+    # holding C tokens of context (see profiles.py); zeros when unknown
+    step_lines: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class RouterState:
         self.speed = [1.0] * n
         self.outstanding = [0] * n
         self.work_s = [0.0] * n
+        self.tokens = [0] * n  # prompt + max output tokens of the outstanding requests
         self.queue_len = [0] * n
         self.kv_frac = [0.0] * n
         self.observed_tok_s = [0.0] * n
@@ -148,11 +152,13 @@ class RouterState:
     def on_dispatch(self, i: int, req: Request) -> None:
         self.outstanding[i] += 1
         self.work_s[i] += self.cost_s(i, req)
+        self.tokens[i] += req.prompt_tokens + req.max_tokens
 
     def on_complete(self, i: int, req: Request) -> None:
         self.outstanding[i] -= 1
         w = self.work_s[i] - self.cost_s(i, req)
         self.work_s[i] = w if self.outstanding[i] > 0 and w > 0 else 0.0
+        self.tokens[i] = max(0, self.tokens[i] - req.prompt_tokens - req.max_tokens) if self.outstanding[i] else 0
 
     def update_engine(self, i: int, *, queue_len: int | None = None, kv_frac: float | None = None,
                       tokens_per_s: float | None = None) -> None:
@@ -218,5 +224,6 @@ def replica_infos(fleet, ref_prompt: int = 1024, ref_context: int = 1024) -> lis
         batch = max(1, min(r.max_batch, r.kv_tokens // ref_context))
         thr = batch / perf.decode_step(batch, batch * ref_context)
         out.append(ReplicaInfo(r.replica_id, r.gpu, r.accelerator, ref_prompt / perf.prefill_time(ref_prompt),
-                               perf.decode_step(1, ref_context), thr, r.kv_tokens, r.max_batch))
+                               perf.decode_step(1, ref_context), thr, r.kv_tokens, r.max_batch,
+                               (perf.m0, perf.m1, perf.cb, perf.c1)))
     return out
