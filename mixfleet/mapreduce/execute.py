@@ -71,9 +71,10 @@ def _feed(groups: dict, pairs: Iterable | None) -> int:
 def run_map(job: Job, step: Step, task_id: str, files: list[InputFile], pieces: list[Piece],
             part_of: Callable[[Any], int], num_reducers: int, *, chunk_bytes: int,
             hot_key_fraction: float, claim_for: Callable[[int], Claim | None] | None = None,
-            progress: Callable[[int, int], None] | None = None) -> MapOutput:
+            progress: Callable[[int, int], None] | None = None, attempt: int = 0,
+            worker: int = -1) -> MapOutput:
     """Map one split (see module docstring); ``claim_for(i)`` gives piece i's claim."""
-    ctx = TaskContext(task_id)
+    ctx = TaskContext(task_id, attempt, worker)
     job._bind(ctx)
     groups: dict[Any, list[Any]] = {}
     hot: dict[Any, int] = {}
@@ -149,9 +150,12 @@ def _identity_map(key: Any, value: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def run_reduce(job: Job, step: Step, task_id: str, fetch: Iterable[bytes], memory_bytes: int,
-               spill_dir: str | None = None) -> tuple[Iterator[tuple[Any, Any]], ReduceMerger, TaskContext]:
-    """Merge the encoded blocks, then a lazy stream of the reducer's output pairs."""
-    ctx = TaskContext(task_id)
+               spill_dir: str | None = None, attempt: int = 0, worker: int = -1
+               ) -> tuple[Iterator[tuple[Any, Any]], ReduceMerger, TaskContext]:
+    """Merge the encoded blocks, then a lazy stream of the reducer's output pairs.
+
+    ``reducer_init`` runs when the stream starts, after the merge (once per attempt)."""
+    ctx = TaskContext(task_id, attempt, worker)
     job._bind(ctx)
     merger = ReduceMerger(memory_bytes, spill_dir)
     for encoded in fetch:

@@ -43,6 +43,8 @@ class TaskContext:
     """What one task attempt accumulates: user counters and the last status."""
 
     task_id: str = ""
+    attempt: int = 0
+    worker: int = -1
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     status: str = ""
 
@@ -103,6 +105,21 @@ class Job:
     def set_status(self, msg: str) -> None:
         """Set this task's status line (shown in the task table)."""
         self._ctx.status = str(msg)
+
+    @property
+    def task_id(self) -> str:
+        """The running task's id (e.g. ``s0-m-00003``)."""
+        return self._ctx.task_id
+
+    @property
+    def attempt(self) -> int:
+        """The running attempt's number (1 for the first; retries and backups count up)."""
+        return self._ctx.attempt
+
+    @property
+    def worker_index(self) -> int:
+        """The index of the worker actor running this attempt (stable across replacements)."""
+        return self._ctx.worker
 
     # --- runtime plumbing ----------------------------------------------------
     def _own(self, name: str) -> Callable | None:

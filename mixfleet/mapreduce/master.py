@@ -2,16 +2,26 @@
 
 The master is an async Ray actor. ``run()`` executes the job step by step:
 (sample for a range partitioner,) map phase, reduce phase, and for the last
-step the job commit. Workers pull nothing: the master assigns one task at a
-time to each idle worker, so maps are naturally submitted in rounds and
-memory stays bounded. Between completions it lets an idle worker take over
-the untouched remainder of the longest running split (``claim`` is how a
-map reserves the bytes it is about to read, so a cut never overlaps work).
+step the job commit. The master assigns one task at a time to each idle
+worker, so maps go out in rounds and memory stays bounded. Between
+completions it
+
+- lets an idle worker take over the unclaimed remainder of the longest
+  running split (``claim`` reserves the bytes a map is about to read, so a
+  cut never overlaps work);
+- presumes an attempt silent for ``heartbeat_timeout_s`` lost, kills and
+  replaces its worker and re-queues the task (a ``RayActorError`` does the
+  same at once);
+- launches LATE backup attempts (:mod:`speculation`); the first attempt to
+  finish wins and the others are told to stop at their next claim;
+- writes the durable checkpoint (:mod:`checkpoint`) at phase transitions
+  and every ``checkpoint_every_s``.
 
 Invariants:
-- only the master moves task states (see :mod:`tasks`);
-- a user error fails the job at once; a lost worker is replaced and its
-  task retried up to ``max_attempts``;
+- only the master moves task states (see :mod:`tasks`); counters come from
+  winning attempts only;
+- a user error fails the job at once; a lost worker is retried up to
+  ``max_attempts`` per task;
 - ``run()`` returns only after every part file and ``_SUCCESS`` are
   committed, or after a failed job's attempt files are removed.
 """
@@ -25,10 +35,12 @@ from typing import Any
 
 import ray
 
+from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import range_boundaries
 from mixfleet.mapreduce.outputs import abort, commit
 from mixfleet.mapreduce.settings import RunConfig
+from mixfleet.mapreduce.speculation import Running, choose_backup
 from mixfleet.mapreduce.tasks import State, Task, TaskTable
 from mixfleet.mapreduce.worker import Worker
 
@@ -42,15 +54,16 @@ class JobFailed(Exception):
 class Master:
     def __init__(self, job_ref: list, files: list, splits: list[list[Piece]], num_steps: int,
                  partitioners: list[str], num_reducers: int, num_workers: int, worker_cpus: float,
-                 output: tuple, cfg: RunConfig):
-        self.job_ref, self.files, self.cfg = job_ref, files, cfg
+                 output: tuple, store: Any, cfg: RunConfig, fingerprint: str = "", incarnation: int = 0):
+        self.job_ref, self.files, self.cfg, self.store = job_ref, files, cfg, store
         self.splits, self.num_steps, self.partitioners = splits, num_steps, partitioners
         self.num_reducers, self.output = num_reducers, output
+        self.fingerprint, self.incarnation = fingerprint, incarnation
         self.table = TaskTable()
         self.rng = random.Random(cfg.seed)
         self.worker_cpus = worker_cpus
         self.workers: list[Any] = [None] * num_workers
-        self.busy: set[int] = set()
+        self.busy: dict[int, Any] = {}
         self.phase, self.step = "starting", 0
         self.bytes_total = sum(sum(p.size for p in s) for s in splits)
         self.bytes_done = 0
@@ -59,35 +72,70 @@ class Master:
         self.reduce_records: list[int] = []
         self.t0 = time.monotonic()
         self.status_line = ""
+        self.seen: dict[tuple[str, int], float] = {}
+        self.progress: dict[tuple[str, int], float] = {}
+        self.rates: dict[str, dict[int, float]] = {"map": {}, "reduce": {}}
+        self.spec = {"backups_launched": 0, "backups_won": 0, "wasted_ms": 0, "presumed_lost": 0,
+                     "workers_replaced": 0}
+        self.restored = {"maps": 0, "reduces": 0}
+        self.saved: dict = {}
+        self.last_save = 0.0
+        if cfg.checkpoint:
+            from mixfleet.mapreduce.inputs import filesystem_for
+
+            self.ckpt_fs, self.ckpt_path = filesystem_for(cfg.checkpoint)
+        self.step_state: dict[str, dict] = {}
 
     # --- worker pool -----------------------------------------------------------
     def _spawn(self, i: int) -> None:
         me = ray.get_runtime_context().current_actor
-        self.workers[i] = ray.remote(Worker).options(num_cpus=self.worker_cpus, max_restarts=0).remote(
-            self.job_ref, self.files, me, self.cfg, i)
+        shuffle = (self.ckpt_fs, self.ckpt_path) if self.cfg.durable_shuffle else None
+        self.workers[i] = ray.remote(Worker).options(num_cpus=self.worker_cpus, max_restarts=0,
+                                                     max_concurrency=1).remote(
+            self.job_ref, self.files, me, self.store, self.cfg, i, shuffle)
+
+    def _replace(self, i: int, handle: Any) -> None:
+        if self.workers[i] is handle:  # not replaced already
+            try:
+                ray.kill(handle)
+            except Exception:  # already dead
+                pass
+            self._spawn(i)
+            self.spec["workers_replaced"] += 1
 
     # --- the job -----------------------------------------------------------------
     async def run(self) -> dict:
         fs, path, fmt = self.output
         for i in range(len(self.workers)):
             self._spawn(i)
+        self.saved = (ckpt.load(self.ckpt_fs, self.ckpt_path, self.fingerprint) or {}) if self.cfg.checkpoint else {}
+        self._restore_stats()
         try:
             pieces = self.splits
             winners: dict[int, str] = {}
             for step in range(self.num_steps):
                 self.step = step
                 last = step == self.num_steps - 1
-                boundaries = await self._sample(step, pieces) if self.partitioners[step] == "range" else None
-                maps = self._add_tasks("map", step, pieces)
+                saved = self.saved.get("steps", {}).get(str(step), {})
+                st = self.step_state.setdefault(str(step), {"boundaries": saved.get("boundaries")})
+                boundaries = st["boundaries"]
+                if self.partitioners[step] == "range" and boundaries is None:
+                    boundaries = st["boundaries"] = await self._sample(step, pieces)
+                maps = self._map_tasks(step, pieces, saved.get("maps"))
+                st["maps"] = maps
                 self.phase = "map"
-                await self._phase(maps, lambda t, a, w: self.workers[w].map.remote(
-                    t.id, a.number, step, list(t.pieces), self.num_reducers, boundaries))
+                await self._phase(maps, lambda t, a, w, s=step, b=boundaries: self.workers[w].map.remote(
+                    t.id, a.number, s, list(t.pieces), self.num_reducers, b))
+                self._save(force=True)
                 self.reduce_records = []
-                reduces = self._add_tasks("reduce", step, [[] for _ in range(self.num_reducers)])
+                reduces = self._reduce_tasks(step, saved.get("reduces"), last)
+                st["reduces"] = reduces
                 self.phase = "reduce"
                 out = self.output if last else None
-                await self._phase(reduces, lambda t, a, w: self.workers[w].reduce.remote(
-                    t.id, a.number, step, t.index, [m.result["refs"][t.index] for m in maps], out))
+                shuffle_fs = self.ckpt_fs if self.cfg.durable_shuffle else None
+                await self._phase(reduces, lambda t, a, w, s=step, o=out: self.workers[w].reduce.remote(
+                    t.id, a.number, s, t.index, [self._source(m, t.index) for m in maps], o, shuffle_fs))
+                self._save(force=True)
                 if last:
                     winners = {t.index: t.result["path"] for t in reduces}
                 else:
@@ -96,6 +144,7 @@ class Master:
             self.phase = "commit"
             parts = commit(fs, path, winners, fmt)
             self.phase = "done"
+            self._save(force=True)
             return self._report("succeeded", parts=parts)
         except JobFailed as failed:
             self.phase = "failed"
@@ -106,54 +155,150 @@ class Master:
                 if w is not None:
                     ray.kill(w)
 
-    def _add_tasks(self, kind: str, step: int, groups: list[list[Piece]]) -> list[Task]:
-        prefix = "m" if kind == "map" else "r"
-        return [self.table.add(Task(f"s{step}-{prefix}-{i:05d}", kind, i, list(g), size=sum(p.size for p in g)))
-                for i, g in enumerate(groups)]
+    def _source(self, m: Task, index: int) -> Any:
+        ref = m.result["refs"][index] if m.result.get("refs") else None
+        if ref is not None:
+            return ref
+        files = m.result.get("files")
+        return files[index] if files else None
+
+    def _map_tasks(self, step: int, pieces: list[list[Piece]], saved: list | None) -> list[Task]:
+        if saved and step == 0:  # the saved pieces include stolen tails
+            tasks = [self.table.add(Task(s["id"], "map", s["index"], [Piece(*p) for p in s["pieces"]],
+                                         size=sum(p[3] or (p[2] - p[1]) for p in s["pieces"]))) for s in saved]
+        else:
+            tasks = [self.table.add(Task(f"s{step}-m-{i:05d}", "map", i, list(g), size=sum(p.size for p in g)))
+                     for i, g in enumerate(pieces)]
+        self._restore_done(tasks, saved or [], "map")
+        return tasks
+
+    def _reduce_tasks(self, step: int, saved: list | None, last: bool) -> list[Task]:
+        tasks = [self.table.add(Task(f"s{step}-r-{i:05d}", "reduce", i)) for i in range(self.num_reducers)]
+        if last:  # intermediate reduce blocks live only in this run's store
+            self._restore_done(tasks, saved or [], "reduce")
+        return tasks
+
+    def _restore_done(self, tasks: list[Task], saved: list, kind: str) -> None:
+        """Mark tasks done whose checkpointed output is still reachable."""
+        import pyarrow.fs as pafs
+
+        done = {s["id"]: s for s in saved if s.get("state") == "done"}
+        if not done:
+            return
+        refs = ray.get(self.store.lookup.remote(list(done))) if kind == "map" else {}
+        for task in tasks:
+            s = done.get(task.id)
+            if s is None:
+                continue
+            result = dict(s["result"])
+            if kind == "map":
+                files = result.get("files")
+                if task.id in refs:
+                    result["refs"] = refs[task.id]
+                elif files and all(f is None or self.ckpt_fs.get_file_info(f).type == pafs.FileType.File
+                                   for f in files):
+                    result["refs"] = None
+                else:
+                    continue
+            elif self.output[0].get_file_info(result["path"]).type != pafs.FileType.File:
+                continue
+            task.state, task.result = State.DONE, result
+            self.restored["maps" if kind == "map" else "reduces"] += 1
+            self._merge_counters(result["counters"])
+            for key, n in result.get("hot", {}).items():
+                self.hot[key] = self.hot.get(key, 0) + n
 
     async def _phase(self, tasks: list[Task], launch) -> None:
-        """Run ``tasks`` to completion on the pool (retrying lost attempts)."""
-        inflight: dict[asyncio.Future, tuple[Task, Any]] = {}
-        queue = tasks  # stolen tails are appended here, so the caller sees them
+        """Run ``tasks`` to completion on the pool (retries, steals, backups)."""
+        inflight: dict[asyncio.Future, tuple[Task, Any, Any]] = {}
+        kind = tasks[0].kind if tasks else "map"
         while True:
-            for i in range(len(self.workers)):
-                if i in self.busy:
-                    continue
-                task = next((t for t in queue if t.state is State.PENDING), None)
-                if task is None and self.cfg.steal and tasks and tasks[0].kind == "map":
-                    task = self._steal(queue)
+            self._check_silence(inflight)
+            idle = [i for i in range(len(self.workers)) if i not in self.busy]
+            for i in list(idle):
+                task = next((t for t in tasks if t.state is State.PENDING), None)
+                if task is None and self.cfg.steal and kind == "map":
+                    task = self._steal(tasks)
                 if task is None:
                     break
-                attempt = self.table.start(task, i)
-                self.busy.add(i)
-                inflight[asyncio.ensure_future(_await(launch(task, attempt, i)))] = (task, attempt)
+                self._launch(task, i, launch, inflight, speculative=False)
+                idle.remove(i)
+            if idle and self.cfg.speculation:
+                pick = self._speculate(tasks, idle, kind)
+                if pick is not None:
+                    task, worker = pick
+                    self._launch(task, worker, launch, inflight, speculative=True)
+            if all(t.state is State.DONE for t in tasks):
+                self._drain(inflight)
+                return
             if not inflight:
-                if all(t.state is State.DONE for t in queue):
-                    return
                 raise JobFailed(RuntimeError("no worker could run the remaining tasks"))
             done, _ = await asyncio.wait(inflight, timeout=self.cfg.poll_s, return_when=asyncio.FIRST_COMPLETED)
             for fut in done:
-                task, attempt = inflight.pop(fut)
-                self.busy.discard(attempt.worker)
-                self._on_done(task, attempt, fut)
+                self._on_done(*inflight.pop(fut), fut)
+            self._save()
 
-    def _on_done(self, task: Task, attempt, fut: asyncio.Future) -> None:
+    def _launch(self, task: Task, worker: int, launch, inflight: dict, speculative: bool) -> None:
+        attempt = self.table.start(task, worker, speculative=speculative)
+        self.busy[worker] = attempt
+        self.seen[(task.id, attempt.number)] = time.monotonic()
+        if speculative:
+            self.spec["backups_launched"] += 1
+        handle = self.workers[worker]
+        inflight[asyncio.ensure_future(_await(launch(task, attempt, worker)))] = (task, attempt, handle)
+
+    def _drain(self, inflight: dict) -> None:
+        """Losing attempts still running: count their time as wasted and let them stop."""
+        now = time.monotonic()
+        for fut, (task, attempt, handle) in list(inflight.items()):
+            self.spec["wasted_ms"] += int(1000 * (now - attempt.started))
+            fut.cancel()
+            self.busy.pop(attempt.worker, None)
+            self._replace(attempt.worker, handle)  # it may be stuck in user code (sleeping)
+            del inflight[fut]
+
+    def _check_silence(self, inflight: dict) -> None:
+        now = time.monotonic()
+        for fut, (task, attempt, handle) in list(inflight.items()):
+            if attempt.outcome != "running":
+                continue
+            if now - self.seen.get((task.id, attempt.number), attempt.started) > self.cfg.heartbeat_timeout_s:
+                self.spec["presumed_lost"] += 1
+                del inflight[fut]
+                self.busy.pop(attempt.worker, None)
+                self._replace(attempt.worker, handle)
+                self._lost(task, attempt)
+
+    def _lost(self, task: Task, attempt) -> None:
+        if not self.table.lose(task, attempt, self.cfg.max_attempts) and task.state is State.FAILED:
+            from mixfleet.errors import JobError
+
+            raise JobFailed(JobError(f"task {task.id} lost its worker {len(task.attempts)} times",
+                                     "check the workers' logs (out of memory?) or raise max_attempts"))
+
+    def _on_done(self, task: Task, attempt, handle, fut: asyncio.Future) -> None:
+        if self.busy.get(attempt.worker) is attempt:
+            del self.busy[attempt.worker]
         try:
             result = fut.result()
         except ray.exceptions.RayActorError:
-            self._spawn(attempt.worker)
-            if not self.table.lose(task, attempt, self.cfg.max_attempts) and task.state is State.FAILED:
-                from mixfleet.errors import JobError
-
-                raise JobFailed(JobError(f"task {task.id} lost its worker {len(task.attempts)} times",
-                                         "check the workers' logs (out of memory?) or raise max_attempts"))
+            self._replace(attempt.worker, handle)
+            if attempt.outcome == "running":
+                self._lost(task, attempt)
+            return
+        elapsed = time.monotonic() - attempt.started
+        if attempt.outcome == "cancelled":  # another attempt already won
+            self.spec["wasted_ms"] += int(1000 * elapsed)
             return
         if "error" in result:
             self.table.fail(task, attempt)
             raise JobFailed(result["error"])
+        self.rates[task.kind][attempt.worker] = result.get("bytes", 1) / max(elapsed, 1e-3)
         if self.table.finish(task, attempt, result):
+            self.spec["backups_won"] += int(attempt.speculative)
             self._merge_counters(result["counters"])
             if task.kind == "map":
+                self.store.register.remote(task.id, result["refs"])
                 for key, n in result.get("hot", {}).items():
                     self.hot[key] = self.hot.get(key, 0) + n
             else:
@@ -167,22 +312,49 @@ class Master:
             for name, n in names.items():
                 bucket[name] = bucket.get(name, 0) + n
 
+    # --- health and speculation --------------------------------------------------------
+    async def heartbeat(self, task_id: str, attempt: int, progress: float) -> None:
+        self.seen[(task_id, attempt)] = time.monotonic()
+        self.progress[(task_id, attempt)] = progress
+
+    def _speculate(self, tasks: list[Task], idle: list[int], kind: str) -> tuple[Task, int] | None:
+        now = time.monotonic()
+        running = []
+        for t in tasks:
+            live = t.running_attempts
+            if t.state is State.RUNNING and live:
+                first = live[0]
+                running.append(Running(t.id, now - first.started, self.progress.get((t.id, first.number), 0.0),
+                                       len(live), first.worker))
+        done = sum(1 for t in tasks if t.state is State.DONE)
+        pick = choose_backup(running, done, len(tasks), idle, self.rates[kind],
+                             threshold=self.cfg.speculation_threshold, cap=self.cfg.speculation_cap,
+                             floor_s=self.cfg.speculation_floor_s, slow_ratio=self.cfg.slow_worker_ratio)
+        if pick is None:
+            return None
+        return self.table.tasks[pick[0]], pick[1]
+
     # --- dynamic splitting ---------------------------------------------------------
     async def claim(self, task_id: str, attempt: int, piece: int, pos: int, want: int) -> tuple[int, int]:
-        """Reserve ``[pos, want)`` of a piece for a running map; returns ``(granted, end)``."""
+        """Reserve ``[pos, want)`` of a piece for a running map; returns ``(granted, end)``.
+
+        ``(pos, pos)`` tells the attempt to stop: it lost, or the piece was handed away."""
         task = self.table.tasks[task_id]
-        if piece >= len(task.pieces) or task.state is not State.RUNNING:
+        self.seen[(task_id, attempt)] = time.monotonic()
+        if (piece >= len(task.pieces) or task.state is not State.RUNNING
+                or task.attempts[attempt - 1].outcome != "running"):
             return pos, pos
         end = task.pieces[piece].end
         granted = max(pos, min(want, end))
-        self.bytes_done += granted - pos
+        if attempt == task.attempts[0].number or len(task.running_attempts) == 1:
+            self.bytes_done += granted - pos
         task.claimed[piece] = max(task.claimed.get(piece, 0), granted)
         return granted, end
 
-    def _steal(self, queue: list[Task]) -> Task | None:
+    def _steal(self, tasks: list[Task]) -> Task | None:
         """Cut the running map with the most unclaimed bytes; the tail becomes a new task."""
         best, best_left = None, 2 * self.cfg.chunk_bytes
-        for t in queue:
+        for t in tasks:
             if t.state is not State.RUNNING or len(t.running_attempts) != 1:
                 continue
             if any(p.block_kind or self.files[p.file].fmt == "parquet" for p in t.pieces):
@@ -200,9 +372,9 @@ class Master:
         tail = ([Piece(piece.file, cut, piece.end)] if cut < piece.end else []) + best.pieces[cur + 1:]
         best.pieces = best.pieces[:cur] + [Piece(piece.file, piece.start, cut)]
         best.size -= sum(p.size for p in tail)
-        new = self.table.add(Task(f"{best.id}.{len(self.table.tasks)}", "map", len(queue), tail,
+        new = self.table.add(Task(f"{best.id}.{len(self.table.tasks)}", "map", len(tasks), tail,
                                   size=sum(p.size for p in tail)))
-        queue.append(new)
+        tasks.append(new)
         return new
 
     def _unclaimed(self, t: Task) -> int:
@@ -215,18 +387,44 @@ class Master:
         self.phase = "sample"
         chosen = splits if len(splits) <= 64 else self.rng.sample(splits, 64)
         calls = []
-        per = max(1, self.cfg.sample_records)
         for j, split in enumerate(chosen):
             piece = split[0]
             if not piece.block_kind and self.files[piece.file].fmt != "parquet":
                 span = piece.end - piece.start
                 start = piece.start + (self.rng.randrange(span // 2) if span > 2 else 0)
                 piece = Piece(piece.file, start, piece.end)
-            calls.append(self.workers[j % len(self.workers)].sample.remote(step, piece, per))
+            calls.append(self.workers[j % len(self.workers)].sample.remote(step, piece, self.cfg.sample_records))
         sample: list = []
         for keys in await asyncio.gather(*[_await(c) for c in calls]):
             sample += keys
         return range_boundaries(sample, self.num_reducers)
+
+    # --- checkpoint -------------------------------------------------------------------
+    def _restore_stats(self) -> None:
+        s = self.saved.get("stats", {})
+        self.table.launched += s.get("launched", 0)
+        self.table.failed_attempts += s.get("failed", 0)
+        self.table.speculative += s.get("speculative", 0)
+        for kind, n in s.get("launched_by_kind", {}).items():
+            self.table.launched_by_kind[kind] = self.table.launched_by_kind.get(kind, 0) + n
+        for k, v in s.get("spec", {}).items():
+            self.spec[k] = self.spec.get(k, 0) + v
+
+    def _save(self, force: bool = False) -> None:
+        if not self.cfg.checkpoint or (not force and time.monotonic() - self.last_save < self.cfg.checkpoint_every_s):
+            return
+        self.last_save = time.monotonic()
+        steps = {}
+        for step, st in self.step_state.items():
+            steps[step] = {"boundaries": st.get("boundaries"),
+                           "maps": [_task_json(t) for t in st.get("maps", [])],
+                           "reduces": [_task_json(t) for t in st.get("reduces", [])]}
+        t = self.table  # totals include the restored incarnations' (see _restore_stats)
+        stats = {"launched": t.launched, "failed": t.failed_attempts, "speculative": t.speculative,
+                 "launched_by_kind": t.launched_by_kind, "spec": dict(self.spec)}
+        ckpt.save(self.ckpt_fs, self.ckpt_path, {"fingerprint": self.fingerprint, "phase": self.phase,
+                                                 "step": self.step, "incarnation": self.incarnation,
+                                                 "steps": steps, "stats": stats})
 
     # --- reporting ---------------------------------------------------------------------
     def status(self) -> dict:
@@ -246,6 +444,12 @@ class Master:
             skew["partition_max_over_mean_pct"] = int(100 * max(self.reduce_records) / mean)
         if skew:
             counters["skew"] = skew
+        counters["speculation"] = dict(self.spec)
+        runtime = counters.setdefault("mixfleet", {})
+        runtime.update(map_attempts=t.launched_by_kind.get("map", 0),
+                       reduce_attempts=t.launched_by_kind.get("reduce", 0),
+                       maps_restored=self.restored["maps"], reduces_restored=self.restored["reduces"],
+                       master_restarts=self.incarnation)
         return {"status": status, "parts": parts or [], "error": error,
                 "map_tasks": len(t.of_kind("map")), "reduce_tasks": len(t.of_kind("reduce")),
                 "attempts": {"launched": t.launched, "failed": t.failed_attempts, "speculative": t.speculative},
@@ -256,6 +460,15 @@ class Master:
                  "end": (a.finished or time.monotonic()) - self.t0, "outcome": a.outcome,
                  "speculative": a.speculative}
                 for t in self.table.tasks.values() for a in t.attempts]
+
+
+def _task_json(t: Task) -> dict:
+    result = None
+    if t.state is State.DONE and t.result is not None:
+        result = {k: v for k, v in t.result.items() if k not in ("refs", "block", "error")}
+        result["hot"] = {str(k): v for k, v in result.get("hot", {}).items()}
+    return {"id": t.id, "index": t.index, "state": t.state.value,
+            "pieces": [ckpt.piece_to_json(p) for p in t.pieces], "result": result}
 
 
 async def _await(ref):

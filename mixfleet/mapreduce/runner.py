@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mixfleet.errors import InputError, JobError, MixfleetError
+from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_splits, resolve_inputs
 from mixfleet.mapreduce.job import Job
 from mixfleet.mapreduce.outputs import prepare_output, read_output
@@ -100,6 +101,7 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     import ray
 
     from mixfleet.mapreduce.master import Master
+    from mixfleet.mapreduce.store import BlockStore
     from mixfleet.platform.bootstrap import connect
 
     t0 = time.perf_counter()
@@ -114,7 +116,6 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     is_dataset = type(inputs).__name__ in ("Dataset", "MaterializedDataset") and hasattr(inputs, "to_arrow_refs")
     files = [] if is_dataset else resolve_inputs(inputs, cfg, filesystem)
     out_fs, out_path = filesystem_for(str(output), filesystem)
-    prepare_output(out_fs, out_path, str(output), cfg.overwrite)
 
     connect(address)
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -127,28 +128,63 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
         from mixfleet.errors import unknown_name
 
         raise unknown_name("partitioner", partitioner, ("hash", "range"))
+    job_name = f"{type(job).__module__}.{type(job).__qualname__}"
+    fp = ckpt.fingerprint(job_name, files, reducers, str(output), len(steps))
+    resuming = False
+    if cfg.checkpoint:
+        if is_dataset:
+            raise InputError("--checkpoint is not supported for a ray.data.Dataset input",
+                             "write the dataset to files first, or run without a checkpoint")
+        ck_fs, ck_path = filesystem_for(cfg.checkpoint)
+        resuming = not cfg.overwrite and ckpt.load(ck_fs, ck_path, fp) is not None
+        if not resuming:
+            ckpt.clear(ck_fs, ck_path)
+    if not resuming:
+        prepare_output(out_fs, out_path, str(output), cfg.overwrite)
 
     _ship_by_value(job)
     job_ref = ray.put(cloudpickle.dumps(job))
-    master = ray.remote(Master).options(num_cpus=0, max_restarts=0).remote(
-        [job_ref], files, splits, len(steps), [partitioner] * len(steps), reducers, workers,
-        min(1.0, cpus / workers), (out_fs, out_path, cfg.output_format), cfg)
+    store = ray.remote(BlockStore).options(num_cpus=0, max_restarts=0).remote()
+    incarnation = 0
     try:
-        done_ref = master.run.remote()
         while True:
-            ready, _ = ray.wait([done_ref], timeout=cfg.poll_s)
-            if ready:
+            master = ray.remote(Master).options(num_cpus=0, max_restarts=0).remote(
+                [job_ref], files, splits, len(steps), [partitioner] * len(steps), reducers, workers,
+                min(1.0, cpus / workers), (out_fs, out_path, cfg.output_format), store, cfg, fp, incarnation)
+            try:
+                report = _wait(master, cfg, progress)
                 break
-            if progress:
-                progress(ray.get(master.status.remote()))
-        report = ray.get(done_ref)
-        if progress:
-            progress({**ray.get(master.status.remote()), "final": True})
+            except ray.exceptions.RayActorError:
+                if not cfg.checkpoint or incarnation >= cfg.max_master_restarts:
+                    raise JobError("the job's master actor died" + ("" if cfg.checkpoint else " and there is no --checkpoint to resume from"),
+                                   "rerun with --checkpoint URI to make the job resumable") from None
+                incarnation += 1  # resume from the checkpoint with a fresh master
+            finally:
+                ray.kill(master)
     finally:
-        ray.kill(master)
+        ray.kill(store)
     if report["status"] != "succeeded":
         error = report["error"]
         raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
     return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],
                      report["reduce_tasks"], report["attempts"], report["counters"], report["parts"],
                      cfg.output_format, report["tasks"], out_fs, out_path)
+
+
+def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> dict:
+    import ray
+
+    done_ref = master.run.remote()
+    while True:
+        ready, _ = ray.wait([done_ref], timeout=cfg.poll_s)
+        if ready:
+            break
+        if progress:
+            try:
+                progress(ray.get(master.status.remote()))
+            except ray.exceptions.RayActorError:
+                break  # the master died: ray.get below raises it
+    report = ray.get(done_ref)
+    if progress:
+        progress({**ray.get(master.status.remote()), "final": True})
+    return report

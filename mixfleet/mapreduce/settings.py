@@ -40,8 +40,28 @@ class RunConfig:
     steal: bool = True                      # idle workers take the remainder of long splits
     seed: int = 0
     poll_s: float = 0.2
+    # --- fault tolerance (health, speculation, checkpoints) ---
+    heartbeat_s: float = 1.0                # a worker reports progress this often
+    heartbeat_timeout_s: float = 10.0       # a task silent this long is presumed lost
+    speculation: bool = True
+    speculation_threshold: float = 0.75     # fraction of a phase done before backups start
+    speculation_cap: float = 0.10           # at most this share of running tasks backed up
+    speculation_floor_s: float = 10.0       # never back up a younger attempt
+    slow_worker_ratio: float = 0.5          # slower than this x median rate: not a backup host
+    checkpoint: str | None = None           # URI of the durable task-table checkpoint
+    durable_shuffle: bool = False           # also spill map outputs under the checkpoint URI
+    checkpoint_every_s: float = 5.0
+    max_master_restarts: int = 3
 
     def __post_init__(self) -> None:
+        if self.durable_shuffle and not self.checkpoint:
+            raise InputError("--durable-shuffle needs --checkpoint URI", "pass --checkpoint where to spill map outputs")
+        for name in ("heartbeat_s", "heartbeat_timeout_s", "checkpoint_every_s"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name}={getattr(self, name)} must be positive", "use a number of seconds > 0")
+        if not 0 <= self.speculation_threshold <= 1 or not 0 < self.speculation_cap <= 1:
+            raise InputError("speculation_threshold must be in [0, 1] and speculation_cap in (0, 1]",
+                             "for example 0.75 and 0.1")
         if self.output_format not in OUTPUT_FORMATS:
             raise unknown_name("output format", self.output_format, OUTPUT_FORMATS)
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:

@@ -75,6 +75,7 @@ class TaskTable:
         self.launched = 0
         self.failed_attempts = 0
         self.speculative = 0
+        self.launched_by_kind: dict[str, int] = {"map": 0, "reduce": 0}
 
     def add(self, task: Task) -> Task:
         assert task.id not in self.tasks, task.id
@@ -93,6 +94,7 @@ class TaskTable:
         attempt = Attempt(len(task.attempts) + 1, worker, self.clock(), speculative=speculative)
         task.attempts.append(attempt)
         self.launched += 1
+        self.launched_by_kind[task.kind] = self.launched_by_kind.get(task.kind, 0) + 1
         self.speculative += int(speculative)
         return attempt
 

@@ -1,17 +1,23 @@
 """The long-lived worker actor: runs map, reduce and sample tasks for one job.
 
 A worker is created by the master with the job (an ObjectRef of the
-cloudpickled instance), the resolved input files and the master's handle.
-It never decides anything: it runs what the master sends and reports back.
-Map blocks are put in Ray's object store by the worker and only their
-references travel (Exoshuffle style). User errors come back as a result
-with ``error`` set (not as an exception), so that the master can tell them
-from a lost worker (a ``RayActorError``).
+cloudpickled instance), the resolved input files, the master's handle and
+the block store's. It never decides anything: it runs what the master sends
+and reports back. A background thread sends a heartbeat with the running
+attempt's progress every ``heartbeat_s``; the reply says whether the attempt
+lost (another attempt won), and the map stops reading at its next claim.
+
+Map blocks are owned by the block store (see :mod:`store`), so they outlive
+this worker; with durable shuffle they are also written under the
+checkpoint URI. User errors come back as a result with ``error`` set (not
+as an exception), so that the master can tell them from a lost worker.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import threading
 import time
 from typing import Any
 
@@ -26,12 +32,10 @@ from mixfleet.mapreduce.settings import RunConfig
 
 
 def _error(exc: BaseException) -> dict:
-    from mixfleet.errors import MixfleetError
+    from mixfleet.errors import JobError, MixfleetError
 
     if not isinstance(exc, MixfleetError):
         import traceback
-
-        from mixfleet.errors import JobError
 
         exc = JobError(f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc().splitlines()[-1])
     return {"error": exc}
@@ -40,90 +44,143 @@ def _error(exc: BaseException) -> dict:
 class Worker:
     """One per CPU by default; tasks run one at a time on it."""
 
-    def __init__(self, job_ref: list, files: list, master: Any, cfg: RunConfig, index: int):
+    def __init__(self, job_ref: list, files: list, master: Any, store: Any, cfg: RunConfig, index: int,
+                 shuffle_dir: tuple | None = None):
         import cloudpickle
 
         self.job = cloudpickle.loads(ray.get(job_ref[0]))
         self.steps = self.job.steps()
-        self.files = files
-        self.master = master
-        self.cfg = cfg
-        self.index = index
+        self.files, self.master, self.store, self.cfg, self.index = files, master, store, cfg, index
+        self.shuffle_dir = shuffle_dir
+        self.current: tuple[str, int] | None = None
+        self.progress = 0.0
+        threading.Thread(target=self._beat, daemon=True, name="mixfleet-heartbeat").start()
 
     def pid(self) -> int:
         return os.getpid()
 
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.cfg.heartbeat_s)
+            current = self.current
+            if current is None:
+                continue
+            try:
+                self.master.heartbeat.remote(current[0], current[1], self.progress)
+            except Exception:  # the master is gone; a new one will replace this worker
+                return
+
+    def _start(self, task_id: str, attempt: int) -> None:
+        self.current, self.progress = (task_id, attempt), 0.0
+
+    # --- map ---------------------------------------------------------------------
     def map(self, task_id: str, attempt: int, step: int, pieces: list[Piece], num_reducers: int,
             boundaries: list | None) -> dict:
         t0 = time.perf_counter()
+        self._start(task_id, attempt)
+        total = max(1, sum(p.size for p in pieces))
         try:
             part_of = range_partitioner(boundaries) if boundaries is not None else hash_partitioner(num_reducers)
-            claim_for = self._claims(task_id, attempt, pieces) if self.cfg.steal else None
             out = run_map(self.job, self.steps[step], task_id, self.files, pieces, part_of, num_reducers,
                           chunk_bytes=self.cfg.chunk_bytes, hot_key_fraction=self.cfg.hot_key_fraction,
-                          claim_for=claim_for)
+                          claim_for=self._claims(task_id, attempt, pieces, total), attempt=attempt,
+                          worker=self.index)
+            refs = ray.get(self.store.put.remote(out.blocks))
+            files = self._spill(task_id, attempt, out.blocks) if self.shuffle_dir else None
         except Exception as exc:
             return _error(exc)
-        refs = [ray.put(b) if b is not None else None for b in out.blocks]
+        finally:
+            self.current = None
         counters = out.counters
         builtin = counters.setdefault(BUILTIN, {})
         builtin["map_input_records"] = out.input_records
         builtin["map_input_bytes"] = out.input_bytes
         builtin["map_output_records"] = out.output_records
         builtin["shuffle_bytes"] = sum(len(b) for b in out.blocks if b is not None)
-        return {"refs": refs, "block_bytes": [len(b) if b is not None else 0 for b in out.blocks],
-                "counters": counters, "status": out.status, "hot": _top(out.hot),
-                "elapsed_s": time.perf_counter() - t0, "worker": self.index}
+        return {"refs": refs, "files": files, "counters": counters, "status": out.status, "hot": _top(out.hot),
+                "elapsed_s": time.perf_counter() - t0, "worker": self.index, "bytes": total}
 
-    def _claims(self, task_id: str, attempt: int, pieces: list[Piece]):
+    def _claims(self, task_id: str, attempt: int, pieces: list[Piece], total: int):
+        done_before = [sum(p.size for p in pieces[:i]) for i in range(len(pieces))]
+
         def claim_for(i: int):
             if pieces[i].block_kind or self.files[pieces[i].file].fmt == "parquet":
+                self.progress = done_before[i] / total
                 return None
 
             def claim(pos: int, want: int) -> tuple[int, int]:
+                self.progress = (done_before[i] + pos - pieces[i].start) / total
+                if not self.cfg.steal and not self.cfg.speculation:
+                    return want, pieces[i].end
                 return tuple(ray.get(self.master.claim.remote(task_id, attempt, i, pos, want)))
 
             return claim
 
         return claim_for
 
-    def reduce(self, task_id: str, attempt: int, step: int, index: int, block_refs: list,
-               output: tuple | None) -> dict:
-        """Reduce one partition; ``output=(fs, path, fmt)`` writes a part attempt,
-        ``None`` (an intermediate step) returns the pairs as a block."""
-        import pickle
+    def _spill(self, task_id: str, attempt: int, blocks: list[bytes | None]) -> list[str | None]:
+        """Durable shuffle: write every block under the checkpoint URI (atomic per file)."""
+        fs, root = self.shuffle_dir
+        folder = f"{root}/shuffle/{task_id}.a{attempt}"
+        fs.create_dir(folder, recursive=True)
+        paths: list[str | None] = []
+        for i, block in enumerate(blocks):
+            if block is None:
+                paths.append(None)
+                continue
+            path = f"{folder}/r{i:05d}"
+            with fs.open_output_stream(path + ".tmp") as f:
+                f.write(block)
+            fs.move(path + ".tmp", path)
+            paths.append(path)
+        return paths
 
+    # --- reduce ------------------------------------------------------------------
+    def reduce(self, task_id: str, attempt: int, step: int, index: int, sources: list, output: tuple | None,
+               shuffle_fs: Any = None) -> dict:
+        """Reduce one partition from ``sources`` (ObjectRefs or durable block paths);
+        ``output=(fs, path, fmt)`` writes a part attempt, ``None`` returns a block."""
         t0 = time.perf_counter()
+        self._start(task_id, attempt)
         try:
-            refs = [r for r in block_refs if r is not None]
+            live = [s for s in sources if s is not None]
 
             def fetch():
-                for i in range(0, len(refs), 8):
-                    yield from ray.get(refs[i:i + 8])
+                for i, src in enumerate(live):
+                    self.progress = 0.5 * i / max(1, len(live))
+                    if isinstance(src, str):
+                        with shuffle_fs.open_input_file(src) as f:
+                            yield f.read()
+                    else:
+                        yield ray.get(src)
 
             stream, merger, ctx = run_reduce(self.job, self.steps[step], task_id, fetch(),
-                                             self.cfg.reduce_memory_bytes)
+                                             self.cfg.reduce_memory_bytes, attempt=attempt, worker=self.index)
+            self.progress = 0.5
             if output is None:
                 pairs = list(stream)
-                result: dict = {"block": ray.put(pickle.dumps(pairs, protocol=5)), "records": len(pairs)}
+                [ref] = ray.get(self.store.put.remote([pickle.dumps(pairs, protocol=5)]))
+                result: dict = {"block": ref, "records": len(pairs)}
             else:
                 fs, path, fmt = output
                 tmp, n = write_attempt(fs, path, index, attempt, fmt, stream)
                 result = {"path": tmp, "records": n}
         except Exception as exc:
             return _error(exc)
+        finally:
+            self.current = None
         builtin = ctx.counters.setdefault(BUILTIN, {})
         builtin["reduce_input_records"] = merger.input_records
         builtin["reduce_output_records"] = result["records"]
         builtin["spilled_runs"] = merger.spilled_runs
         result.update(counters=ctx.counters, status=ctx.status, elapsed_s=time.perf_counter() - t0,
-                      worker=self.index)
+                      worker=self.index, bytes=len(live))
         return result
 
+    # --- sampling (range partitioner) -------------------------------------------------
     def sample(self, step: int, piece: Piece, n: int) -> list:
-        """Keys the mapper emits for up to ``n`` records from ``piece`` (range partitioner)."""
-        st = self.steps[step]
-        mapper = st.mapper
+        """Keys the mapper emits for up to ``n`` records from ``piece``."""
+        mapper = self.steps[step].mapper
         keys: list = []
         entry = self.files[piece.file] if piece.file >= 0 else None
         for _, batch in iter_records(entry, piece, self.cfg.chunk_bytes):

@@ -1,0 +1,69 @@
+"""LATE-style speculative execution (Zaharia et al., OSDI 2008), as a pure policy.
+
+Notation, per running task ``t`` with one attempt:
+    p_t   progress in [0, 1] from its heartbeats (bytes or blocks done)
+    a_t   age of the attempt (s)
+    r_t = p_t / a_t                      progress rate
+    left_t = (1 - p_t) / r_t             estimated time left (inf when p_t = 0)
+
+Rules (all configurable in :class:`RunConfig`):
+- only once at least ``threshold`` (75%) of the phase's tasks are done;
+- never for an attempt younger than ``floor_s`` (10 s);
+- at most ``ceil(cap * running)`` (10%) tasks with a live backup;
+- the backup goes to an idle worker that is not itself slow: a worker
+  whose completed-task rate is below ``slow_ratio`` x the median rate;
+- among candidates, the task with the longest ``left_t`` is backed up.
+The master applies the decision; the first attempt to finish wins.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Running:
+    """A running task as the policy sees it."""
+
+    task_id: str
+    age_s: float
+    progress: float
+    attempts_running: int
+    worker: int
+
+
+def time_left(r: Running) -> float:
+    if r.progress <= 0 or r.age_s <= 0:
+        return math.inf
+    rate = r.progress / r.age_s
+    return (1.0 - min(r.progress, 1.0)) / rate
+
+
+def slow_workers(rates: dict[int, float], slow_ratio: float) -> set[int]:
+    """Workers whose observed rate is below ``slow_ratio`` x the median (needs >= 2 workers)."""
+    if len(rates) < 2:
+        return set()
+    median = statistics.median(rates.values())
+    return {w for w, r in rates.items() if r < slow_ratio * median}
+
+
+def choose_backup(running: list[Running], done: int, total: int, idle: list[int], rates: dict[int, float], *,
+                  threshold: float, cap: float, floor_s: float, slow_ratio: float) -> tuple[str, int] | None:
+    """``(task_id, worker)`` for the next backup attempt, or ``None``."""
+    if not running or not idle or total == 0 or done / total < threshold:
+        return None
+    backed = sum(1 for r in running if r.attempts_running > 1)
+    if backed >= math.ceil(cap * len(running)):
+        return None
+    slow = slow_workers(rates, slow_ratio)
+    fast_idle = [w for w in idle if w not in slow]
+    if not fast_idle:
+        return None
+    candidates = [r for r in running if r.attempts_running == 1 and r.age_s >= floor_s]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda r: (time_left(r), r.age_s))
+    worker = next((w for w in fast_idle if w != best.worker), None)
+    return (best.task_id, worker) if worker is not None else None
