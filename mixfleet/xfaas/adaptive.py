@@ -1,7 +1,7 @@
 """Adaptive re-placement from telemetry: running medians per (function, cloud) and per hop.
 
-After each run the placer takes the run's per-node exec times and per-hop
-latencies (the same figures the executor pushes to the TelemetryHub) into
+After each run the placer reads the run's per-node exec times and per-hop
+latencies back from the TelemetryHub (where the executor pushed them) into
 windows of the last ``window`` observations. Its :class:`LearnedProfile`
 uses the median exec time where one exists, and scales the prior hop
 model by the median observed/predicted ratio of that cloud pair (so a slow
@@ -51,14 +51,31 @@ class AdaptivePlacer:
         self.plan: Plan = make_plan(workflow, "ilp_fusion" if fuse else "ilp", profile=self.model, lam=lam)
         self.plan.strategy = "adaptive"
         self.replans = 0
+        self.hub_reads = 0  # observations that came back from the TelemetryHub
         self.history: list[dict] = []
 
-    def observe(self, result) -> bool:
-        """Take one finished run into the model; returns whether the plan changed."""
+    def observe(self, result, *, from_hub: bool = True) -> bool:
+        """Take one finished run into the model; returns whether the plan changed.
+
+        Figures are read back from the TelemetryHub (entries stamped with this run's id);
+        any the hub does not hold (no hub, or a push not yet applied) come from the run's
+        own records, which are the same numbers the executor pushed.
+        """
+        from mixfleet.xfaas._telemetry import read_run
+
+        hub = read_run(result) if from_hub else None
+        hub_exec, hub_hops = hub if hub else ({}, {})
         for row in result.nodes:
-            if not row.get("skipped") and row.get("attempts", 1) == 1 and "async_s" not in row:
-                self.model.exec_obs[(row["node"], row["cloud"])].append(float(row["exec_s"]))
-        for src, dst, kb, lat in getattr(result, "hops", []):
+            if not row.get("skipped") and row.get("attempts", 1) == 1:
+                key = (row["node"], row["cloud"])
+                self.hub_reads += key in hub_exec
+                self.model.exec_obs[key].append(float(hub_exec.get(key, row["exec_s"])))
+        seen = set()
+        for src, dst, kb, lat in result.hops:
+            if (src, dst) in hub_hops and (src, dst) not in seen:
+                lat, kb = hub_hops[(src, dst)]
+                seen.add((src, dst))
+                self.hub_reads += 1
             prior = self.prior.hop_s(src, dst, kb)
             if prior > 0:
                 self.model.hop_ratio[(src, dst)].append(lat / prior)

@@ -45,6 +45,8 @@ class RunResult:
     nodes: list[dict] = field(default_factory=list)
     claim_checks: int = 0
     emulation: str = "virtual"
+    run_id: int = 0
+    hops: list = field(default_factory=list)  # (src cloud, dst cloud, KB, emulated latency s) per taken hop
 
     def to_json(self) -> dict:
         return {"output": self.output, "latency_s": self.latency_s, "cost_usd": self.cost_usd,
@@ -390,9 +392,9 @@ class Executor:
         values = [ray.get(v.ref[0]) if isinstance(v, ClaimCheck) else v for v in values]
         output = values[0] if len(wf.sinks) == 1 and values else dict(zip(ran_sinks, values, strict=False))
         latency = max(finish_v.values())
+        self._runs = getattr(self, "_runs", 0) + 1
         result = RunResult(wf.spec.name, output, latency, wall, cost, dict(plan.placement), rows, n_claims,
-                           self.emulation)
-        result.hops = hop_obs
+                           self.emulation, run_id=(id(self) % 100_000) * 100_000 + self._runs, hops=hop_obs)
         if self.telemetry:
             from mixfleet.xfaas._telemetry import push_run
 

@@ -92,7 +92,12 @@ def build_model(workflow, profile: Profile, units: UnitGraph, *, lam: float = 0.
 
     m.prec = pyo.Constraint(range(len(edges)), rule=lambda m, k: m.s[edges[k][1]] >= m.s[edges[k][0]] + ex(
         m, edges[k][0]) + sum(H[k, c, d] * m.z[k, c, d] for c in allowed[edges[k][0]] for d in allowed[edges[k][1]]))
-    m.span = pyo.Constraint(U, rule=lambda m, u: m.T >= m.s[u] + ex(m, u))
+    # valid bounds that tighten the LP relaxation (same integer optimum): every unit starts no
+    # earlier than its fastest head path, and T covers its fastest tail path
+    head, tail = _head_tail(units, allowed, E, H, edges)
+    for u in U:
+        m.s[u].setlb(head[u])
+    m.span = pyo.Constraint(U, rule=lambda m, u: m.T >= m.s[u] + ex(m, u) + tail[u])
     m.cost = pyo.Expression(expr=sum(R[i] * m.x[i] for i in X) + sum(K[i] * m.z[i] for i in Z))
     if budget is not None:
         m.budget = pyo.Constraint(expr=m.cost <= budget)
@@ -101,6 +106,20 @@ def build_model(workflow, profile: Profile, units: UnitGraph, *, lam: float = 0.
         m.obj = pyo.Objective(expr=m.T + lam * m.cost, sense=pyo.minimize)
     m._allowed = allowed
     return m
+
+
+def _head_tail(units: UnitGraph, allowed, E, H, edges):
+    """Lower bounds: fastest time to reach a unit, and fastest time from its end to the finish."""
+    n = len(units.members)
+    emin = [min(E[u, c] for c in allowed[u]) for u in range(n)]
+    hmin = {edges[k]: min(H[k, c, d] for c in allowed[edges[k][0]] for d in allowed[edges[k][1]])
+            for k in range(len(edges))}
+    head, tail = [0.0] * n, [0.0] * n
+    for v in units.order:
+        head[v] = max((head[u] + emin[u] + hmin[(u, v)] for (u, w) in hmin if w == v), default=0.0)
+    for u in reversed(units.order):
+        tail[u] = max((hmin[(u, v)] + emin[v] + tail[v] for (w, v) in hmin if w == u), default=0.0)
+    return head, tail
 
 
 def read_plan(model, units: UnitGraph) -> list[str]:

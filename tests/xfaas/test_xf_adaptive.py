@@ -65,6 +65,12 @@ def test_in_flight_runs_keep_their_plan(ray_local):
     t.start()
     assert placer.observe(r)  # re-plans while the second run is in flight
     t.join()
+    assert placer.hub_reads > 0  # the figures came back from the TelemetryHub
+    from mixfleet.platform.telemetry import hub_snapshot
+
+    stats = hub_snapshot()["stats"]["xfaas"]
+    assert stats["smart_grid/run"]["values"]["latency_s"] > 0
+    assert any(k.startswith("smart_grid/TaskB@") for k in stats)
     assert placer.plan is not first_plan and placer.plan.placement != before
     assert first_plan.placement == before and box["r"].placement == before
 
