@@ -194,9 +194,26 @@ class Executor:
                     any_taken |= bool(ok)
             return refs if (any_taken or not refs) else None
 
-        def dispatch(i: int) -> None:
+        usuccs: dict[int, list[int]] = {i: [] for i in range(n)}
+        for a, b in units.edges:
+            usuccs[a].append(b)
+
+        def eager_ok(i: int, j: int) -> bool:
+            """Can ``j`` be dispatched as soon as ``i`` is, its input passed as a pending reference?
+            Only when ``i`` is its sole upstream unit, no condition sits between them, ``i`` gets no
+            retry or timeout (its failure ends the run anyway) and neither is an async node."""
+            pol, timeout = policy(i)
+            return (upreds[j] == [i] and pol.max_attempts == 1 and timeout is None
+                    and state[j] == "waiting"
+                    and not any(wf.nodes[m].async_ for m in units.members[i] + units.members[j])
+                    and not any((u, v) in wf.conditions for u in units.members[i] for v in units.members[j]))
+
+        def dispatch(i: int, eager: bool = False) -> None:
             nonlocal seq
-            refs = taken_inputs(i)
+            if eager:  # every input comes from the one upstream unit, unconditionally
+                refs = [out_refs[p] for m in units.members[i] for p in wf.preds[m] if units.unit_of[p] != i]
+            else:
+                refs = taken_inputs(i)
             if refs is None:
                 state[i] = "skipped"
                 metas[i] = {"ran": {m: False for m in units.members[i]}, "take": {}, "exec_s": {},
@@ -230,8 +247,13 @@ class Executor:
             _, timeout = policy(i)
             deadline = self.clock() + timeout if timeout else None
             inflight[refs_out[0]] = (i, "run", deadline, refs_out)
+            for m, r in zip(task.exports, refs_out[1:], strict=True):
+                out_refs[m] = r
             state[i] = "running"
             emit(i, "running" if attempts[i] == 1 else f"retry {attempts[i]}")
+            for j in usuccs[i]:  # pipeline: Ray starts j when i's output exists, no driver round trip
+                if eager_ok(i, j):
+                    dispatch(j, eager=True)
 
         def fail(i: int, cause: str, lost_v: float) -> None:
             nonlocal seq
@@ -278,13 +300,14 @@ class Executor:
                     meta = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # worker died, task cancelled, object lost
                     meta = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+                if meta.get("upstream_failed"):
+                    state[i] = "waiting_upstream"  # the upstream unit's own failure decides the run
+                    continue
                 if meta.get("error"):
                     fail(i, meta["error"], 0.0)
                     continue
                 if kind == "run":
                     metas[i] = meta
-                    for m, r in zip(tasks[i].exports, refs_out[1:], strict=False):
-                        out_refs[m] = r
                     node = wf.nodes[units.members[i][0]]
                     if node.async_ is not None:
                         state[i] = "polling"

@@ -45,6 +45,10 @@ class UnitTask:
     sleep_exec_s: dict[str, float] = field(default_factory=dict)
 
 
+class UpstreamFailed:
+    """Stands in for the outputs of a failed unit, so a unit dispatched behind it stops at once."""
+
+
 def payload_kb(obj: Any) -> float:
     """Size of a payload in KB (numpy buffers by their bytes, the rest pickled)."""
     nbytes = getattr(obj, "nbytes", None)
@@ -79,6 +83,9 @@ def run_unit(task: UnitTask, *args: Any):
     """Run the unit's members; returns ``(meta, *exports)``."""
     if task.sleep_s:
         time.sleep(task.sleep_s)
+    if any(isinstance(a, UpstreamFailed) for a in args):
+        return ({"error": "an upstream unit failed", "upstream_failed": True},
+                *[UpstreamFailed() for _ in task.exports])
     args = [_unwrap(a) for a in args]
     outputs: dict[str, Any] = {}
     ran: dict[str, bool] = {}
@@ -123,7 +130,7 @@ def run_unit(task: UnitTask, *args: Any):
         meta["error"] = f"{current}: {type(exc).__name__}: {exc}"
     meta.update(ran={m: bool(ran.get(m)) for m in task.members}, exec_s=exec_s, take=take, out_kb={}, claim={})
     if meta["error"]:
-        return (meta, *[None] * len(task.exports))
+        return (meta, *[UpstreamFailed() for _ in task.exports])
     exports = []
     for m in task.exports:
         if not ran.get(m):

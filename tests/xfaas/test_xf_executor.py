@@ -219,3 +219,17 @@ def test_cold_then_warm_and_costs_add_up(ray_local, tmp_path):
     assert all(r["cold_start"] for r in first.nodes) and not any(r["cold_start"] for r in second.nodes)
     assert first.latency_s - second.latency_s > 13 * 0.25 * 0.9  # 13 AWS cold starts of 0.25 s
     assert second.cost_usd == pytest.approx(sum(r["cost_usd"] for r in second.nodes) + 12 * 2.5e-5, rel=1e-6)
+
+
+def test_a_failure_ahead_of_pipelined_nodes_names_the_failing_node(ray_local, tmp_path):
+    # b and c are dispatched at once behind f (no retries, no conditions); f's failure must be reported
+    p = write(tmp_path, """
+name: pipe
+nodes:
+  - {name: f, function: funcs.py:flaky}
+  - {name: b, function: funcs.py:inc}
+  - {name: c, function: funcs.py:inc}
+edges: [{from: f, to: b}, {from: b, to: c}]
+""")
+    with pytest.raises(JobError, match=r"node 'f' failed on attempt 1/1 .*ConnectionError"):
+        run_file(p, {"counter": str(tmp_path / "n"), "fail_times": 5})
