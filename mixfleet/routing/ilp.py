@@ -110,9 +110,14 @@ def set_parameters(m, problem: PlanProblem) -> None:
             f = eff[r] if eff[r] > 0 else 1.0
             live = [problem.speed[i] for i in problem.members[r] if problem.up[i] and problem.speed[i] > 0]
             slow = len(live) / sum(live) if live else 1.0  # mean slowdown of the group's live replicas
-            m.work[k, r] = mix.rate[k] * problem.service[k][r] / f
-            m.lat[k, r] = mix.rate[k] / total * (problem.latency[k][r] * slow) ** pw / l0
+            # coefficients below HiGHS's 1e-9 tolerance would be dropped with a warning: write 0
+            m.work[k, r] = _clip(mix.rate[k] * problem.service[k][r] / f)
+            m.lat[k, r] = _clip(mix.rate[k] / total * (problem.latency[k][r] * slow) ** pw / l0)
             m.x[k, r].setub(1.0 if row_ok[r] else 0.0)
+
+
+def _clip(v: float) -> float:
+    return v if v >= 1e-8 else 0.0
 
 
 def read_plan(m, problem: PlanProblem, status: str, objective: float, solve_s: float, build_s: float) -> Plan:

@@ -4,13 +4,16 @@ Two time scales, one object, run unchanged by the simulator and the live
 router (STYLE.md 10):
 
 - **Fast path** (:meth:`IlpPolicy.choose`, every request, microseconds, no
-  solver call): classify the request (prompt bucket x output bucket), take
-  the replicas the plan gives that class a weight of at least
-  ``weight_floor``, and among the healthy ones pick the least speed-weighted
-  estimated finish time from router-side accounting (outstanding work to
-  drain plus the request's own isolated service time, divided by the
-  telemetry speed factor). A class the plan has no healthy replica for is
-  routed by ``least_work_left`` over the whole fleet.
+  solver call): classify the request (prompt bucket x output bucket) and
+  pick the healthy replica with the least estimated finish time from
+  router-side accounting (outstanding work to drain plus the request's own
+  isolated service time, divided by the telemetry speed factor), where a
+  replica whose pool has plan weight ``w`` for the class (``w_max`` the
+  class's largest) counts ``1 + beta (1 - w / w_max)`` times slower: the plan
+  steers, the accounting reacts to bursts. ``fast_path="masked"`` (only the
+  plan's pools) and ``"wrr"`` (the plan's weights exactly) are the stricter
+  variants, kept for ablations. A class with no healthy replica in the plan
+  is routed by least work left over the whole fleet.
 - **Slow loop** (:meth:`IlpPolicy.observe`, every telemetry sample): re-solve
   the plan persistently when a replica's speed factor moved by more than
   ``speed_tolerance`` (thermal throttling, a lost replica) or, every
@@ -37,13 +40,20 @@ from mixfleet.routing.policy import Policy, PolicyContext, Request, RouterState,
 
 log = logging.getLogger("mixfleet.routing.ilp")
 
+# "penalty" (default): least speed-weighted work left over the fleet, replicas the plan
+#     does not prefer for the class looking (1 + beta (1 - w / w_max)) times slower;
+# "masked": least work left among the groups the plan gives the class >= weight_floor;
+# "wrr": the plan's weights exactly (smooth weighted round robin over groups), then
+#     least work left inside the chosen group.
+FAST_PATHS = ("penalty", "masked", "wrr")
+
 
 def full_mix(grid: ClassGrid, hint: ClassMix | None, total_rate: float) -> ClassMix:
     """A mix over every grid class: the hint's rates and sizes where known, bucket midpoints elsewhere."""
     known = {c: k for k, c in enumerate(hint.classes)} if hint else {}
     n_o = len(grid.output_edges) + 1
     rates, prompts, outputs = [], [], []
-    floor = 1e-6 * max(total_rate, 1e-3)
+    floor = 1e-4 * max(total_rate, 1e-3)
     for c in range(grid.size):
         if c in known:
             k = known[c]
@@ -70,9 +80,13 @@ class IlpPolicy(Policy):
 
     def __init__(self, fleet, mix: ClassMix | None = None, *, feedback: bool = True,
                  resolve_interval_s: float = 30.0, speed_tolerance: float = 0.15, rate_tolerance: float = 0.25,
-                 weight_floor: float = 0.05, total_rate: float | None = None, fast_path: str = "wrr",
-                 util_weight: float = 0.1, queue_weight: float = 1.0, latency_power: float = 1.0,
-                 group_by: str = "gpu", beta: float = 1.0, stall_limit_s: float | None = None) -> None:
+                 weight_floor: float = 0.05, total_rate: float | None = None, fast_path: str = "penalty",
+                 util_weight: float = 10.0, queue_weight: float = 1.0, latency_power: float = 2.0,
+                 group_by: str = "gpu", beta: float = 0.5, stall_limit_s: float | None = None) -> None:
+        if fast_path not in FAST_PATHS:
+            from mixfleet.errors import unknown_name
+
+            raise unknown_name("ilp fast path", fast_path, FAST_PATHS)
         from mixfleet.routing.ilp import PlanSolver
 
         self.grid = mix.grid if mix else ClassGrid()
@@ -151,7 +165,7 @@ class IlpPolicy(Policy):
             cur = self.mix.rate
             diff = sum(abs(a - b) for a, b in zip(observed, cur, strict=True)) / max(sum(cur), 1e-9)
             if diff > self.rate_tolerance and sum(self._counts) >= 50:
-                floor = 1e-6 * max(sum(observed), 1e-3)
+                floor = 1e-4 * max(sum(observed), 1e-3)
                 rates = [max(x, floor) for x in observed]
             self._counts = [0] * self.grid.size
             self._window_start = now
@@ -165,23 +179,8 @@ class IlpPolicy(Policy):
         self._install(plan)
 
     # -- fast path ----------------------------------------------------------------
-    def _loaded_latency(self, i: int, p: int, o: int, state: RouterState) -> float:
-        """Estimated e2e of (p, o) on replica i given what is in flight there (router-side)."""
-        info = state.replicas[i]
-        m0, m1, cb, c1 = info.step_lines
-        n = state.outstanding[i] + 1
-        b = n if n < info.max_batch else info.max_batch
-        ctx = (state.tokens[i] * b / n) * 0.5 + p + o * 0.5  # active sequences are half way on average
-        step = max(m0 + m1 * ctx, cb * b + c1 * ctx)
-        est = p * state.inv_prefill[i] + o * step
-        if n > info.max_batch or state.tokens[i] + p + o > info.kv_tokens:
-            est += state.work_s[i]  # it will queue: wait for the backlog to drain
-        return est
-
     def choose(self, request: Request, state: RouterState) -> int:
         p, o = request.prompt_tokens, request.max_tokens
-        if self.fast_path.startswith("est"):
-            return self._choose_est(p, o, state)
         c = self.grid.classify(p, o)
         self._counts[c] += 1
         rows = self._rows
@@ -229,40 +228,6 @@ class IlpPolicy(Policy):
             for i in range(len(work)):
                 if healthy[i]:
                     v = (work[i] + p * inv_p[i] + o * step[i]) / state.speed[i]
-                    if v < best_v:
-                        best, best_v = i, v
-        return best if best >= 0 else state.healthy_indices()[0]
-
-    def _choose_est(self, p: int, o: int, state: RouterState) -> int:
-        c = self.grid.classify(p, o)
-        self._counts[c] += 1
-        healthy = state.healthy
-        speed = state.speed if self.feedback else None
-        rows = self._rows
-        row = rows[c] if rows is not None else None
-        if self.fast_path == "est_all" or row is None:
-            cand = range(len(healthy))
-            pen = None
-        elif self.fast_path == "est_penalty":
-            cand = range(len(healthy))
-            pen = self._penalty[c]
-        else:
-            cand = [i for g in row[0] for i in self._members[g]]
-            pen = None
-        best, best_v = -1, float("inf")
-        for i in cand:
-            if healthy[i]:
-                v = self._loaded_latency(i, p, o, state)
-                if pen is not None:
-                    v *= pen[i]
-                if speed is not None:
-                    v /= speed[i]
-                if v < best_v:
-                    best, best_v = i, v
-        if best < 0:
-            for i in range(len(healthy)):
-                if healthy[i]:
-                    v = self._loaded_latency(i, p, o, state) / state.speed[i]
                     if v < best_v:
                         best, best_v = i, v
         return best if best >= 0 else state.healthy_indices()[0]

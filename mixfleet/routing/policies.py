@@ -8,8 +8,9 @@ Baselines, weakest to strongest (ANCHORS.md):
   queues look identical to it).
 - ``least_outstanding``: the replica with the fewest requests in flight.
 - ``least_work_left``: speed-weighted estimated finish time: outstanding
-  work to drain plus the request's own isolated service time, divided by
-  the replica's (telemetry-corrected) speed factor.
+  work to drain plus the request's own isolated service time, both at the
+  replica's profiled speed (the baselines are telemetry-blind, as Ray
+  Serve's default router is; telemetry feedback is what ``ilp`` adds).
 - ``ilp`` (ours): see :mod:`mixfleet.routing.ilp_policy`; loaded lazily so
   that the registry does not import Pyomo.
 
@@ -101,10 +102,10 @@ class LeastWorkLeft(Policy):
     def choose(self, request: Request, state: RouterState) -> int:
         best, best_v = -1, float("inf")
         p, o = request.prompt_tokens, request.max_tokens
-        work, inv_p, step, speed, healthy = state.work_s, state.inv_prefill, state.step_s, state.speed, state.healthy
+        work, inv_p, step, healthy = state.work_s, state.inv_prefill, state.step_s, state.healthy
         for i in range(len(work)):
             if healthy[i]:
-                v = (work[i] + p * inv_p[i] + o * step[i]) / speed[i]
+                v = work[i] + p * inv_p[i] + o * step[i]
                 if v < best_v:
                     best, best_v = i, v
         return best if best >= 0 else state.healthy_indices()[0]
