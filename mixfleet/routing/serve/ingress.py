@@ -204,11 +204,30 @@ class Ingress:
         return {ACCEL_HEADER: routed.gpu, "x-mixfleet-replica": routed.replica_id,
                 "x-mixfleet-attempts": str(routed.attempts)}
 
+    async def _collect(self, gen: oa.GenRequest, routed) -> tuple:
+        """All tokens of a unary request; if its replica dies mid-way, run it again elsewhere once."""
+        for attempt in (1, 2):
+            ids = list(routed.first["tokens"])
+            try:
+                async for chunk in routed.rest:
+                    ids.extend(chunk["tokens"])
+                return routed, ids
+            except Unavailable:
+                if attempt == 2:
+                    raise
+                self.router.retried += 1
+            finally:
+                await routed.rest.aclose()
+            _rid, routed = await self._route(gen)  # the dead replica is marked down: the policy avoids it
+        raise AssertionError("unreachable")
+
     async def _http_generate(self, request: Request, kind: str):
         try:
             body = oa.parse_body(await request.body())
             gen = oa.parse_request(body, kind, models=[self.model], max_context=self.max_context)
             rid, routed = await self._route(gen)
+            if not gen.stream:
+                routed, ids = await self._collect(gen, routed)
         except InputError as exc:
             return _error(400, exc)
         except Overloaded as exc:
@@ -216,17 +235,9 @@ class Ingress:
         except Unavailable as exc:
             return _error(503, exc, retry_after=exc.retry_after_s)
         headers = {**self._headers(routed), "x-mixfleet-engine": self.engine_kind}
-        info = {"replica_id": routed.replica_id, "gpu": routed.gpu, "accelerator": routed.accelerator,
-                "engine": self.engine_kind}
         if not gen.stream:
-            ids = list(routed.first["tokens"])
-            try:
-                async for chunk in routed.rest:
-                    ids.extend(chunk["tokens"])
-            except Unavailable as exc:
-                return _error(503, exc, retry_after=exc.retry_after_s)
-            finally:
-                await routed.rest.aclose()
+            info = {"replica_id": routed.replica_id, "gpu": routed.gpu, "accelerator": routed.accelerator,
+                    "engine": self.engine_kind}
             return JSONResponse(oa.full_response(gen, rid, oa.detokenize(ids), len(ids), info), headers=headers)
         return StreamingResponse(self._sse(gen, rid, routed), media_type="text/event-stream", headers=headers)
 
@@ -307,15 +318,11 @@ class Ingress:
         from mixfleet.routing.serve.proto import llm_pb2
 
         gen, (_rid, routed) = await self._grpc_route(request, grpc_context)
-        ids = list(routed.first["tokens"])
         try:
-            async for chunk in routed.rest:
-                ids.extend(chunk["tokens"])
+            routed, ids = await self._collect(gen, routed)
         except Exception as exc:
             _grpc_fail(grpc_context, exc)
             raise
-        finally:
-            await routed.rest.aclose()
         return llm_pb2.GenerateReply(text=oa.detokenize(ids), prompt_tokens=gen.prompt_tokens,
                                      completion_tokens=len(ids), accelerator=routed.gpu,
                                      replica_id=routed.replica_id, finish_reason="length")

@@ -54,6 +54,9 @@ class Overloaded(Exception):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
+    def __reduce__(self):  # crosses Ray process boundaries (gRPC errors travel to the proxy)
+        return (type(self), (str(self), self.retry_after_s))
+
 
 class Unavailable(Exception):
     """No replica could take the request (all busy, down or failing): HTTP 503."""
@@ -61,6 +64,9 @@ class Unavailable(Exception):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.retry_after_s))
 
 
 class ReplicaDown(Exception):
