@@ -18,6 +18,7 @@ app = typer.Typer(help="Train, calibrate, benchmark and serve early-exit models.
                   add_completion=False)
 
 ARCH_FOR = {"mnist": "mnist_resnet", "digits": "digits_resnet"}
+INPUT_FOR = {"mnist": (1, 28, 28), "digits": (1, 8, 8)}
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -63,17 +64,15 @@ def train(
         from mixfleet.errors import unknown_name
 
         raise unknown_name("dataset", dataset, ARCH_FOR)
-    ds = load_dataset(key, seed=seed)
     torch.manual_seed(seed)
     exit_list = [e.strip() for e in exits.split(",") if e.strip()]
+    model = build_model(ARCH_FOR[key], exits=exit_list, input_shape=INPUT_FOR[key], head=head)  # checks exits
     if heads_only is not None:
-        base = load(heads_only)
-        fresh = build_model(ARCH_FOR[key], exits=exit_list, input_shape=ds.input_shape, head=head)
-        fresh.stages.load_state_dict(base.stages.state_dict())
-        model = fresh
+        model.stages.load_state_dict(load(heads_only).stages.state_dict())
+    ds = load_dataset(key, seed=seed)
+    if heads_only is not None:
         fit = lambda **kw: train_heads(model, ds.train.x, ds.train.y, epochs=epochs, seed=seed, **kw)  # noqa: E731
     else:
-        model = build_model(ARCH_FOR[key], exits=exit_list, input_shape=ds.input_shape, head=head)
         fit = lambda **kw: train_joint(model, ds.train.x, ds.train.y, epochs=epochs, seed=seed, **kw)  # noqa: E731
     with _progress(epochs, "training") as tick:
         report = fit(progress=tick)

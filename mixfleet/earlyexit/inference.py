@@ -103,6 +103,15 @@ def run_exits(
             done = torch.ones_like(done)
         if mode == "release":
             done = done & ~answered[active]
+        elif len(active) == b:  # stop mode, nobody has left yet
+            n_done = int(done.sum())
+            if n_done == b:  # fast path (e.g. batch 1): the whole batch leaves here, no scatter needed
+                exit_index.fill_(k)
+                if on_exit is not None:
+                    on_exit(active, logits, k)
+                return ExitResult(logits, exit_index, n_exits)
+            if n_done == 0:
+                continue
         if bool(done.any()):
             rows = active[done]
             answer[rows] = logits[done]

@@ -5,8 +5,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def digits():
+    import torch
+
     from mixfleet.earlyexit.data import load_dataset
 
+    torch.set_num_threads(1)  # 2 shared cores: one thread per process avoids oversubscription
     return load_dataset("digits", seed=0)
 
 

@@ -3,8 +3,9 @@
 import json
 
 
-def test_bench_json_schema_and_savings(cli):
-    r = cli("earlyexit", "bench", "--json", "--batch-size", "8", "--limit", "200", "--repeats", "1")
+def test_bench_json_schema_savings_and_plot(cli, tmp_path):
+    png = tmp_path / "tradeoff.png"
+    r = cli("earlyexit", "bench", "--json", "--batch-size", "8", "--limit", "200", "--repeats", "1", "--plot", png)
     assert r.returncode == 0, r.stderr
     out = r.json()
     assert out["batch_size"] == 8
@@ -14,19 +15,13 @@ def test_bench_json_schema_and_savings(cli):
     assert len(rates) == 3 and abs(sum(rates) - 1) < 1e-9
     assert out["early_exit"]["flops"] < 0.5 * out["full"]["flops"]
     assert out["full"]["accuracy"] - out["early_exit"]["accuracy"] <= 0.02
-
-
-def test_bench_plot_writes_a_png(cli, tmp_path):
-    png = tmp_path / "tradeoff.png"
-    r = cli("earlyexit", "bench", "--batch-size", "50", "--limit", "200", "--repeats", "1", "--plot", png)
-    assert r.returncode == 0, r.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "early exit vs full model" in r.stderr  # the human table
+    assert len(out["curve"]) >= 5  # one measured point per calibrated operating point
 
 
 def test_train_then_calibrate_on_digits(cli, tmp_path):
     model = tmp_path / "digits.pt"
-    r = cli("earlyexit", "train", "--dataset", "digits", "--epochs", "3", "--out", model, "--json")
+    r = cli("earlyexit", "train", "--dataset", "digits", "--epochs", "1", "--out", model, "--json")
     assert r.returncode == 0, r.stderr
     out = r.json()
     assert model.is_file() and out["mode"] == "joint"
@@ -38,7 +33,7 @@ def test_train_then_calibrate_on_digits(cli, tmp_path):
     cal = r.json()
     assert cal["criterion"] == {"name": "entropy"} and cal["accuracy"] >= cal["full_accuracy"] - 0.02
     assert [p["eps"] for p in json.loads(curve.read_text())] == [p["eps"] for p in cal["curve"]]
-    r = cli("earlyexit", "train", "--dataset", "digits", "--epochs", "3", "--heads-only", recal,
+    r = cli("earlyexit", "train", "--dataset", "digits", "--epochs", "2", "--heads-only", recal,
             "--out", tmp_path / "heads.pt", "--json")
     assert r.returncode == 0, r.stderr
     assert r.json()["mode"] == "heads"

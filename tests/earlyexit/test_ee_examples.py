@@ -1,26 +1,36 @@
-"""Every file in examples/earlyexit runs and does what its docstring says."""
+"""Every file in examples/earlyexit runs (in-process, sharing the session's Ray) and does what it says."""
 
-import subprocess
-import sys
+import importlib.util
 
 import pytest
 
 EXAMPLES = ["quickstart.py", "transformer_exits.py", "batch_inference.py"]
 
 
+def _run(repo_root, name):
+    spec = importlib.util.spec_from_file_location(f"ee_example_run_{name[:-3]}",
+                                                  repo_root / "examples" / "earlyexit" / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main()
+
+
 def test_every_example_is_listed(repo_root):
     assert sorted(p.name for p in (repo_root / "examples" / "earlyexit").glob("*.py")) == sorted(EXAMPLES)
 
 
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_example_runs(repo_root, name):
-    env_py = sys.executable
-    proc = subprocess.run([env_py, str(repo_root / "examples" / "earlyexit" / name)], capture_output=True,
-                          text=True, timeout=240, cwd=repo_root, env={"PATH": "/usr/bin:/bin", "RAY_ADDRESS": ""})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    if name == "quickstart.py":
-        assert "test accuracy: early exit" in proc.stdout
-    elif name == "transformer_exits.py":
-        assert "exits ['encoder.layers.1', 'encoder.layers.3']" in proc.stdout
-    else:
-        assert "1000 images" in proc.stdout and "compute saved" in proc.stdout
+def test_quickstart(repo_root, capsys):
+    out = _run(repo_root, "quickstart.py")
+    assert out["full_accuracy"] > 0.85 and out["accuracy"] >= out["full_accuracy"] - 0.03
+    assert out["exit_counts"][0] > 0  # easy digits leave early
+    assert "test accuracy: early exit" in capsys.readouterr().out
+
+
+def test_transformer_exits(repo_root):
+    out = _run(repo_root, "transformer_exits.py")
+    assert out["accuracy"] > 0.6 and sum(out["exit_counts"]) == 450
+
+
+def test_batch_inference(repo_root, ray_local):
+    out = _run(repo_root, "batch_inference.py")
+    assert out["samples"] == 1000 and out["compute_saved"] > 0.5 and out["accuracy"] >= 0.97
