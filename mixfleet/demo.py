@@ -26,6 +26,7 @@ STEPS: list[tuple[str, str]] = [
     ("telemetry", "mixfleet.platform.telemetry.demo:step"),
     ("mapreduce", "mixfleet.mapreduce.demo:step"),
     ("routing", "mixfleet.routing.demo:step"),
+    ("routing_live", "mixfleet.routing.serve.demo:step"),
     ("earlyexit", "mixfleet.earlyexit.demo:step"),
     ("xfaas", "mixfleet.xfaas.demo:step"),
 ]
