@@ -233,3 +233,15 @@ edges: [{from: f, to: b}, {from: b, to: c}]
 """)
     with pytest.raises(JobError, match=r"node 'f' failed on attempt 1/1 .*ConnectionError"):
         run_file(p, {"counter": str(tmp_path / "n"), "fail_times": 5})
+
+
+def test_sleep_emulation_injects_the_modelled_delays(ray_local, data_dir):
+    wf = load_workflow(data_dir / "xfaas/chain4.yaml")
+    clouds = load_clouds()
+    prof = Profile(wf, clouds)
+    plan = make_plan(wf, "aws", profile=prof)
+    virtual = Executor(wf, clouds=clouds, profile=prof).run({"v": 1}, plan)
+    slept = Executor(wf, clouds=clouds, profile=prof, emulation="sleep", sleep_scale=0.05).run({"v": 1}, plan)
+    # 4 x 1 s exec + 3 AWS hops + 4 cold starts, scaled by 0.05, really waited for
+    assert slept.wall_s >= 0.05 * (4 * 1.0 + 3 * 0.115 + 4 * 0.25) * 0.95
+    assert virtual.wall_s < slept.wall_s and slept.output == virtual.output == {"v": 1}
