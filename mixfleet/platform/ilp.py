@@ -56,6 +56,12 @@ class Solver:
         if mip_gap is not None:
             self._highs.config.mip_gap = mip_gap
 
+    def load(self, model) -> None:
+        """Hand ``model`` to HiGHS now (the persistent solver's set-up), so that
+        :meth:`solve` times the optimisation alone; optional."""
+        with contextlib.redirect_stdout(sys.__stdout__ or sys.stdout):
+            self._highs.set_instance(model)
+
     def solve(self, model, *, what: str = "model") -> SolveResult:
         """Solve ``model`` and load its values; raise :class:`SolverError` otherwise."""
         from pyomo.contrib.appsi.base import TerminationCondition as TC
