@@ -105,7 +105,8 @@ def feedback_scenario(fleet, seeds, load=0.7, trace="azure-conv", window_s=30.0)
     t_fault = 0.4 * span
     fault = SpeedChange(t_fault, "A100-80GB-0", 0.5)
     variants = {"ilp (feedback)": ("ilp", {}), "ilp (frozen plan)": ("ilp", {"feedback": False}),
-                "least_work_left": ("least_work_left", {}), "pow2": ("pow2", {})}
+                "least_work_left": ("least_work_left", {}), "pow2": ("pow2", {}),
+                "reference: ilp, throttled from t=0": ("ilp", {})}
     out: dict = {"trace": trace, "load": load, "fault": {"time_s": t_fault, "replica": fault.replica, "speed": 0.5},
                  "variants": {}}
     timelines = {}
@@ -114,7 +115,9 @@ def feedback_scenario(fleet, seeds, load=0.7, trace="azure-conv", window_s=30.0)
         for seed in seeds:
             wl = Workload(seeded(base.trace, seed), base.stats, base.capacity_req_s, load, base.time_scale)
             pol = make_policy(name, fleet, seed=seed, workload=wl, **opts)
-            res = Simulation(fleet, pol, wl.trace, faults=[fault]).run()
+            # the reference: the same capacity loss known from the start (the best "after" level)
+            faults = [SpeedChange(0.0, fault.replica, 0.5)] if label.startswith("reference") else [fault]
+            res = Simulation(fleet, pol, wl.trace, faults=faults).run()
             arr, e2e = res.metrics.np("arrival"), res.metrics.np("e2e")
             before.append(e2e[arr < t_fault])
             after.append(e2e[arr > t_fault + 60.0])
@@ -145,15 +148,16 @@ def solve_times() -> dict:
         scale = 0.7 * len(fleet.replicas) / 14 * 65 / max(mix.total_rate(), 1e-9)
         mix = ClassMix(grid, mix.classes, tuple(r * scale for r in mix.rate), mix.prompt, mix.output)
         t0 = time.perf_counter()
-        solver = PlanSolver(build_problem(fleet, mix, group_by="replica"))
+        solver = PlanSolver(build_problem(fleet, mix, group_by="replica"))  # Pyomo model + load into HiGHS
         build = time.perf_counter() - t0
         first = solver.solve()
         speed = [0.5 if i == 0 else 1.0 for i in range(len(fleet.replicas))]
         again = solver.resolve(speed=speed)
-        out[name] = {"classes": len(mix.classes), "replicas": len(fleet.replicas), "build_s": build,
+        out[name] = {"classes": len(mix.classes), "replicas": len(fleet.replicas), "build_and_load_s": build,
+                     "total_s": build + first.solve_time_s,
                      "solve_s": first.solve_time_s, "resolve_s": again.solve_time_s, "status": first.status,
                      "bar_s": bar, "meets_bar": first.solve_time_s <= bar}
-        print(f"solve {name}: build {build:.2f} s, solve {first.solve_time_s * 1e3:.0f} ms, "
+        print(f"solve {name}: build + load into HiGHS {build:.2f} s, solve {first.solve_time_s * 1e3:.0f} ms, "
               f"persistent re-solve {again.solve_time_s * 1e3:.0f} ms (bar {bar * 1e3:.0f} ms)", flush=True)
     return out
 
@@ -242,10 +246,13 @@ def markdown(out: dict) -> str:
            "|---|---:|---:|---:|"]
     md += [f"| {k} | {v['p99_before_s']:.2f} | {v['p99_after_s']:.2f} | {v['after_over_before']:.2f} |"
            for k, v in fb["variants"].items()]
+    md += ["", "The reference row runs the same replica at half speed from t = 0 with the ilp policy: its "
+           "'after' P99 is the level a router can recover to once the fleet has lost that capacity."]
     md += ["", "## ILP solve time (HiGHS via Pyomo appsi, persistent)", "",
-           "| size | build s | solve ms | re-solve ms | bar ms | meets |", "|---|---:|---:|---:|---:|---|"]
-    md += [f"| {k} | {v['build_s']:.2f} | {v['solve_s'] * 1e3:.0f} | {v['resolve_s'] * 1e3:.0f} | {v['bar_s'] * 1e3:.0f} | "
-           f"{'yes' if v['meets_bar'] else 'NO'} |" for k, v in out["solve"].items()]
+           "| size | build + load s | solve ms | re-solve ms | bar ms | solve meets | total s |",
+           "|---|---:|---:|---:|---:|---|---:|"]
+    md += [f"| {k} | {v['build_and_load_s']:.2f} | {v['solve_s'] * 1e3:.0f} | {v['resolve_s'] * 1e3:.0f} | {v['bar_s'] * 1e3:.0f} | "
+           f"{'yes' if v['meets_bar'] else 'NO'} | {v['total_s']:.2f} |" for k, v in out["solve"].items()]
     d = out["decision"]
     md += ["", "## Fast-path decision time (in-process)", "", "| policy | p50 us | p99 us |", "|---|---:|---:|"]
     md += [f"| {k} | {v['p50_us']:.1f} | {v['p99_us']:.1f} |" for k, v in d.items() if isinstance(v, dict)]

@@ -145,8 +145,12 @@ class PlanSolver:
         self.problem = problem
         t0 = time.perf_counter()
         self.model = build_model(problem)
-        self.build_time_s = time.perf_counter() - t0
         self._solver = Solver(time_limit_s=time_limit_s, mip_gap=None)
+        try:
+            self._solver.load(self.model)  # build time includes handing the model to HiGHS
+        except Exception as exc:
+            raise SolverError(f"HiGHS could not load the routing plan: {exc}", "see the solver log") from None
+        self.build_time_s = time.perf_counter() - t0
         self.solves = 0
 
     def solve(self) -> Plan:

@@ -10,7 +10,11 @@ router (STYLE.md 10):
   isolated service time, divided by the telemetry speed factor), where a
   replica whose pool has plan weight ``w`` for the class (``w_max`` the
   class's largest) counts ``1 + beta (1 - w / w_max)`` times slower: the plan
-  steers, the accounting reacts to bursts. ``fast_path="masked"`` (only the
+  steers, the accounting reacts to bursts. With ``adaptive`` (default) the
+  steering strength shrinks with the plan's predicted peak utilisation ``U``
+  (``beta x min(1, (1 - U) / 0.5)``): placement by class pays while the
+  fleet has headroom; near saturation every replica must absorb what
+  arrives. ``fast_path="masked"`` (only the
   plan's pools) and ``"wrr"`` (the plan's weights exactly) are the stricter
   variants, kept for ablations. A class with no healthy replica in the plan
   is routed by least work left over the whole fleet.
@@ -82,7 +86,8 @@ class IlpPolicy(Policy):
                  resolve_interval_s: float = 30.0, speed_tolerance: float = 0.15, rate_tolerance: float = 0.25,
                  weight_floor: float = 0.05, total_rate: float | None = None, fast_path: str = "penalty",
                  util_weight: float = 10.0, queue_weight: float = 1.0, latency_power: float = 2.0,
-                 group_by: str = "gpu", beta: float = 0.5, stall_limit_s: float | None = None) -> None:
+                 group_by: str = "gpu", beta: float = 0.5, stall_limit_s: float | None = None,
+                 adaptive: bool = True) -> None:
         if fast_path not in FAST_PATHS:
             from mixfleet.errors import unknown_name
 
@@ -99,6 +104,8 @@ class IlpPolicy(Policy):
         self.mix = full_mix(self.grid, mix, rate)
         self.fast_path = fast_path
         self.beta = beta
+        self.adaptive = adaptive
+        self.beta_effective = beta
         problem = build_problem(fleet, self.mix, group_by, stall_limit_s)
         problem.util_weight, problem.queue_weight, problem.latency_power = util_weight, queue_weight, latency_power
         self._solver = PlanSolver(problem)
@@ -137,12 +144,16 @@ class IlpPolicy(Policy):
             total = sum(weights[g] for g in groups) or 1.0
             rows[row_c] = (groups, [weights[g] / total for g in groups], [0.0] * len(groups))
         n_rep = sum(len(m) for m in plan.members)
-        pen = [[1.0 + self.beta] * n_rep for _ in range(self.grid.size)]
+        # steer hard while the plan predicts headroom; near saturation every replica must
+        # absorb what arrives, so the accounting (least work left) takes over
+        beta = self.beta * min(1.0, max(0.0, (1.0 - plan.max_utilisation) / 0.5)) if self.adaptive else self.beta
+        self.beta_effective = beta
+        pen = [[1.0 + beta] * n_rep for _ in range(self.grid.size)]
         for row_c, weights in zip(plan.classes, plan.weights, strict=True):
             wmax = max(weights) or 1.0
             for g, w in enumerate(weights):
                 for i in plan.members[g]:
-                    pen[row_c][i] = 1.0 + self.beta * (1.0 - w / wmax)
+                    pen[row_c][i] = 1.0 + beta * (1.0 - w / wmax)
         self._penalty = pen
         self.plan = plan
         self._members = plan.members
@@ -235,7 +246,8 @@ class IlpPolicy(Policy):
     def describe(self) -> dict:
         return {"name": self.name, "feedback": self.feedback, "solves": self.solves, "fallbacks": self.fallbacks,
                 "last_solve_time_s": self.plan.solve_time_s if self.plan else None,
-                "max_utilisation": self.plan.max_utilisation if self.plan else None}
+                "max_utilisation": self.plan.max_utilisation if self.plan else None,
+                "beta_effective": self.beta_effective}
 
 
 def mix_from_workload(workload, grid: ClassGrid | None = None) -> ClassMix:
