@@ -22,37 +22,16 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mixfleet.errors import JobError
+from mixfleet.xfaas.accounting import RunResult, account_run
 from mixfleet.xfaas.model import Plan, Profile, UnitGraph
-from mixfleet.xfaas.runtime import ClaimCheck, UnitTask, run_poll, run_unit
+from mixfleet.xfaas.runtime import UnitTask, run_poll, run_unit
 
 EMULATIONS = ("virtual", "sleep", "off")
-
-
-@dataclass
-class RunResult:
-    workflow: str
-    output: Any
-    latency_s: float  # on the emulated clock
-    wall_s: float
-    cost_usd: float
-    placement: dict[str, str]
-    nodes: list[dict] = field(default_factory=list)
-    claim_checks: int = 0
-    emulation: str = "virtual"
-    run_id: int = 0
-    hops: list = field(default_factory=list)  # (src cloud, dst cloud, KB, emulated latency s) per taken hop
-
-    def to_json(self) -> dict:
-        return {"output": self.output, "latency_s": self.latency_s, "cost_usd": self.cost_usd,
-                "placement": self.placement, "nodes": self.nodes, "wall_s": self.wall_s,
-                "claim_checks": self.claim_checks,
-                "emulation": f"clouds emulated ({self.emulation} clock); latency and cost are modelled"}
 
 
 _remote: dict[str, Any] = {}
@@ -349,77 +328,13 @@ class Executor:
                     inflight[r[0]] = (i, "poll", None, r)
             start_ready()
         wall = self.clock() - wall0
-        return self._account(units, cloud_of_unit, tasks, metas, state, attempts, cold, failed_v, out_refs,
-                             plan, wall)
-
-    # ------------------------------------------------------------------------------------------
-    def _account(self, units, cloud_of_unit, tasks, metas, state, attempts, cold, failed_v, out_refs, plan, wall):
-        """Charge the run on the emulated clock; fetch the output; push telemetry."""
-        import ray
-
-        wf, clouds, prof = self.workflow, self.clouds, self.profile
-        sig = clouds.config.noise
-        finish_v: dict[int, float] = {}
-        cost = 0.0
-        rows = []
-        n_claims = 0
-        upreds: dict[int, list[int]] = {i: [] for i in range(len(units.members))}
-        for a, b in units.edges:
-            upreds[b].append(a)
-        hop_obs: list[tuple[str, str, float, float]] = []
-        for i in units.order:
-            meta, c = metas[i], cloud_of_unit[i]
-            if state[i] == "skipped":
-                finish_v[i] = max((finish_v[a] for a in upreds[i]), default=0.0)
-                rows += [{"node": m, "cloud": c, "skipped": True} for m in units.members[i]]
-                continue
-            start = 0.0
-            for a in upreds[i]:
-                if state[a] != "done":
-                    continue
-                src_members = [m for m in units.members[a] if any(units.unit_of.get(s) == i for s in wf.succs[m])]
-                kb = max((metas[a]["out_kb"].get(m, wf.nodes[m].output_kb) for m in src_members), default=0.0)
-                kb = max(kb, max(wf.nodes[m].output_kb for m in src_members))
-                hop = 0.0 if self.emulation == "off" else prof.hop_s(cloud_of_unit[a], c, kb)
-                hop *= float(self.rng.lognormal(0.0, sig.hop_sigma)) if sig.hop_sigma else 1.0
-                hop_obs.append((cloud_of_unit[a], c, kb, hop))
-                start = max(start, finish_v[a] + hop)
-                cost += clouds.hop_usd(cloud_of_unit[a], c, kb)
-                if kb > clouds.limit_kb(cloud_of_unit[a], c):
-                    n_claims += 1
-            start += failed_v[i] + (clouds.get(c).cold_start_s if cold[i] and self.emulation != "off" else 0.0)
-
-            def exec_v(m: str, cloud: str, meta=meta) -> float:
-                if "async_s" in meta:
-                    return meta["async_s"]
-                if wf.nodes[m].exec_ms or (m, cloud) in prof.overrides:  # a benchmark profile: the planner's model
-                    e = prof.exec_s(m, cloud)
-                else:
-                    e = meta["exec_s"].get(m, 0.0) * clouds.get(cloud).speed * prof.slowdown.get(cloud, 1.0)
-                return e * (float(self.rng.lognormal(0.0, sig.exec_sigma)) if sig.exec_sigma else 1.0)
-
-            member_v = {m: exec_v(m, c) for m in units.members[i] if meta["ran"].get(m)}
-            ex = units.unit_exec_s(i, c, lambda m, _c, mv=member_v: mv.get(m, 0.0))
-            finish_v[i] = start + ex
-            run_cost = clouds.run_usd(c, ex, units.memory_mb[i]) * attempts[i]
-            cost += run_cost
-            for m in units.members[i]:
-                rows.append({"node": m, "cloud": c, "unit": tasks[i].name, "skipped": not meta["ran"].get(m),
-                             "attempts": attempts[i], "cold_start": cold[i], "exec_s": member_v.get(m, 0.0),
-                             "start_s": start, "finish_s": finish_v[i],
-                             "cost_usd": run_cost / len(units.members[i]),
-                             "out_kb": meta["out_kb"].get(m), "claim_check": bool(meta["claim"].get(m)),
-                             "ray_node_id": meta.get("node_id", ""), "polls": meta.get("polls")})
-        ran_sinks = [s for s in wf.sinks if metas[units.unit_of[s]]["ran"].get(s)]
-        values = [ray.get(out_refs[s]) for s in ran_sinks]
-        values = [ray.get(v.ref[0]) if isinstance(v, ClaimCheck) else v for v in values]
-        output = values[0] if len(wf.sinks) == 1 and values else dict(zip(ran_sinks, values, strict=False))
-        latency = max(finish_v.values())
         self._runs = getattr(self, "_runs", 0) + 1
-        result = RunResult(wf.spec.name, output, latency, wall, cost, dict(plan.placement), rows, n_claims,
-                           self.emulation, run_id=(id(self) % 100_000) * 100_000 + self._runs, hops=hop_obs)
+        run_id = (id(self) % 100_000) * 100_000 + self._runs
+        result = account_run(self, units, cloud_of_unit, tasks, metas, state, attempts, cold, failed_v, out_refs,
+                             plan, wall, run_id)
         if self.telemetry:
             from mixfleet.xfaas._telemetry import push_run
 
             push_run(result)
         return result
+
