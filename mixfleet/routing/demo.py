@@ -2,7 +2,7 @@
 
 Runs in the simulator (GPUs EMULATED from calibrated profiles) on the
 example mixed A100/V100/T4 fleet, prints the table and writes the plot into
-the demo's scratch folder. Pure Python: it does not need the Ray cluster.
+``results/demo/routing_compare.png``. Pure Python: it does not need the Ray cluster.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def step(ctx) -> dict:
     ctx.say(f"routing: {len(POLICIES)} policies on the first {SLICE} requests of the Azure conv trace at "
             f"{LOAD:.0%} load, {fleet.describe()} (simulated; GPUs EMULATED from calibrated profiles)")
     cmp = compare(fleet, "azure-conv", list(POLICIES), [LOAD], [0], limit=SLICE)
-    plot_path = Path(ctx.workdir) / "routing_compare.png"
+    # outside the demo's scratch folder so that the user can open it afterwards (results/ is git-ignored)
+    plot_path = Path("results") / "demo" / "routing_compare.png"
     plot(cmp, plot_path, title="demo: azure-conv slice")
     run = cmp.runs[0]
     if not ctx.json_mode:
