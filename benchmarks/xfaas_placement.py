@@ -130,6 +130,7 @@ def main(runs: int = 20) -> dict:
     out["adaptive_scenario"] = scn
     out["solve_time_50_nodes_4_clouds"] = random_dag_solve_times()
     out["elapsed_s"] = time.perf_counter() - t0
+    out["load_avg_1m_at_end"] = __import__("os").getloadavg()[0]  # shared machine: context for timings
     atomic_write_text(RESULTS / "xfaas_placement.json", to_json(out, indent=2) + "\n")
     md = _markdown(out, best_single2, best_single3)
     atomic_write_text(RESULTS / "xfaas_placement.md", md)
