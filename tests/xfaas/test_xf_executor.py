@@ -245,3 +245,10 @@ def test_sleep_emulation_injects_the_modelled_delays(ray_local, data_dir):
     # 4 x 1 s exec + 3 AWS hops + 4 cold starts, scaled by 0.05, really waited for
     assert slept.wall_s >= 0.05 * (4 * 1.0 + 3 * 0.115 + 4 * 0.25) * 0.95
     assert virtual.wall_s < slept.wall_s and slept.output == virtual.output == {"v": 1}
+
+
+def test_one_call_run(ray_local):
+    import mixfleet.xfaas as xf
+
+    r = xf.run(str(EX / "math/workflow.yaml"), {"seed": 10, "req": 4}, placement="gcp")
+    assert set(r.placement.values()) == {"gcp"} and r.output["pythagoras"] == pytest.approx(1.0)

@@ -139,3 +139,12 @@ def test_a_bad_clouds_file_is_rejected(tmp_path):
     p.write_text(src)
     with pytest.raises(ConfigError, match="unknown key 'clouds.aws.spead' in"):
         load_clouds(p)
+
+
+def test_a_json_workflow_spec_loads_like_yaml(tmp_path):
+    p = tmp_path / "wf.json"
+    p.write_text(json.dumps({"name": "j", "nodes": [{"name": "a", "function": "mixfleet.xfaas.functions:noop"},
+                                                    {"name": "b", "function": "mixfleet.xfaas.functions:noop"}],
+                             "edges": [{"from": "a", "to": "b"}]}))
+    wf = load_workflow(p)
+    assert wf.order == ["a", "b"] and wf.sinks == ["b"]
