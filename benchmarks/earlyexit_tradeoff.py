@@ -78,7 +78,7 @@ def main(repeats: int = 5) -> dict:
         rows.append((bs, "entropy, calibrated (context)", entropy["early_exit"], entropy["ratios"]))
         print(f"batch {bs}: latency -{100 * r['latency_reduction']:.1f}%, FLOPs -{100 * r['flops_reduction']:.1f}%, "
               f"accuracy {100 * r['accuracy_drop_points'] / 100:+.2f} pt drop; bars {verdict}", flush=True)
-    points = tradeoff_curve(model, ds.test.x, ds.test.y, model.calibration["curve"], batch_size=32, repeats=2)
+    points = tradeoff_curve(model, ds.test.x, ds.test.y, model.calibration["curve"], batch_size=32, repeats=3)
     out["tradeoff_curve_batch_32"] = points
     plot_tradeoff(points, RESULTS / "earlyexit_tradeoff.png", 32)
     out["all_bars_met"] = all(all(v["meets_bars"].values()) for v in out["runs"].values())

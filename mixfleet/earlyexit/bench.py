@@ -100,8 +100,8 @@ def tradeoff_curve(model, x, y, curve: list[dict], batch_size: int = 32, repeats
     return points
 
 
-def plot_tradeoff(points: list[dict], path, batch_size: int, chosen: list[float] | None = None):
-    """Accuracy vs mean latency PNG (early-exit operating points and the full model)."""
+def plot_tradeoff(points: list[dict], path, batch_size: int):
+    """PNG: test accuracy vs relative FLOPs (left) and vs measured mean latency (right), one point per eps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,17 +109,24 @@ def plot_tradeoff(points: list[dict], path, batch_size: int, chosen: list[float]
 
     from mixfleet.platform.output import save_figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pts = sorted(points, key=lambda p: p["mean_latency_ms"])
-    ax.plot([p["mean_latency_ms"] for p in pts], [100 * p["accuracy"] for p in pts], "o-", label="early exit")
-    for p in pts:
-        ax.annotate(f"eps={100 * p['eps']:g}pt", (p["mean_latency_ms"], 100 * p["accuracy"]), fontsize=7)
-    ax.plot([pts[0]["full_latency_ms"]], [100 * pts[0]["full_accuracy"]], "s", color="k", label="full model")
-    ax.set_xlabel(f"mean latency per batch of {batch_size} (ms)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("early-exit accuracy / latency trade-off")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    pts = sorted(points, key=lambda p: p["eps"])
+    acc = [100 * p["accuracy"] for p in pts]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    left.plot([p["relative_flops"] for p in pts], acc, "o-", label="early exit (calibrated per eps)")
+    left.plot([1.0], [100 * pts[0]["full_accuracy"]], "s", color="k", label="full model")
+    left.set_xlabel("FLOPs per sample / full model")
+    left.set_ylabel("test accuracy (%)")
+    right.plot([p["mean_latency_ms"] for p in pts], acc, "o", label="early exit")
+    right.plot([p["full_latency_ms"] for p in pts], [100 * p["full_accuracy"] for p in pts], "s", color="k",
+               label="full model")
+    right.set_xlabel(f"mean latency per batch of {batch_size} (ms, 1 torch thread)")
+    for p, a in zip(pts, acc):
+        left.annotate(f"{100 * p['eps']:g}pt", (p["relative_flops"], a), fontsize=7, xytext=(3, 3),
+                      textcoords="offset points")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("early-exit trade-off on the test split (labels: calibration eps)")
     out = save_figure(fig, path)
     plt.close(fig)
     return out

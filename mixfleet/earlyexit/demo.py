@@ -22,7 +22,7 @@ def step(ctx) -> dict:
     model = load(default_model_path())
     ds = load_dataset("mnist", seed=0)
     rows, out = [], {}
-    for bs, limit, repeats in ((32, None, 3), (1, 400, 2)):
+    for bs, limit, repeats in ((32, None, 2), (1, 300, 1)):
         r = compare(model, ds.test.x, ds.test.y, batch_size=bs, repeats=repeats, warmup=10, limit=limit)
         out[f"batch_{bs}"] = r
         for name in ("full", "early_exit"):
