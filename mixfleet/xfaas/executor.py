@@ -180,12 +180,16 @@ class Executor:
         def eager_ok(i: int, j: int) -> bool:
             """Can ``j`` be dispatched as soon as ``i`` is, its input passed as a pending reference?
             Only when ``i`` is its sole upstream unit, no condition sits between them, ``i`` gets no
-            retry or timeout (its failure ends the run anyway) and neither is an async node."""
+            retry or timeout (its failure ends the run anyway), every member of ``i`` is certain to run
+            (all its inputs taken, no condition into it) and neither is an async node."""
             pol, timeout = policy(i)
             return (upreds[j] == [i] and pol.max_attempts == 1 and timeout is None
-                    and state[j] == "waiting"
+                    and state[j] == "waiting" and full_inputs.get(i, False)
+                    and not any(v in units.members[i] for (_, v) in wf.conditions)  # no member of i can be skipped
                     and not any(wf.nodes[m].async_ for m in units.members[i] + units.members[j])
                     and not any((u, v) in wf.conditions for u in units.members[i] for v in units.members[j]))
+
+        full_inputs: dict[int, bool] = {}  # unit -> dispatched with every external input taken
 
         def dispatch(i: int, eager: bool = False) -> None:
             nonlocal seq
@@ -193,6 +197,7 @@ class Executor:
                 refs = [out_refs[p] for m in units.members[i] for p in wf.preds[m] if units.unit_of[p] != i]
             else:
                 refs = taken_inputs(i)
+            full_inputs[i] = refs is not None and all(r is not None for r in refs)
             if refs is None:
                 state[i] = "skipped"
                 metas[i] = {"ran": {m: False for m in units.members[i]}, "take": {}, "exec_s": {},
