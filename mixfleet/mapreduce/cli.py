@@ -137,6 +137,9 @@ def run_cmd(
     partitioner: str | None = typer.Option(None, "--partitioner", help="hash | range (default: the job's)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output"),
     address: str | None = typer.Option(None, "--address", help="join this Ray cluster (default: embedded, or RAY_ADDRESS)"),
+    no_speculation: bool = typer.Option(False, "--no-speculation", help="turn LATE backup tasks off"),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="URI for the durable task-table checkpoint (resumable)"),
+    durable_shuffle: bool = typer.Option(False, "--durable-shuffle", help="also spill map outputs under --checkpoint"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Run a MapReduce job and commit its output (part-r-NNNNN + _SUCCESS)."""
@@ -146,7 +149,8 @@ def run_cmd(
 
     cls = load_job_class(job)
     options = dict(output_format=output_format, input_format=input_format, partitioner=partitioner,
-                   overwrite=overwrite)
+                   overwrite=overwrite, speculation=not no_speculation, checkpoint=checkpoint,
+                   durable_shuffle=durable_shuffle)
     from mixfleet.mapreduce.settings import RunConfig
 
     RunConfig.from_kwargs(num_reducers=reducers, num_workers=workers, **options)  # fail before Ray starts

@@ -63,6 +63,7 @@ class Master:
         self.rng = random.Random(cfg.seed)
         self.worker_cpus = worker_cpus
         self.workers: list[Any] = [None] * num_workers
+        self.where: list[tuple[str, int] | None] = [None] * num_workers  # (node id, pid) per worker
         self.busy: dict[int, Any] = {}
         self.phase, self.step = "starting", 0
         self.bytes_total = sum(sum(p.size for p in s) for s in splits)
@@ -90,9 +91,10 @@ class Master:
     def _spawn(self, i: int) -> None:
         me = ray.get_runtime_context().current_actor
         shuffle = (self.ckpt_fs, self.ckpt_path) if self.cfg.durable_shuffle else None
-        self.workers[i] = ray.remote(Worker).options(num_cpus=self.worker_cpus, max_restarts=0,
-                                                     max_concurrency=1).remote(
+        handle = ray.remote(Worker).options(num_cpus=self.worker_cpus, max_restarts=0, max_concurrency=1).remote(
             self.job_ref, self.files, me, self.store, self.cfg, i, shuffle)
+        self.workers[i] = handle
+        self.where[i] = None  # set by the first task it starts
 
     def _replace(self, i: int, handle: Any) -> None:
         if self.workers[i] is handle:  # not replaced already
@@ -100,8 +102,22 @@ class Master:
                 ray.kill(handle)
             except Exception:  # already dead
                 pass
+            self._force_kill(i)
             self._spawn(i)
             self.spec["workers_replaced"] += 1
+
+    def _force_kill(self, i: int) -> None:
+        """A frozen process (SIGSTOP, a hung syscall) ignores ray.kill's polite exit and keeps
+        its CPU reserved; on the master's own node, SIGKILL it directly."""
+        import os
+        import signal
+
+        where = self.where[i]
+        if where and where[0] == ray.get_runtime_context().get_node_id():
+            try:
+                os.kill(where[1], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     # --- the job -----------------------------------------------------------------
     async def run(self) -> dict:
@@ -214,7 +230,8 @@ class Master:
         kind = tasks[0].kind if tasks else "map"
         while True:
             self._check_silence(inflight)
-            idle = [i for i in range(len(self.workers)) if i not in self.busy]
+            idle = sorted((i for i in range(len(self.workers)) if i not in self.busy),
+                          key=lambda i: self.where[i] is None)  # workers known to be up first
             for i in list(idle):
                 task = next((t for t in tasks if t.state is State.PENDING), None)
                 if task is None and self.cfg.steal and kind == "map":
@@ -241,11 +258,12 @@ class Master:
     def _launch(self, task: Task, worker: int, launch, inflight: dict, speculative: bool) -> None:
         attempt = self.table.start(task, worker, speculative=speculative)
         self.busy[worker] = attempt
-        self.seen[(task.id, attempt.number)] = time.monotonic()
         if speculative:
             self.spec["backups_launched"] += 1
         handle = self.workers[worker]
-        inflight[asyncio.ensure_future(_await(launch(task, attempt, worker)))] = (task, attempt, handle)
+        fut = asyncio.ensure_future(_await(launch(task, attempt, worker)))
+        fut.add_done_callback(_retrieve)  # a dropped attempt's error is expected, not "never retrieved"
+        inflight[fut] = (task, attempt, handle)
 
     def _drain(self, inflight: dict) -> None:
         """Losing attempts still running: count their time as wasted and let them stop."""
@@ -262,7 +280,10 @@ class Master:
         for fut, (task, attempt, handle) in list(inflight.items()):
             if attempt.outcome != "running":
                 continue
-            if now - self.seen.get((task.id, attempt.number), attempt.started) > self.cfg.heartbeat_timeout_s:
+            last = self.seen.get((task.id, attempt.number))
+            # before its first report the attempt may be waiting for a new actor to start: more slack
+            silent = now - last if last is not None else (now - attempt.started) / 3
+            if silent > self.cfg.heartbeat_timeout_s:
                 self.spec["presumed_lost"] += 1
                 del inflight[fut]
                 self.busy.pop(attempt.worker, None)
@@ -313,6 +334,11 @@ class Master:
                 bucket[name] = bucket.get(name, 0) + n
 
     # --- health and speculation --------------------------------------------------------
+    async def started(self, task_id: str, attempt: int, worker: int, where: tuple[str, int]) -> None:
+        """A worker begins an attempt (awaited by it before any user code runs)."""
+        self.seen[(task_id, attempt)] = time.monotonic()
+        self.where[worker] = tuple(where)
+
     async def heartbeat(self, task_id: str, attempt: int, progress: float) -> None:
         self.seen[(task_id, attempt)] = time.monotonic()
         self.progress[(task_id, attempt)] = progress
@@ -473,3 +499,8 @@ def _task_json(t: Task) -> dict:
 
 async def _await(ref):
     return await ref
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,7 +149,8 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     incarnation = 0
     try:
         while True:
-            master = ray.remote(Master).options(num_cpus=0, max_restarts=0).remote(
+            name = f"mixfleet-mapreduce-master-{uuid.uuid4().hex[:8]}-{incarnation}"
+            master = ray.remote(Master).options(num_cpus=0, max_restarts=0, name=name).remote(
                 [job_ref], files, splits, len(steps), [partitioner] * len(steps), reducers, workers,
                 min(1.0, cpus / workers), (out_fs, out_path, cfg.output_format), store, cfg, fp, incarnation)
             try:

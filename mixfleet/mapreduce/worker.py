@@ -56,9 +56,6 @@ class Worker:
         self.progress = 0.0
         threading.Thread(target=self._beat, daemon=True, name="mixfleet-heartbeat").start()
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def _beat(self) -> None:
         while True:
             time.sleep(self.cfg.heartbeat_s)
@@ -71,7 +68,12 @@ class Worker:
                 return
 
     def _start(self, task_id: str, attempt: int) -> None:
+        """Report the start and wait for the master to record it (a round trip), so that
+        even a process that freezes in its first user call is known to have started;
+        ``(node id, pid)`` lets the master force-kill a frozen worker on its own node."""
         self.current, self.progress = (task_id, attempt), 0.0
+        where = (ray.get_runtime_context().get_node_id(), os.getpid())
+        ray.get(self.master.started.remote(task_id, attempt, self.index, where))
 
     # --- map ---------------------------------------------------------------------
     def map(self, task_id: str, attempt: int, step: int, pieces: list[Piece], num_reducers: int,

@@ -123,3 +123,107 @@ class Rows(Job):
 
 class NotAJob:
     pass
+
+
+class Crashy(Job):
+    """The lab's crash app: about a third of task attempts kill their own worker
+    process, a third sleep up to ``max_sleep_s``; the choice is drawn from
+    ``(seed, task, attempt)`` so a seed replays the same failures."""
+
+    def __init__(self, seed: int = 0, max_sleep_s: float = 10.0):
+        super().__init__()
+        self.seed, self.max_sleep_s = seed, max_sleep_s
+
+    def _chaos(self):
+        import random
+
+        rng = random.Random(f"{self.seed}-{self.task_id}-{self.attempt}")
+        r = rng.random()
+        if r < 1 / 3:
+            os._exit(1)
+        elif r < 2 / 3:
+            time.sleep(rng.uniform(0, self.max_sleep_s))
+
+    def mapper_init(self):
+        self._chaos()
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def reducer_init(self):
+        self._chaos()
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+
+class Hang(Job):
+    """The first attempt of the first map freezes its whole process (SIGSTOP): no
+    heartbeat, no error; only the silence timeout can notice it."""
+
+    def mapper_init(self):
+        import signal
+
+        if self.task_id.endswith("m-00000") and self.attempt == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+
+class Counted(Job):
+    """Each map attempt leaves a file in ``scratch`` and takes 2-5 s (the lab's job count)."""
+
+    def __init__(self, scratch: str = "", seconds: tuple = (2.0, 5.0)):
+        super().__init__()
+        self.scratch, self.seconds = scratch, seconds
+
+    def mapper_init(self):
+        import random
+
+        open(os.path.join(self.scratch, f"{self.task_id}.a{self.attempt}.{uuid.uuid4().hex[:6]}"), "w").close()
+        self._until = time.monotonic() + random.Random(self.task_id).uniform(*self.seconds)
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def mapper_final(self):
+        time.sleep(max(0.0, self._until - time.monotonic()))
+        return ()
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+
+class SlowReduce(Job):
+    """Word count whose reducers announce themselves in ``scratch`` and then take a while.
+
+    ``scratch`` defaults to ``$MIXFLEET_TEST_SCRATCH`` (read where the job is built)."""
+
+    def __init__(self, scratch: str | None = None, hold_s: float = 2.0):
+        super().__init__()
+        self.scratch = scratch or os.environ.get("MIXFLEET_TEST_SCRATCH", "")
+        self.hold_s = hold_s
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def reducer_init(self):
+        open(os.path.join(self.scratch, f"reduce-{self.task_id}-{uuid.uuid4().hex[:6]}"), "w").close()
+        time.sleep(self.hold_s)
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
