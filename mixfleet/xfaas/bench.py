@@ -104,11 +104,14 @@ def plot_plane(result: dict, path: str | Path, title: str) -> Path:
     from mixfleet.platform.output import save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    labels: dict[tuple, list[str]] = {}  # strategies that land on the same point share one label
     for name, v in result["strategies"].items():
         ax.scatter(v["cost_usd"] * 1e6, v["p50_latency_s"], s=40)
         ax.errorbar(v["cost_usd"] * 1e6, v["p50_latency_s"], yerr=[[0], [v["p95_latency_s"] - v["p50_latency_s"]]],
                     fmt="none", ecolor="grey", capsize=3)
-        ax.annotate(name, (v["cost_usd"] * 1e6, v["p50_latency_s"]), textcoords="offset points", xytext=(5, 4))
+        labels.setdefault((round(v["cost_usd"] * 1e6, 1), round(v["p50_latency_s"], 2)), []).append(name)
+    for (x, y), names in labels.items():
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(5, 4))
     ax.set_xlabel("cost per run (micro-USD, emulated prices)")
     ax.set_ylabel("p50 latency (s, emulated clock; bar to p95)")
     ax.set_title(title, fontsize=9)
