@@ -34,21 +34,36 @@ def test_plan_places_an_unpinned_dag(cli, data_dir):
     assert set(r.json()["placement"]) == {"TaskA", "TaskB", "TaskC", "TaskD", "TaskE", "CollectLogsGraphAws"}
 
 
+T = "funcs.py:touch"
+
+
 @pytest.mark.parametrize("body, needle", [
-    ("nodes: [{name: a, function: 'mixfleet.xfaas.functions:noop'}, {name: b, function: 'mixfleet.xfaas.functions:noop'}]\n"
+    (f"nodes: [{{name: a, function: '{T}'}}, {{name: b, function: '{T}'}}]\n"
      "edges: [{from: a, to: b}, {from: b, to: a}]", "cycle in"),
-    ("nodes: [{name: a, function: 'mixfleet.xfaas.functions:noop'}]\nedges: [{from: a, to: b}]", "dangling edge #1 a -> b"),
-    ("nodes: [{name: a, function: 'mixfleet.xfaas.functions:nope'}]", "node 'a': unknown function 'nope'"),
-    ("nodes: [{name: a, function: 'mixfleet.xfaas.functions:noop', pin: {cloud: oracle}}]",
+    (f"nodes: [{{name: a, function: '{T}'}}]\nedges: [{{from: a, to: b}}]", "dangling edge #1 a -> b"),
+    (f"nodes: [{{name: a, function: 'funcs.py:nope'}}, {{name: b, function: '{T}'}}]", "node 'a': unknown function 'nope'"),
+    (f"nodes: [{{name: a, function: '{T}', pin: {{cloud: oracle}}}}, {{name: b, function: '{T}'}}]",
      "pinned to unknown cloud 'oracle'"),
 ])
-def test_run_bad_workflow_fails_before_running(cli, tmp_path, body, needle):
+def test_run_bad_workflow_fails_before_running(cli, tmp_path, repo_root, body, needle):
+    (tmp_path / "funcs.py").write_text((repo_root / "tests/data/xfaas/funcs.py").read_text())
     wf = tmp_path / "wf.yaml"
     wf.write_text("name: bad\n" + body + "\n")
-    r = cli("xfaas", "run", wf, "--input", "{}", "--json")
+    marker = tmp_path / "ran"
+    r = cli("xfaas", "run", wf, "--input", json.dumps({"marker": str(marker)}), "--json")
     assert r.returncode != 0 and r.stdout == ""
     assert needle in r.error_line
-    assert "Started a local Ray" not in r.stderr  # nothing ran
+    assert not marker.exists()  # nothing ran
+
+
+def test_a_good_workflow_leaves_the_marker(cli, tmp_path, repo_root):
+    (tmp_path / "funcs.py").write_text((repo_root / "tests/data/xfaas/funcs.py").read_text())
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(f"name: good\nnodes: [{{name: a, function: '{T}'}}]\n")
+    marker = tmp_path / "ran"
+    r = cli("xfaas", "run", wf, "--input", json.dumps({"marker": str(marker)}), "--placement", "aws", "--json")
+    assert r.returncode == 0, r.stderr
+    assert marker.exists() and r.json()["placement"] == {"a": "aws"}
 
 
 def test_bad_cli_values(cli, tmp_path):

@@ -74,3 +74,9 @@ def xfaas_style_double(obj):
 
     body = obj.get_body()
     return SerWOObject(body={"x": body["x"] * 2})
+
+
+def touch(p):
+    """Leaves a marker file: tests use it to prove a node did (or did not) run."""
+    open(p["marker"], "w").close()
+    return p
