@@ -52,7 +52,8 @@ class ServeOptions(StrictModel):
     plan_trace: str = "azure-conv"
     plan_load: float = Field(default=0.6, gt=0, le=2.0)
     plan_limit: int = Field(default=2000, ge=10, le=1_000_000)
-    flush_s: float = Field(default=0.02, gt=0, le=1.0)
+    flush_s: float = Field(default=0.02, gt=0, le=5.0)
+    time_dilation: float = Field(default=1.0, ge=1.0, le=100.0)  # EMULATION only: engines run D x slower
     policy_options: dict = Field(default_factory=dict)
 
 
@@ -65,7 +66,7 @@ def router_options(fleet, opts: ServeOptions) -> dict:
     return {"policy": name, "seed": opts.seed, "policy_options": dict(opts.policy_options),
             "plan_trace": opts.plan_trace, "plan_load": opts.plan_load, "plan_limit": opts.plan_limit, "max_outstanding": bound,
             "telemetry_interval_s": opts.telemetry_interval_s, "first_chunk_timeout_s": opts.first_chunk_timeout_s,
-            "engine": opts.engine}
+            "engine": opts.engine, "time_dilation": opts.time_dilation}
 
 
 def advertised_gpus() -> dict[str, float]:
@@ -137,7 +138,7 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
             max_ongoing_requests=r.max_batch + opts.max_waiting + 16,
             max_queued_requests=4 * (r.max_batch + opts.max_waiting),
             health_check_period_s=2.0, health_check_timeout_s=15.0, graceful_shutdown_timeout_s=1.0,
-        ).bind(fleet, r.replica_id, opts.engine, opts.max_waiting, 1.0, opts.flush_s)
+        ).bind(fleet, r.replica_id, opts.engine, opts.max_waiting, 1.0, opts.flush_s, opts.time_dilation)
     ingress = serve.deployment(Ingress).options(
         name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=ropts["max_outstanding"] + 256, max_queued_requests=1024,

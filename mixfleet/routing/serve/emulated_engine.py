@@ -23,7 +23,13 @@ Invariants:
   (:class:`EngineOverloaded`), and one larger than the KV cache is refused
   up front (it could never be scheduled).
 
-Tokens are delivered in chunks at most every ``flush_s`` seconds during a
+``dilation`` D >= 1 runs the emulation D times slower than modelled (model
+time = wall time / D): a machine too small to carry the Ray hops at full
+speed can still replay a trace faithfully when arrivals are stretched by D
+too (see ``benchmarks/routing_live.py``). Reported ``ttft_s``/``e2e_s`` are
+model seconds.
+
+Tokens are delivered in chunks at most every ``flush_s`` (wall) seconds during a
 decode run (TTFT and the last token are exact; per-token events would cost
 one wake-up per decode step of every replica).
 """
@@ -62,6 +68,11 @@ class Chunk:
     done: bool = False
     ttft_s: float | None = None
     e2e_s: float | None = None
+    # on the last chunk, clock readings (time.monotonic is one clock for every process on a host):
+    # arrival at the engine, the modelled finish, and when the event loop actually delivered it
+    t_submit: float | None = None
+    t_end: float | None = None
+    t_emit: float | None = None
 
 
 class _Stream:
@@ -82,7 +93,10 @@ class EmulatedEngine:
 
     def __init__(self, replica_id: str, perf, kv_tokens: int, max_batch: int, max_batched_tokens: int, *,
                  max_waiting: int = 64, flush_s: float = 0.02, clock: Callable[[], float] = time.monotonic,
-                 vocab_size: int = 32000) -> None:
+                 vocab_size: int = 32000, dilation: float = 1.0) -> None:
+        if not dilation >= 1.0:
+            raise InputError(f"time dilation {dilation} must be >= 1", "use 1 for real time, e.g. 4 for 4x slower")
+        self.dilation = dilation
         self.replica_id = replica_id
         self.perf = perf
         self.max_waiting = max_waiting
@@ -100,7 +114,7 @@ class EmulatedEngine:
     # -- clock -------------------------------------------------------------------
     def now(self) -> float:
         """Model time in seconds since the engine started."""
-        return self._clock() - self._t0
+        return (self._clock() - self._t0) / self.dilation
 
     # -- public API ------------------------------------------------------------------
     def submit(self, prompt_tokens: int, max_tokens: int) -> _Stream:
@@ -161,7 +175,7 @@ class EmulatedEngine:
         """A rough wait until the queue drains by one batch (for Retry-After)."""
         eng = self._eng
         step = self.perf.decode_step(max(1, len(eng.running)), eng.kv_used)
-        return max(1.0, step * 64 / eng.speed)
+        return max(1.0, step * 64 / eng.speed * self.dilation)
 
     def in_system(self) -> int:
         return self._eng.in_system()
@@ -180,7 +194,7 @@ class EmulatedEngine:
                 await self._wake.wait()
                 continue
             now = self.now()
-            wait = eng.end - now
+            wait = (eng.end - now) * self.dilation
             if eng.phase == DECODE:
                 wait = min(wait, self.flush_s)
             if wait > 0:
@@ -240,4 +254,6 @@ class EmulatedEngine:
         if done and end is not None:
             chunk.ttft_s = (s.first_at if s.first_at is not None else end) - s.submitted
             chunk.e2e_s = end - s.submitted
+            d = self.dilation
+            chunk.t_submit, chunk.t_end, chunk.t_emit = s.submitted * d + self._t0, end * d + self._t0, self._clock()
         s.queue.put_nowait(chunk)

@@ -98,9 +98,13 @@ class Ingress:
         self.model = fleet.model
         self.max_context = fleet.book.models[fleet.model].max_context
         policy = make_live_policy(fleet, options)
+        # with an EMULATION time dilation D the router's clock runs in model seconds too (wall / D), so the
+        # policy sees the same rates and intervals as in the simulator
+        self.dilation = dilation = float(options.get("time_dilation", 1.0))
         self.router = LiveRouter(fleet, policy, self._send, max_outstanding=options["max_outstanding"],
-                                 first_chunk_timeout_s=options.get("first_chunk_timeout_s", 30.0))
-        self.interval_s = options.get("telemetry_interval_s", 2.0)
+                                 first_chunk_timeout_s=options.get("first_chunk_timeout_s", 30.0),
+                                 clock=lambda: time.monotonic() / dilation)
+        self.interval_s = options.get("telemetry_interval_s", 2.0) * dilation
         self.engine_kind = options.get("engine", "emulated")
         self._placement: dict[int, dict] = {}
         self._last: dict[int, dict] = {}
@@ -245,11 +249,19 @@ class Ingress:
         n = len(routed.first["tokens"])
         try:
             yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(routed.first["tokens"]), first=True))
+            last = routed.first
             async for chunk in routed.rest:
                 n += len(chunk["tokens"])
+                last = chunk
                 if chunk["tokens"]:
                     yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(chunk["tokens"])))
-            yield oa.sse(oa.stream_chunk(gen, rid, "", finish=True))
+            end = oa.stream_chunk(gen, rid, "", finish=True)
+            # engine-side timing (model seconds from arrival at the replica) for fidelity checks
+            end["mixfleet"] = {"replica_id": routed.replica_id, "gpu": routed.gpu,
+                               "engine_ttft_s": last.get("ttft_s"), "engine_e2e_s": last.get("e2e_s"),
+                               "t_submit": last.get("t_submit"), "t_end": last.get("t_end"),
+                               "t_emit": last.get("t_emit"), "t_ingress": time.monotonic()}
+            yield oa.sse(end)
             if gen.include_usage:
                 yield oa.sse(oa.usage_chunk(gen, rid, n))
             yield oa.sse("[DONE]")

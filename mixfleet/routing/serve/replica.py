@@ -45,7 +45,7 @@ class EngineReplica:
     """Serve deployment class (see module doc). Methods are called through handles by the ingress."""
 
     def __init__(self, fleet, replica_id: str, engine: str = "emulated", max_waiting: int = 64,
-                 stats_interval_s: float = 1.0, flush_s: float = 0.02) -> None:
+                 stats_interval_s: float = 1.0, flush_s: float = 0.02, dilation: float = 1.0) -> None:
         import ray
 
         from mixfleet.routing.serve.emulated_engine import EmulatedEngine
@@ -64,7 +64,8 @@ class EngineReplica:
             self.engine = TinyTorchEngine(replica_id, max_waiting=max_waiting)
         else:
             self.engine = EmulatedEngine(replica_id, rep.perf, rep.kv_tokens, rep.max_batch,
-                                         fleet.config.max_batched_tokens, max_waiting=max_waiting, flush_s=flush_s)
+                                         fleet.config.max_batched_tokens, max_waiting=max_waiting, flush_s=flush_s,
+                                         dilation=dilation)
         self._stats_task: asyncio.Task | None = None
         self._last_busy = 0.0
         self._last_t = 0.0
@@ -77,7 +78,10 @@ class EngineReplica:
         """Stream ``{"tokens": [...], "done": bool, "ttft_s", "e2e_s"}`` dicts for one request."""
         self._ensure_stats_loop()
         async for c in self.engine.generate(prompt_tokens, max_tokens):
-            yield {"tokens": c.tokens, "first": c.first, "done": c.done, "ttft_s": c.ttft_s, "e2e_s": c.e2e_s}
+            out = {"tokens": c.tokens, "first": c.first, "done": c.done, "ttft_s": c.ttft_s, "e2e_s": c.e2e_s}
+            if c.done:
+                out.update(t_submit=c.t_submit, t_end=c.t_end, t_emit=c.t_emit)
+            yield out
 
     async def info(self) -> dict:
         """Where this replica runs and what it is (EMULATED unless the tiny torch engine runs)."""
