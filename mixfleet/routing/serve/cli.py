@@ -75,7 +75,7 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
     from ray import serve
 
     from mixfleet.platform.bootstrap import connect, shutdown, start_serve
-    from mixfleet.routing.serve.app import APP_NAME, GRPC_SERVICER, deploy, gpu_count_for
+    from mixfleet.routing.serve.app import APP_NAME, GRPC_SERVICER, advertised_gpus, deploy, gpu_count_for, placements
 
     cluster = None
     say = console().print
@@ -91,6 +91,7 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
             connect(cluster.address)
         else:
             connect(address)
+        placements(fleet, opts, advertised_gpus())  # fail before starting Serve if a GPU type is missing
         start_serve(http_port=port, grpc_port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER])
         try:
             from mixfleet.platform.telemetry import start_agents
