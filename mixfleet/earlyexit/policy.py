@@ -1,0 +1,117 @@
+"""Load-adaptive exit thresholds, deadline-forced exits and the drift guard (pure, no Ray).
+
+The serving replica feeds these objects what it observes (queue length,
+request latencies, stage timings, agreement samples) with an explicit
+clock value ``now`` (seconds); they never read a clock or global RNG.
+
+Control law (``AdaptiveThresholds``)
+------------------------------------
+Notation:
+    tau_cal[k]   calibrated accuracy-safe threshold of exit k (within eps of the full model)
+    tau_con[k]   most conservative threshold (the eps = 0 point of the calibration curve, or 1.0)
+    q(t)         requests queued or in flight at the replica
+    q_ref        queue length at which the replica is considered saturated
+    l(t)         p95 of the latencies of the last ``window`` answered requests
+    SLA          latency objective; ``headroom`` h in (0, 1) is the share of it we aim to use
+    p(t)         load pressure in [0, 1]
+    b(t)         drift back-off in [0, 1] (see DriftGuard)
+
+    raw(t) = clip(max(q(t) / q_ref, (l(t) / SLA - h) / (1 - h)), 0, 1)
+    p(t)   = p(t-) + a * (raw(t) - p(t-)),  a = attack (0.6) if raw > p else release (0.05)
+    tau[k] = tau_cal[k] + (1 - p(t) * (1 - b(t))) * (tau_con[k] - tau_cal[k])
+
+So at low load tau = tau_con (as accurate as the full model), under a burst
+tau falls to tau_cal within a couple of batches (fast attack), and relaxes
+slowly when the burst ends (slow release, no oscillation). The drift guard
+holds tau back towards tau_con when measured agreement with the final exit
+drops. Thresholds never leave [min(tau_cal, tau_con), max(...)].
+
+Deadline-forced exit (``DeadlinePlanner``)
+------------------------------------------
+Per-stage times are EWMAs. At exit k of a batch whose earliest deadline is
+``d``: if ``now + sum(time of the stages after exit k) > d``, every sample
+left leaves at exit k (the deepest exit already computed).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class AdaptiveThresholds:
+    """Thresholds driven by queue length and observed latency against the SLA (see module doc)."""
+
+    def __init__(self, calibrated: Sequence[float], conservative: Sequence[float] | None, sla_s: float,
+                 queue_ref: float = 32.0, headroom: float = 0.5, attack: float = 0.6, release: float = 0.05,
+                 window: int = 200):
+        self.cal = np.asarray(calibrated, dtype=float)
+        self.con = np.ones_like(self.cal) if conservative is None else np.asarray(conservative, dtype=float)
+        self.sla_s, self.queue_ref, self.headroom = float(sla_s), float(queue_ref), float(headroom)
+        self.attack, self.release = float(attack), float(release)
+        self.latencies: deque[float] = deque(maxlen=window)
+        self.pressure = 0.0
+        self.backoff = 0.0
+
+    def observe(self, queue_len: int, latencies_s: Sequence[float] = ()) -> None:
+        self.latencies.extend(latencies_s)
+        lat = float(np.percentile(self.latencies, 95)) if self.latencies else 0.0
+        raw = max(queue_len / self.queue_ref, (lat / self.sla_s - self.headroom) / (1 - self.headroom))
+        raw = min(max(raw, 0.0), 1.0)
+        a = self.attack if raw > self.pressure else self.release
+        self.pressure += a * (raw - self.pressure)
+
+    def thresholds(self) -> list[float]:
+        p = self.pressure * (1.0 - self.backoff)
+        return (self.cal + (1.0 - p) * (self.con - self.cal)).tolist()
+
+
+class DeadlinePlanner:
+    """Predicts the time of the stages still to run and decides deadline-forced exits."""
+
+    def __init__(self, n_stages: int, exit_stage: Sequence[int], alpha: float = 0.2):
+        self.stage_s = np.zeros(n_stages)
+        self.seen = np.zeros(n_stages, dtype=bool)
+        self.exit_stage = list(exit_stage)
+        self.alpha = alpha
+
+    def record(self, stage: int, seconds: float) -> None:
+        if not self.seen[stage]:
+            self.stage_s[stage], self.seen[stage] = seconds, True
+        else:
+            self.stage_s[stage] += self.alpha * (seconds - self.stage_s[stage])
+
+    def remaining_after_exit(self, k: int) -> float:
+        return float(self.stage_s[self.exit_stage[k] + 1:].sum())
+
+    def must_exit(self, k: int, now: float, deadline: float) -> bool:
+        return now + self.remaining_after_exit(k) > deadline
+
+
+class DriftGuard:
+    """Agreement of early answers with the final exit, sampled when the replica is idle.
+
+    ``agreement`` is an EWMA over sampled batches; when it falls below
+    ``floor`` the back-off rises (thresholds pulled towards conservative),
+    and it decays again while agreement is healthy.
+    """
+
+    def __init__(self, floor: float = 0.97, sample_rate: float = 0.05, step: float = 0.5, alpha: float = 0.2):
+        self.floor, self.sample_rate, self.step, self.alpha = floor, sample_rate, step, alpha
+        self.agreement = 1.0
+        self.backoff = 0.0
+        self.samples = 0
+
+    def should_sample(self, idle: bool, u: float) -> bool:
+        """``u`` is a uniform draw from the caller's RNG."""
+        return idle and u < self.sample_rate
+
+    def record(self, agreement: float, n: int) -> None:
+        self.samples += n
+        self.agreement += self.alpha * (agreement - self.agreement)
+        if self.agreement < self.floor:
+            self.backoff = min(1.0, self.backoff + self.step)
+        else:
+            self.backoff = max(0.0, self.backoff - self.step / 4)

@@ -1,0 +1,342 @@
+"""Serving an early-exit model on Ray Serve, KServe/TF-Serving V1 style.
+
+``POST /v1/models/<name>:predict`` with ``{"instances": [...]}`` (one
+instance: a 28x28 or 1x28x28 array of floats in [0, 1]) returns
+``{"predictions": [{"label", "confidence", "exit", "exit_name", "forced"}]}``;
+``label`` and ``confidence`` are what a plain deployment of the backbone
+returns, so existing clients need no change. ``GET /v1/models/<name>`` is
+the V1 status call; ``GET /v1/models/<name>/stats`` shows the controller.
+
+The replica batches requests with ``@serve.batch`` (knobs changed at run
+time through ``user_config``), chooses thresholds with
+:class:`~mixfleet.earlyexit.policy.AdaptiveThresholds` (``mode="adaptive"``;
+``"static"`` keeps the calibrated ones, ``"full"`` never exits early),
+forces exits when a deadline would be missed, and samples full passes when
+idle (drift guard). Past ``queue_bound`` requests it answers 429 with
+``Retry-After``; bad input is a 4xx with a one-line message, never a crash.
+Metrics go through ``ray.serve.metrics`` (Ray's Prometheus endpoint).
+"""
+
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from mixfleet.errors import InputError
+from mixfleet.platform.config import StrictModel, parse_model
+
+api = FastAPI(title="mixfleet early-exit (KServe V1)", docs_url=None, redoc_url=None)
+
+
+class ServeOptions(StrictModel):
+    """The run-time knobs (``user_config``); every change applies without a restart."""
+
+    mode: Literal["adaptive", "static", "full"] = "adaptive"
+    sla_ms: float = 50.0
+    thresholds: list[float] | None = None  # calibrated thresholds (default: the model's)
+    max_batch_size: int = 32
+    batch_wait_timeout_s: float = 0.002
+    queue_bound: int = 256
+    max_instances: int = 64
+    max_body_bytes: int = 4 * 1024 * 1024
+    drift_sample_rate: float = 0.05
+    drift_floor: float = 0.97
+    seed: int = 0
+
+
+@dataclass
+class _Item:
+    x: object  # torch.Tensor [n, 1, 28, 28]
+    arrival: float
+
+
+def parse_instances(payload, input_shape: tuple[int, ...], max_instances: int) -> np.ndarray:
+    """``{"instances": [...]}`` -> float32 ``[n, *input_shape]`` or InputError."""
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise InputError("request body must be a JSON object with an 'instances' list",
+                         'send {"instances": [[[...28 floats...], ...28 rows]]}')
+    inst = payload["instances"]
+    if not isinstance(inst, list) or not inst:
+        raise InputError("'instances' must be a non-empty list", "send at least one 28x28 array")
+    if len(inst) > max_instances:
+        raise InputError(f"{len(inst)} instances in one request; at most {max_instances} allowed",
+                         "split the request")
+    try:
+        x = np.asarray(inst, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise InputError("instances are not equally shaped arrays of numbers",
+                         f"each instance must be a {'x'.join(map(str, input_shape[-2:]))} array of floats") from None
+    if x.shape[1:] == tuple(input_shape[1:]) and len(input_shape) == 3 and input_shape[0] == 1:
+        x = x[:, None]
+    if x.shape[1:] != tuple(input_shape):
+        raise InputError(f"instance shape {tuple(x.shape[1:])} is wrong",
+                         f"expected {'x'.join(map(str, input_shape[1:]))} or {'x'.join(map(str, input_shape))} "
+                         "floats per instance")
+    bad = int((~np.isfinite(x)).sum())
+    if bad:
+        raise InputError(f"instances contain {bad} NaN or Inf value(s)", "send finite pixel values in [0, 1]")
+    if x.min() < 0.0 or x.max() > 1.0:
+        raise InputError(f"pixel values range over [{x.min():g}, {x.max():g}], outside [0, 1]",
+                         "scale images to [0, 1] (divide 0..255 by 255)")
+    return x
+
+
+def _error(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+@serve.deployment(name="EarlyExitServer")
+@serve.ingress(api)
+class EarlyExitServer:
+    """One replica: an early-exit model behind the V1 predict API (see module doc)."""
+
+    def __init__(self, model_bytes: bytes, name: str = "mnist"):
+        import torch
+
+        from mixfleet.earlyexit.batch import _spill
+        from mixfleet.earlyexit.persist import load
+
+        torch.set_num_threads(1)
+        from pathlib import Path
+
+        path = Path(_spill(model_bytes))
+        try:
+            self.model = load(path)
+        finally:
+            path.unlink(missing_ok=True)
+        self.name = name
+        self.calibrated = list(self.model.thresholds)
+        curve = (self.model.calibration or {}).get("curve") or []
+        zero = [p for p in curve if p.get("eps") == 0.0]
+        self.conservative = zero[0]["thresholds"] if zero else [1.0] * self.model.n_exits
+        self.inflight = 0
+        self.counts = np.zeros(self.model.n_exits + 1, dtype=np.int64)
+        self.forced = 0
+        self.sla_misses = 0
+        self.served = 0
+        self._last_busy = 0.0
+        self._metrics()
+        self.reconfigure({})
+
+    # -- configuration ---------------------------------------------------------------------
+    def reconfigure(self, user_config: dict) -> None:
+        from mixfleet.earlyexit.inputs import check_thresholds
+        from mixfleet.earlyexit.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
+
+        opts = parse_model(user_config or {}, ServeOptions, source="user_config")
+        if opts.thresholds is not None:
+            self.calibrated = check_thresholds(opts.thresholds, self.model.n_exits, self.model.exit_names)
+        self.opts = opts
+        self.policy = AdaptiveThresholds(self.calibrated, self.conservative, opts.sla_ms / 1e3,
+                                         queue_ref=max(2.0, opts.max_batch_size))
+        if not hasattr(self, "planner"):
+            self.planner = DeadlinePlanner(len(self.model.stages), self.model.exit_stage_indices())
+        self.guard = DriftGuard(floor=opts.drift_floor, sample_rate=opts.drift_sample_rate)
+        self.rng = np.random.default_rng(opts.seed)
+        self._infer.set_max_batch_size(opts.max_batch_size)
+        self._infer.set_batch_wait_timeout_s(opts.batch_wait_timeout_s)
+
+    def _metrics(self) -> None:
+        from ray.serve import metrics
+
+        self.m_exits = metrics.Counter("earlyexit_exits", description="answers per exit head", tag_keys=("exit",))
+        self.m_forced = metrics.Counter("earlyexit_forced_exits", description="deadline-forced exits")
+        self.m_threshold = metrics.Gauge("earlyexit_threshold", description="current threshold", tag_keys=("exit",))
+        self.m_agreement = metrics.Gauge("earlyexit_agreement", description="early vs final agreement (sampled)")
+        self.m_misses = metrics.Counter("earlyexit_sla_misses", description="requests answered after the SLA")
+
+    def thresholds_now(self) -> list[float]:
+        if self.opts.mode == "full":
+            return [1.0] * self.model.n_exits
+        if self.opts.mode == "static":
+            return list(self.calibrated)
+        self.policy.backoff = self.guard.backoff
+        return self.policy.thresholds()
+
+    # -- HTTP ------------------------------------------------------------------------------
+    @api.get("/v1/models/{name}")
+    async def status(self, name: str):
+        if name != self.name:
+            return _error(404, f"model '{name}' is not served here; this server serves '{self.name}'")
+        return {"name": self.name, "ready": True, "exits": self.model.exit_names}
+
+    @api.get("/v1/models/{name}/stats")
+    async def stats(self, name: str):
+        return {"served": self.served, "exit_counts": self.counts.tolist(), "forced": self.forced,
+                "sla_misses": self.sla_misses, "thresholds": self.thresholds_now(),
+                "pressure": self.policy.pressure, "agreement": self.guard.agreement,
+                "drift_samples": self.guard.samples, "options": self.opts.model_dump()}
+
+    @api.post("/v1/models/{name}:predict")
+    async def predict(self, name: str, request: Request):
+        arrival = time.monotonic()
+        if name != self.name:
+            return _error(404, f"model '{name}' is not served here; this server serves '{self.name}'")
+        if self.inflight >= self.opts.queue_bound:
+            wait = self.inflight / max(self.opts.max_batch_size, 1) * max(self.planner.stage_s.sum(), 1e-3)
+            return _error(429, f"server is at its queue bound ({self.opts.queue_bound} requests)", retry_after=wait)
+        size = int(request.headers.get("content-length") or 0)
+        if size > self.opts.max_body_bytes:
+            return _error(413, f"request body of {size} bytes exceeds {self.opts.max_body_bytes}")
+        body = await request.body()
+        if len(body) > self.opts.max_body_bytes:
+            return _error(413, f"request body of {len(body)} bytes exceeds {self.opts.max_body_bytes}")
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"malformed JSON: {exc}")
+        try:
+            x = parse_instances(payload, self.model.input_shape, self.opts.max_instances)
+        except InputError as exc:
+            return _error(400, exc.one_line())
+        import torch
+
+        self.inflight += 1
+        try:
+            preds = await self._infer(_Item(torch.from_numpy(x), arrival))
+        finally:
+            self.inflight -= 1
+        return {"predictions": preds}
+
+    # -- batched inference -----------------------------------------------------------------
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _infer(self, items: list[_Item]) -> list[list[dict]]:
+        import torch
+
+        from mixfleet.earlyexit.inference import run_exits
+
+        x = torch.cat([it.x for it in items])
+        deadline = min(it.arrival for it in items) + self.opts.sla_ms / 1e3
+        th = self.thresholds_now()
+        idle = self.inflight <= len(items)
+        sample = self.opts.mode == "adaptive" and self.guard.should_sample(idle, float(self.rng.random()))
+        forced_at: list[int] = []
+
+        def force(k: int) -> bool:
+            hit = self.opts.mode == "adaptive" and self.planner.must_exit(k, time.monotonic(), deadline)
+            if hit:
+                forced_at.append(k)
+            return hit
+
+        stages = [self._timed(i, s) for i, s in enumerate(self.model.stages)]
+        heads = {int(k): h for k, h in self.model.heads.items()}
+        with torch.no_grad():
+            r = run_exits(x, stages, heads, th, self.model.criterion, mode="release" if sample else "stop",
+                          force_exit=force)
+        if sample and r.final_logits is not None:
+            self.guard.record(r.agreement(), len(x))
+            self.m_agreement.set(self.guard.agreement)
+        forced = forced_at[0] if forced_at else None
+        labels, conf, ex = r.labels.tolist(), r.confidence.tolist(), r.exit_index.tolist()
+        names = self.model.exit_names + ["final"]
+        out, i, now = [], 0, time.monotonic()
+        lat = []
+        for it in items:
+            n = it.x.shape[0]
+            out.append([{"label": labels[j], "confidence": conf[j], "exit": ex[j], "exit_name": names[ex[j]],
+                         "forced": forced is not None and ex[j] == forced} for j in range(i, i + n)])
+            i += n
+            lat.append(now - it.arrival)
+        self._account(ex, forced, lat, th)
+        await asyncio.sleep(0)
+        return out
+
+    def _timed(self, i: int, stage):
+        def run(h):
+            t0 = time.perf_counter()
+            out = stage(h)
+            self.planner.record(i, time.perf_counter() - t0)
+            return out
+
+        return run
+
+    def _account(self, ex: list[int], forced: int | None, latencies: list[float], th: list[float]) -> None:
+        counts = np.bincount(ex, minlength=len(self.counts))
+        self.counts += counts
+        self.served += len(ex)
+        for k, c in enumerate(counts):
+            if c:
+                self.m_exits.inc(int(c), tags={"exit": str(k)})
+        if forced is not None:
+            n = int(counts[forced])
+            self.forced += n
+            self.m_forced.inc(n)
+        misses = sum(1 for v in latencies if v > self.opts.sla_ms / 1e3)
+        if misses:
+            self.sla_misses += misses
+            self.m_misses.inc(misses)
+        self.policy.observe(self.inflight, latencies)
+        for k, t in enumerate(th):
+            self.m_threshold.set(t, tags={"exit": str(k)})
+
+
+def build_app(model_path=None, name: str = "mnist", num_cpus: float = 1.0, **options):
+    """A bound Serve application for ``serve.run`` (options: :class:`ServeOptions` fields)."""
+    from pathlib import Path
+
+    from mixfleet.earlyexit.persist import default_model_path, read
+
+    path = Path(model_path or default_model_path())
+    read(path)  # a clear error for a bad file before any replica starts
+    opts = parse_model(options, ServeOptions, source="serve options")
+    return EarlyExitServer.options(
+        user_config=opts.model_dump(exclude_none=True), max_ongoing_requests=MAX_ONGOING,
+        max_queued_requests=4 * MAX_ONGOING, ray_actor_options={"num_cpus": num_cpus},
+    ).bind(path.read_bytes(), name)
+
+
+MAX_ONGOING = 1024  # Serve's own cap; the replica's queue_bound (a run-time knob) admits fewer
+IMPORT_PATH = "mixfleet.earlyexit.serving:app_builder"
+
+
+def app_builder(args: dict):
+    """Entry point for ``serve deploy`` / ``serve run`` (args: ``model``, ``name``, ``num_cpus``).
+
+    Run-time options belong in the deployment's ``user_config`` so that
+    changing them reconfigures replicas in place instead of restarting them.
+    """
+    args = dict(args or {})
+    return build_app(args.pop("model", None), args.pop("name", "mnist"), float(args.pop("num_cpus", 1.0)),
+                     **args)
+
+
+def deploy(model_path=None, *, app_name: str = "earlyexit", route_prefix: str = "/", name: str = "mnist",
+           num_cpus: float = 1.0, **options) -> str:
+    """Deploy (declaratively, as ``serve deploy`` does) on the running Serve; returns the V1 base URL.
+
+    Calling it again with the same model, name and ``num_cpus`` but other
+    options only pushes a new ``user_config``: replicas run ``reconfigure()``
+    and keep their state (no restart).
+    """
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    from mixfleet.earlyexit.persist import read
+    from mixfleet.platform.bootstrap import LOOPBACK
+
+    if model_path is not None:
+        read(model_path)
+    opts = parse_model(options, ServeOptions, source="serve options")
+    app = {"name": app_name, "route_prefix": route_prefix, "import_path": IMPORT_PATH,
+           "args": {"model": None if model_path is None else str(model_path), "name": name, "num_cpus": num_cpus},
+           "deployments": [{"name": "EarlyExitServer", "user_config": opts.model_dump(exclude_none=True)}]}
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
+    prefix = "" if route_prefix == "/" else route_prefix
+    return f"http://{LOOPBACK}:{http_port()}{prefix}"
+
+
+def http_port() -> int:
+    """The HTTP port of the running Serve instance."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    return int(ray.get(_get_global_client()._controller.get_http_config.remote()).port)

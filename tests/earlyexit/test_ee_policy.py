@@ -1,0 +1,55 @@
+"""The load-adaptive control law, deadline planner and drift guard (pure, no Ray)."""
+
+import pytest
+
+from mixfleet.earlyexit.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
+
+
+def test_thresholds_move_from_conservative_to_calibrated_under_load_and_back_slowly():
+    pol = AdaptiveThresholds([0.5, 0.8], [0.95, 0.99], sla_s=0.05, queue_ref=10)
+    assert pol.thresholds() == pytest.approx([0.95, 0.99])  # idle: as accurate as the full model
+    for _ in range(5):
+        pol.observe(queue_len=40, latencies_s=[0.01])
+    burst = pol.thresholds()
+    assert burst == pytest.approx([0.5, 0.8], abs=0.01)  # fast attack
+    pol.observe(queue_len=0, latencies_s=[])
+    after_one = pol.thresholds()
+    assert burst[0] < after_one[0] < 0.6  # slow release: one quiet tick relaxes only a little
+    for _ in range(200):
+        pol.observe(queue_len=0)
+    assert pol.thresholds()[0] > 0.9
+
+
+def test_latency_near_the_sla_raises_pressure_even_with_a_short_queue():
+    pol = AdaptiveThresholds([0.5], [0.9], sla_s=0.1, queue_ref=100, headroom=0.5)
+    pol.observe(queue_len=0, latencies_s=[0.03] * 50)  # 30% of the SLA: below headroom
+    assert pol.pressure == 0.0
+    for _ in range(5):
+        pol.observe(queue_len=0, latencies_s=[0.095] * 50)
+    assert pol.pressure > 0.8 and pol.thresholds()[0] < 0.6
+
+
+def test_deadline_planner_forces_an_exit_only_when_the_rest_would_miss():
+    plan = DeadlinePlanner(n_stages=3, exit_stage=[0, 1])
+    for stage, s in enumerate([0.002, 0.004, 0.004]):
+        plan.record(stage, s)
+    assert plan.remaining_after_exit(0) == pytest.approx(0.008)
+    assert not plan.must_exit(0, now=1.0, deadline=1.010)
+    assert plan.must_exit(0, now=1.0, deadline=1.005)
+    assert not plan.must_exit(1, now=1.0, deadline=1.005)  # only the last stage is left: 4 ms
+
+
+def test_drift_guard_backs_off_when_agreement_drops_and_recovers():
+    guard = DriftGuard(floor=0.95, sample_rate=0.1)
+    assert guard.should_sample(True, 0.05) and not guard.should_sample(False, 0.05)
+    assert not guard.should_sample(True, 0.5)
+    for _ in range(5):
+        guard.record(0.6, 32)
+    assert guard.backoff == 1.0
+    pol = AdaptiveThresholds([0.5], [0.9], sla_s=0.05, queue_ref=1)
+    pol.observe(queue_len=10)
+    pol.backoff = guard.backoff
+    assert pol.thresholds() == pytest.approx([0.9])  # pulled back to conservative despite the load
+    for _ in range(40):
+        guard.record(1.0, 32)
+    assert guard.backoff == 0.0

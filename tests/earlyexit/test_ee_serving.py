@@ -1,0 +1,127 @@
+"""Early-exit serving on Ray Serve (127.0.0.1, free port): V1 predict, knobs, overload, bad input."""
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+APP = "earlyexit-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def base(ray_local):
+    from ray import serve
+
+    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.platform.bootstrap import _serve_running, start_serve
+
+    if not _serve_running():
+        start_serve(http_port=_free_port())
+    url = deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/v1/models/mnist", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    yield url
+    serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def images():
+    from mixfleet.earlyexit.data import load_dataset
+
+    t = load_dataset("mnist", seed=0).test
+    return t.x[:64, 0], t.y[:64]
+
+
+def _predict(base, instances, **kw):
+    return httpx.post(base + "/v1/models/mnist:predict", json={"instances": instances}, timeout=60, **kw)
+
+
+def test_v1_predict_answers_like_the_model(base, images):
+    x, y = images
+    r = _predict(base, x[:16].tolist())
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 16
+    assert {"label", "confidence", "exit", "exit_name", "forced"} <= set(preds[0])
+    assert np.mean([p["label"] == t for p, t in zip(preds, y[:16])]) >= 0.9
+    one = _predict(base, [x[0][None].tolist()])  # a 1x28x28 instance is accepted too
+    assert one.status_code == 200 and one.json()["predictions"][0]["label"] == preds[0]["label"]
+    assert httpx.get(base + "/v1/models/mnist", timeout=10).json()["ready"] is True
+
+
+@pytest.mark.parametrize("body,status,words", [
+    (b"{not json", 400, "malformed JSON"),
+    (json.dumps({"inputs": []}).encode(), 400, "'instances'"),
+    (json.dumps({"instances": [[[0.0] * 27] * 28]}).encode(), 400, "instance shape (28, 27)"),
+    (json.dumps({"instances": [[[0.5] * 28] * 27 + [[0.5] * 27 + ["x"]]]}).encode(), 400, "numbers"),
+    (json.dumps({"instances": [[[0.5] * 28] * 27 + [[0.5] * 20]]}).encode(), 400, "numbers"),
+    (json.dumps({"instances": [[[2.0] * 28] * 28]}).encode(), 400, "outside [0, 1]"),
+])
+def test_bad_input_is_a_4xx_with_a_clear_message(base, body, status, words):
+    r = httpx.post(base + "/v1/models/mnist:predict", content=body, timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == status and words in r.json()["error"], r.text
+
+
+def test_nan_values_and_oversize_bodies_and_unknown_model(base):
+    nan = '{"instances": [[' + ",".join(["[" + ",".join(["NaN"] * 28) + "]"] * 28) + "]]}"
+    r = httpx.post(base + "/v1/models/mnist:predict", content=nan.encode(), timeout=30)
+    assert r.status_code == 400 and "NaN or Inf" in r.json()["error"]
+    big = b'{"instances": [' + b"0," * (3 * 1024 * 1024) + b"0]}"
+    r = httpx.post(base + "/v1/models/mnist:predict", content=big, timeout=60)
+    assert r.status_code == 413
+    r = httpx.post(base + "/v1/models/cifar:predict", json={"instances": []}, timeout=30)
+    assert r.status_code == 404 and "'mnist'" in r.json()["error"]
+    # the replica survived all of it
+    assert httpx.get(base + "/v1/models/mnist", timeout=10).status_code == 200
+
+
+def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
+    from mixfleet.earlyexit.serving import deploy
+
+    x, _ = images
+    assert _predict(base, x[:4].tolist()).status_code == 200
+    before = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
+    deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, mode="full", sla_ms=200, queue_bound=8, max_batch_size=4)
+    deadline = time.monotonic() + 30
+    stats = before
+    while time.monotonic() < deadline and stats["options"]["mode"] != "full":
+        time.sleep(0.3)
+        stats = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
+    assert stats["options"]["mode"] == "full" and stats["options"]["max_batch_size"] == 4
+    assert stats["served"] >= before["served"] > 0  # same replica, counters kept: no restart
+    preds = _predict(base, x[:8].tolist()).json()["predictions"]
+    assert all(p["exit_name"] == "final" for p in preds)
+    deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8)
+
+
+def test_past_the_queue_bound_is_429_with_retry_after(base, images):
+    x, _ = images
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as client:
+            reqs = [client.post(base + "/v1/models/mnist:predict", json={"instances": x[:4].tolist()})
+                    for _ in range(80)]
+            return await asyncio.gather(*reqs)
+
+    rs = asyncio.run(burst())
+    codes = [r.status_code for r in rs]
+    assert 200 in codes and 429 in codes, codes
+    limited = next(r for r in rs if r.status_code == 429)
+    assert int(limited.headers["retry-after"]) >= 1 and "queue bound" in limited.json()["error"]
