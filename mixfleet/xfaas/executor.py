@@ -179,11 +179,13 @@ class Executor:
 
         def eager_ok(i: int, j: int) -> bool:
             """Can ``j`` be dispatched as soon as ``i`` is, its input passed as a pending reference?
-            Only when ``i`` is its sole upstream unit, no condition sits between them, ``i`` gets no
-            retry or timeout (its failure ends the run anyway), every member of ``i`` is certain to run
+            Only when ``i`` is its sole upstream unit, no condition sits between them, neither gets a
+            retry or timeout (a failure ends the run; a timeout counts from dispatch), every member of ``i`` is certain to run
             (all its inputs taken, no condition into it) and neither is an async node."""
             pol, timeout = policy(i)
+            pol_j, timeout_j = policy(j)  # j's timeout would otherwise count i's run; its retries need i's meta
             return (upreds[j] == [i] and pol.max_attempts == 1 and timeout is None
+                    and pol_j.max_attempts == 1 and timeout_j is None
                     and state[j] == "waiting" and full_inputs.get(i, False)
                     and not any(v in units.members[i] for (_, v) in wf.conditions)  # no member of i can be skipped
                     and not any(wf.nodes[m].async_ for m in units.members[i] + units.members[j])

@@ -270,3 +270,15 @@ def test_an_imported_xfaas_dag_runs_with_stand_ins(ray_local, data_dir):
     # pass-through stand-ins: TaskE fans in B, C, D (three copies), CollectLogs passes that list on
     assert r.output == [{"size": 10}] * 3
     assert {row["node"] for row in r.nodes} == set(wf.nodes)
+
+
+def test_a_timeout_counts_the_nodes_own_run_not_its_upstream(ray_local, tmp_path):
+    # nap sleeps 1.5 s; b has a 1.2 s timeout and must not be charged nap's time
+    p = write(tmp_path, """
+name: t
+nodes:
+  - {name: nap, function: funcs.py:sleepy}
+  - {name: b, function: funcs.py:inc, timeout_s: 1.2}
+edges: [{from: nap, to: b}]
+""")
+    assert run_file(p, {"sleep_s": 1.5, "x": 1}).output["x"] == 2
