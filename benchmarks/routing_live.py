@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     from mixfleet.platform.output import atomic_write_text
 
     atomic_write_text(RESULTS / "routing_live.json", json.dumps(out, indent=2) + "\n")
-    lines = [f"# Live router vs simulator (EMULATED GPUs and engines)", "",
+    lines = ["# Live router vs simulator (EMULATED GPUs and engines)", "",
              f"{fleet.describe()}; Azure conv, first {len(rows)} requests at {args.load:.0%} of capacity "
              f"({wl.rate_req_s:.1f} req/s); loopback, streaming OpenAI completions.", "",
              "| policy | time dilation | metric | simulator s | live s | live / sim | bar |",

@@ -278,3 +278,38 @@ def test_serve_config_yaml_is_a_valid_serve_deploy_config(repo_root):
 
     with pytest.raises(Exception, match="fleet"):
         app_builder({"fleet": "no/such/fleet.yaml"})
+
+
+# -- the tiny torch engine (a real tiny model; CUDA in production, CPU here only to check the logic) -------
+def _tiny_run(device):
+    from mixfleet.routing.serve.tiny_engine import TinyTorchEngine
+
+    eng = TinyTorchEngine("T4-0", device=device, window=32)
+
+    async def go():
+        return await asyncio.gather(_collect(eng, 20, 5), _collect(eng, 7, 3))
+
+    a, b = asyncio.run(go())
+    assert [len(x) for x in (a, b)] == [5, 3] and a[-1].done and b[-1].done and a[0].first
+    assert all(0 <= t < eng.vocab for c in a + b for t in c.tokens)
+    assert eng.stats()["tokens"] == 8 and eng.in_system() == 0
+
+
+def test_tiny_torch_engine_streams_exactly_max_tokens_on_cpu():
+    _tiny_run("cpu")
+
+
+@pytest.mark.gpu
+def test_tiny_torch_engine_on_cuda():
+    _tiny_run("cuda")
+
+
+def test_tiny_torch_engine_is_refused_without_cuda():
+    import torch
+
+    from mixfleet.routing.serve.tiny_engine import check_cuda
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ClusterError, match="needs a CUDA GPU"):
+        check_cuda()

@@ -75,7 +75,14 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
     from ray import serve
 
     from mixfleet.platform.bootstrap import connect, shutdown, start_serve
-    from mixfleet.routing.serve.app import APP_NAME, GRPC_SERVICER, advertised_gpus, deploy, gpu_count_for, placements
+    from mixfleet.routing.serve.app import (
+        APP_NAME,
+        GRPC_SERVICER,
+        advertised_gpus,
+        deploy,
+        gpu_count_for,
+        placements,
+    )
 
     cluster = None
     say = console().print
