@@ -280,6 +280,38 @@ def test_overload_gives_429_with_retry_after_and_grpc_resource_exhausted(live):
     assert _completion(live, "after the storm", 3).status_code == 200  # it recovers
 
 
+def _poll(fn, timeout_s: float, every_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every_s)
+
+
+def test_a_throttled_gpu_slows_its_engine_and_the_ilp_replans(live):
+    """Telemetry path: hub condition -> the replica's engine runs slower -> router speed factor -> re-plan."""
+    from ray import serve
+
+    from mixfleet.platform.telemetry import clear_gpu_condition, set_gpu_condition, start_agents
+    from mixfleet.routing.serve import APP_NAME
+
+    start_agents()
+    victim = "V100-32GB-0"
+    st = live.stats()
+    where, solves0 = st["placement"][victim], st["policy"]["solves"]
+    engine = serve.get_deployment_handle(f"engine-{victim}", APP_NAME)
+    set_gpu_condition(where["node_id"], where["gpu_index"], 0.4)
+    try:
+        assert _poll(lambda: engine.stats.remote().result()["speed"] == 0.4, 30), "the engine never slowed down"
+        assert _poll(lambda: (lambda s: s["speed"][victim] < 0.5 and s["policy"]["solves"] > solves0)(live.stats()),
+                     30), live.stats()["speed"]
+    finally:
+        clear_gpu_condition(where["node_id"], where["gpu_index"])
+    assert _poll(lambda: engine.stats.remote().result()["speed"] == 1.0, 30)
+    assert _poll(lambda: live.stats()["speed"][victim] > 0.9, 30)  # and the router sees it recover
+
+
 def test_killing_a_replica_under_load_reroutes_or_fails_fast_and_the_plan_adapts(live):
     import ray
 
