@@ -183,3 +183,64 @@ def bench(
                  ("early exit", f"{100 * e['accuracy']:.2f}%", e["mean_latency_ms"], e["p99_latency_ms"],
                   e["flops"] / 1e6)])
     console().print("exit rates: " + ", ".join(f"{n}={100 * r:.1f}%" for n, r in zip(e["exit_names"], e["exit_rates"])))
+
+
+@app.command()
+def serve(
+    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
+    sla_ms: float = typer.Option(..., "--sla-ms", help="latency objective per request (ms)"),
+    port: int = typer.Option(8000, "--port", help="HTTP port on 127.0.0.1"),
+    mode: str = typer.Option("adaptive", help="adaptive, static, full or plain"),
+    queue_bound: int = typer.Option(256, help="requests in flight before answering 429"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: embedded)"),
+) -> None:
+    """Serve the model at POST /v1/models/mnist:predict until Ctrl-C."""
+    import time
+
+    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.platform.bootstrap import connect, shutdown, start_serve
+
+    if sla_ms <= 0:
+        raise InputError(f"--sla-ms {sla_ms} must be > 0", "pass the latency objective in ms, e.g. --sla-ms 50")
+    connect(address)
+    try:
+        start_serve(http_port=port)
+        url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound)
+        console().print(f"serving at {url}/v1/models/mnist:predict (Ctrl-C to stop)")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutdown()
+
+
+@app.command("bench-sla")
+def bench_sla(
+    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
+    sla_ms: float = typer.Option(50.0, "--sla-ms", help="latency objective per request (ms)"),
+    phase_s: float = typer.Option(4.0, "--phase-s", help="seconds per load phase (low, 1x, 3x, 5x, recover)"),
+    queue_bound: int = typer.Option(64, help="requests in flight before the replica answers 429"),
+    seed: int = typer.Option(0, help="arrival RNG seed"),
+    plot: Path | None = typer.Option(None, "--plot", help="write latency/threshold-over-time PNG here"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Open-loop Poisson bursts against one replica: full vs static vs adaptive."""
+    from mixfleet.earlyexit import slabench
+    from mixfleet.platform.bootstrap import shutdown
+
+    try:
+        out = slabench.run_sla_bench(sla_ms=sla_ms, phase_s=phase_s, seed=seed, queue_bound=queue_bound,
+                                     model_path=model_path, progress=lambda s: console().print(s))
+    finally:
+        shutdown()
+    if plot is not None:
+        slabench.plot(out, plot)
+    res = slabench.summary(out)
+    if json_out:
+        emit_json(res)
+        return
+    print_table(f"SLA {sla_ms:g} ms, capacity {out['capacity_rps']:.0f} req/s",
+                ["condition", "requests", "SLA attainment", "p50 ms", "p99 ms", "p99.99 ms", "accuracy"],
+                [(c, r["requests"], f"{100 * r['sla_attainment']:.2f}%", r["p50_ms"], r["p99_ms"], r["p99_99_ms"],
+                  f"{100 * (r['accuracy'] or 0):.2f}%") for c, r in res["conditions"].items()])

@@ -39,7 +39,7 @@ api = FastAPI(title="mixfleet early-exit (KServe V1)", docs_url=None, redoc_url=
 class ServeOptions(StrictModel):
     """The run-time knobs (``user_config``); every change applies without a restart."""
 
-    mode: Literal["adaptive", "static", "full"] = "adaptive"
+    mode: Literal["adaptive", "static", "full", "plain"] = "adaptive"  # plain: the backbone alone, no heads
     sla_ms: float = 50.0
     thresholds: list[float] | None = None  # calibrated thresholds (default: the model's)
     max_batch_size: int = 32
@@ -155,7 +155,7 @@ class EarlyExitServer:
         self.m_misses = metrics.Counter("earlyexit_sla_misses", description="requests answered after the SLA")
 
     def thresholds_now(self) -> list[float]:
-        if self.opts.mode == "full":
+        if self.opts.mode in ("full", "plain"):
             return [1.0] * self.model.n_exits
         if self.opts.mode == "static":
             return list(self.calibrated)
@@ -212,7 +212,7 @@ class EarlyExitServer:
     async def _infer(self, items: list[_Item]) -> list[list[dict]]:
         import torch
 
-        from mixfleet.earlyexit.inference import run_exits
+        from mixfleet.earlyexit.inference import ExitResult, run_exits
 
         x = torch.cat([it.x for it in items])
         deadline = min(it.arrival for it in items) + self.opts.sla_ms / 1e3
@@ -230,8 +230,11 @@ class EarlyExitServer:
         stages = [self._timed(i, s) for i, s in enumerate(self.model.stages)]
         heads = {int(k): h for k, h in self.model.heads.items()}
         with torch.no_grad():
-            r = run_exits(x, stages, heads, th, self.model.criterion, mode="release" if sample else "stop",
-                          force_exit=force)
+            if self.opts.mode == "plain":  # the baseline: a plain deployment of the backbone
+                r = ExitResult(self.model(x), torch.full((len(x),), self.model.n_exits), self.model.n_exits)
+            else:
+                r = run_exits(x, stages, heads, th, self.model.criterion, mode="release" if sample else "stop",
+                              force_exit=force)
         if sample and r.final_logits is not None:
             self.guard.record(r.agreement(), len(x))
             self.m_agreement.set(self.guard.agreement)
@@ -291,6 +294,7 @@ def build_app(model_path=None, name: str = "mnist", num_cpus: float = 1.0, **opt
     return EarlyExitServer.options(
         user_config=opts.model_dump(exclude_none=True), max_ongoing_requests=MAX_ONGOING,
         max_queued_requests=4 * MAX_ONGOING, ray_actor_options={"num_cpus": num_cpus},
+        logging_config={"enable_access_log": False},  # a log line per request costs more than an exit saves
     ).bind(path.read_bytes(), name)
 
 

@@ -16,7 +16,8 @@ def _run(repo_root, name):
 
 
 def test_every_example_is_listed(repo_root):
-    assert sorted(p.name for p in (repo_root / "examples" / "earlyexit").glob("*.py")) == sorted(EXAMPLES)
+    files = sorted(p.name for p in (repo_root / "examples" / "earlyexit").iterdir() if p.is_file())
+    assert files == sorted(EXAMPLES + ["serve_config.yaml"])
 
 
 def test_quickstart(repo_root, capsys):
@@ -34,3 +35,18 @@ def test_transformer_exits(repo_root):
 def test_batch_inference(repo_root, ray_local):
     out = _run(repo_root, "batch_inference.py")
     assert out["samples"] == 1000 and out["compute_saved"] > 0.5 and out["accuracy"] >= 0.97
+
+
+def test_serve_config_is_a_valid_serve_deploy_file(repo_root):
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from mixfleet.earlyexit.serving import ServeOptions
+    from mixfleet.platform.config import parse_model
+
+    cfg = yaml.safe_load((repo_root / "examples" / "earlyexit" / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(cfg)
+    app = schema.applications[0]
+    assert app.import_path == "mixfleet.earlyexit.serving:app_builder"
+    opts = parse_model(app.deployments[0].user_config, ServeOptions)  # unknown knobs would be rejected
+    assert opts.mode == "adaptive" and schema.http_options.host == "127.0.0.1"

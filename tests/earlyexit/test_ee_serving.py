@@ -125,3 +125,21 @@ def test_past_the_queue_bound_is_429_with_retry_after(base, images):
     assert 200 in codes and 429 in codes, codes
     limited = next(r for r in rs if r.status_code == 429)
     assert int(limited.headers["retry-after"]) >= 1 and "queue bound" in limited.json()["error"]
+
+
+def test_open_loop_load_generator_against_the_live_server(base, images):
+    from mixfleet.earlyexit.loadtest import run_condition
+
+    x, y = images
+    out = asyncio.run(run_condition(base, x, y, [("low", 20.0, 1.0), ("burst", 60.0, 1.0)], sla_ms=5000, seed=3))
+    assert out["requests"] == out["phases"]["low"]["requests"] + out["phases"]["burst"]["requests"]
+    assert out["phases"]["burst"]["requests"] > out["phases"]["low"]["requests"]  # Poisson at 3x the rate
+    assert out["accuracy"] >= 0.9 and out["sla_attainment"] > 0.5
+    assert out["timeline"] and len(out["timeline"][0]["thresholds"]) == 2
+
+
+def test_cli_bad_serving_arguments(cli):
+    r = cli("earlyexit", "bench-sla", "--sla-ms", "0", "--json")
+    assert r.returncode != 0 and "--sla-ms 0.0" in r.error_line and r.stdout == ""
+    r = cli("earlyexit", "serve", "--sla-ms", "-5")
+    assert r.returncode != 0 and "--sla-ms -5.0 must be > 0" in r.error_line
