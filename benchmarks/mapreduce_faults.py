@@ -96,7 +96,7 @@ def timeline_png(runs: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(len(runs), 1, figsize=(11, 2.0 * len(runs)), sharex=True)
     colors = {"map": "#4c72b0", "reduce": "#55a868"}
-    for ax, (name, run) in zip(axes, runs.items()):
+    for ax, (name, run) in zip(axes, runs.items(), strict=False):
         for a in run["timeline"]:
             style = dict(color=colors[a["kind"]], alpha=1.0 if a["outcome"] == "won" else 0.35,
                          edgecolor="black", hatch="//" if a["speculative"] else None)

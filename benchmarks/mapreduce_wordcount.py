@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import threading
 import time
@@ -131,7 +130,7 @@ def run_ray_data(files: list[Path], timeout_s: float) -> dict:
     ds = ray.data.read_text([str(f) for f in files]).flat_map(words).groupby("word").count()
     counts = {}
     for batch in ds.iter_batches(batch_size=65536, batch_format="pyarrow"):
-        for w, c in zip(batch.column("word").to_pylist(), batch.column("count()").to_pylist()):
+        for w, c in zip(batch.column("word").to_pylist(), batch.column("count()").to_pylist(), strict=True):
             counts[w] = c
         if time.perf_counter() - t0 > timeout_s:
             return {"elapsed_s": None, "timed_out_after_s": timeout_s, "counts": None}

@@ -233,4 +233,4 @@ def dataset_splits(dataset: Any) -> list[list[Piece]]:
 
     refs = dataset.to_arrow_refs()
     sizes = ray.get([nbytes.remote(r) for r in refs]) if refs else []
-    return [[Piece(block=r, block_kind="arrow", nbytes=n)] for r, n in zip(refs, sizes) if n]
+    return [[Piece(block=r, block_kind="arrow", nbytes=n)] for r, n in zip(refs, sizes, strict=False) if n]

@@ -39,8 +39,10 @@ from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import range_boundaries
 from mixfleet.mapreduce.outputs import abort, commit
+from mixfleet.mapreduce.recovery import Recovery
 from mixfleet.mapreduce.settings import RunConfig
 from mixfleet.mapreduce.speculation import Running, choose_backup
+from mixfleet.mapreduce.splitting import steal
 from mixfleet.mapreduce.tasks import State, Task, TaskTable
 from mixfleet.mapreduce.worker import Worker
 
@@ -51,7 +53,7 @@ class JobFailed(Exception):
         self.error = error
 
 
-class Master:
+class Master(Recovery):
     def __init__(self, job_ref: list, files: list, splits: list[list[Piece]], num_steps: int,
                  partitioners: list[str], num_reducers: int, num_workers: int, worker_cpus: float,
                  output: tuple, store: Any, cfg: RunConfig, fingerprint: str = "", incarnation: int = 0):
@@ -149,8 +151,8 @@ class Master:
                 self.phase = "reduce"
                 out = self.output if last else None
                 shuffle_fs = self.ckpt_fs if self.cfg.durable_shuffle else None
-                await self._phase(reduces, lambda t, a, w, s=step, o=out: self.workers[w].reduce.remote(
-                    t.id, a.number, s, t.index, [self._source(m, t.index) for m in maps], o, shuffle_fs))
+                await self._phase(reduces, lambda t, a, w, s=step, o=out, ms=maps, sf=shuffle_fs: self.workers[w].reduce.remote(
+                    t.id, a.number, s, t.index, [self._source(m, t.index) for m in ms], o, sf))
                 self._save(force=True)
                 if last:
                     winners = {t.index: t.result["path"] for t in reduces}
@@ -194,36 +196,6 @@ class Master:
             self._restore_done(tasks, saved or [], "reduce")
         return tasks
 
-    def _restore_done(self, tasks: list[Task], saved: list, kind: str) -> None:
-        """Mark tasks done whose checkpointed output is still reachable."""
-        import pyarrow.fs as pafs
-
-        done = {s["id"]: s for s in saved if s.get("state") == "done"}
-        if not done:
-            return
-        refs = ray.get(self.store.lookup.remote(list(done))) if kind == "map" else {}
-        for task in tasks:
-            s = done.get(task.id)
-            if s is None:
-                continue
-            result = dict(s["result"])
-            if kind == "map":
-                files = result.get("files")
-                if task.id in refs:
-                    result["refs"] = refs[task.id]
-                elif files and all(f is None or self.ckpt_fs.get_file_info(f).type == pafs.FileType.File
-                                   for f in files):
-                    result["refs"] = None
-                else:
-                    continue
-            elif self.output[0].get_file_info(result["path"]).type != pafs.FileType.File:
-                continue
-            task.state, task.result = State.DONE, result
-            self.restored["maps" if kind == "map" else "reduces"] += 1
-            self._merge_counters(result["counters"])
-            for key, n in result.get("hot", {}).items():
-                self.hot[key] = self.hot.get(key, 0) + n
-
     async def _phase(self, tasks: list[Task], launch) -> None:
         """Run ``tasks`` to completion on the pool (retries, steals, backups)."""
         inflight: dict[asyncio.Future, tuple[Task, Any, Any]] = {}
@@ -235,7 +207,7 @@ class Master:
             for i in list(idle):
                 task = next((t for t in tasks if t.state is State.PENDING), None)
                 if task is None and self.cfg.steal and kind == "map":
-                    task = self._steal(tasks)
+                    task = steal(self.table, tasks, self.files, self.cfg.chunk_bytes)
                 if task is None:
                     break
                 self._launch(task, i, launch, inflight, speculative=False)
@@ -268,7 +240,7 @@ class Master:
     def _drain(self, inflight: dict) -> None:
         """Losing attempts still running: count their time as wasted and let them stop."""
         now = time.monotonic()
-        for fut, (task, attempt, handle) in list(inflight.items()):
+        for fut, (_task, attempt, handle) in list(inflight.items()):
             self.spec["wasted_ms"] += int(1000 * (now - attempt.started))
             fut.cancel()
             self.busy.pop(attempt.worker, None)
@@ -377,37 +349,6 @@ class Master:
         task.claimed[piece] = max(task.claimed.get(piece, 0), granted)
         return granted, end
 
-    def _steal(self, tasks: list[Task]) -> Task | None:
-        """Cut the running map with the most unclaimed bytes; the tail becomes a new task."""
-        best, best_left = None, 2 * self.cfg.chunk_bytes
-        for t in tasks:
-            if t.state is not State.RUNNING or len(t.running_attempts) != 1:
-                continue
-            if any(p.block_kind or self.files[p.file].fmt == "parquet" for p in t.pieces):
-                continue
-            left = self._unclaimed(t)
-            if left > best_left:
-                best, best_left = t, left
-        if best is None:
-            return None
-        cur = max(best.claimed) if best.claimed else 0
-        piece = best.pieces[cur]
-        granted = best.claimed.get(cur, piece.start)
-        later = sum(p.size for p in best.pieces[cur + 1:])
-        cut = min(piece.end, max(granted, piece.end + later - best_left // 2))
-        tail = ([Piece(piece.file, cut, piece.end)] if cut < piece.end else []) + best.pieces[cur + 1:]
-        best.pieces = best.pieces[:cur] + [Piece(piece.file, piece.start, cut)]
-        best.size -= sum(p.size for p in tail)
-        new = self.table.add(Task(f"{best.id}.{len(self.table.tasks)}", "map", len(tasks), tail,
-                                  size=sum(p.size for p in tail)))
-        tasks.append(new)
-        return new
-
-    def _unclaimed(self, t: Task) -> int:
-        cur = max(t.claimed) if t.claimed else 0
-        piece = t.pieces[cur]
-        return piece.end - t.claimed.get(cur, piece.start) + sum(p.size for p in t.pieces[cur + 1:])
-
     # --- range partitioner ----------------------------------------------------------
     async def _sample(self, step: int, splits: list[list[Piece]]) -> list:
         self.phase = "sample"
@@ -424,33 +365,6 @@ class Master:
         for keys in await asyncio.gather(*[_await(c) for c in calls]):
             sample += keys
         return range_boundaries(sample, self.num_reducers)
-
-    # --- checkpoint -------------------------------------------------------------------
-    def _restore_stats(self) -> None:
-        s = self.saved.get("stats", {})
-        self.table.launched += s.get("launched", 0)
-        self.table.failed_attempts += s.get("failed", 0)
-        self.table.speculative += s.get("speculative", 0)
-        for kind, n in s.get("launched_by_kind", {}).items():
-            self.table.launched_by_kind[kind] = self.table.launched_by_kind.get(kind, 0) + n
-        for k, v in s.get("spec", {}).items():
-            self.spec[k] = self.spec.get(k, 0) + v
-
-    def _save(self, force: bool = False) -> None:
-        if not self.cfg.checkpoint or (not force and time.monotonic() - self.last_save < self.cfg.checkpoint_every_s):
-            return
-        self.last_save = time.monotonic()
-        steps = {}
-        for step, st in self.step_state.items():
-            steps[step] = {"boundaries": st.get("boundaries"),
-                           "maps": [_task_json(t) for t in st.get("maps", [])],
-                           "reduces": [_task_json(t) for t in st.get("reduces", [])]}
-        t = self.table  # totals include the restored incarnations' (see _restore_stats)
-        stats = {"launched": t.launched, "failed": t.failed_attempts, "speculative": t.speculative,
-                 "launched_by_kind": t.launched_by_kind, "spec": dict(self.spec)}
-        ckpt.save(self.ckpt_fs, self.ckpt_path, {"fingerprint": self.fingerprint, "phase": self.phase,
-                                                 "step": self.step, "incarnation": self.incarnation,
-                                                 "steps": steps, "stats": stats})
 
     # --- reporting ---------------------------------------------------------------------
     def status(self) -> dict:
@@ -486,15 +400,6 @@ class Master:
                  "end": (a.finished or time.monotonic()) - self.t0, "outcome": a.outcome,
                  "speculative": a.speculative}
                 for t in self.table.tasks.values() for a in t.attempts]
-
-
-def _task_json(t: Task) -> dict:
-    result = None
-    if t.state is State.DONE and t.result is not None:
-        result = {k: v for k, v in t.result.items() if k not in ("refs", "block", "error")}
-        result["hot"] = {str(k): v for k, v in result.get("hot", {}).items()}
-    return {"id": t.id, "index": t.index, "state": t.state.value,
-            "pieces": [ckpt.piece_to_json(p) for p in t.pieces], "result": result}
 
 
 async def _await(ref):

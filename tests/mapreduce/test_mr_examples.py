@@ -52,6 +52,7 @@ def test_terasort_is_totally_ordered_and_a_permutation(ray_local, tmp_path):
     terasort.generate(str(src), 30_000, seed=7)
     assert all(len(line) == 100 for line in src.read_bytes().splitlines(keepends=True)[:100])
     result = run(terasort.TeraSort, [str(src)], str(tmp_path / "out"), num_reducers=4, split_bytes=600_000)
+    assert result.reduce_tasks == 4 and result.map_tasks >= 5
     parts = sorted(str(p) for p in (tmp_path / "out").glob("part-r-*"))
     assert len(parts) == 4
     sizes = [Path(p).stat().st_size for p in parts]

@@ -30,8 +30,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def s3():
-    from moto.server import ThreadedMotoServer
     import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
