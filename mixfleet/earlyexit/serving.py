@@ -207,6 +207,45 @@ class EarlyExitServer:
             self.inflight -= 1
         return {"predictions": preds}
 
+    # -- gRPC (through Serve's gRPC proxy; metadata "application" selects the app) --------------
+    async def Predict(self, request, grpc_context=None):
+        """``EarlyExitService.Predict``: same schema as the HTTP API; errors map to gRPC codes."""
+        import grpc
+        import torch
+
+        from mixfleet.earlyexit.proto import earlyexit_pb2 as pb
+
+        def fail(code, msg: str, retry_after: float | None = None):
+            if grpc_context is not None:
+                grpc_context.set_code(code)
+                grpc_context.set_details(msg)
+                if retry_after is not None:
+                    grpc_context.set_trailing_metadata([("retry-after", str(max(1, math.ceil(retry_after))))])
+            return pb.PredictResponse()
+
+        arrival = time.monotonic()
+        if request.model and request.model != self.name:
+            return fail(grpc.StatusCode.NOT_FOUND, f"model '{request.model}' is not served here ('{self.name}')")
+        if self.inflight >= self.opts.queue_bound:
+            return fail(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server is at its queue bound ({self.opts.queue_bound})",
+                        retry_after=1.0)
+        side = int(np.prod(self.model.input_shape[1:]))
+        rows = [list(i.pixels) for i in request.instances]
+        if any(len(r) != side for r in rows):
+            return fail(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"each instance needs {side} pixels (a flattened 28x28 image)")
+        try:
+            x = parse_instances({"instances": np.asarray(rows, dtype=np.float32).reshape(
+                -1, *self.model.input_shape[1:]).tolist()}, self.model.input_shape, self.opts.max_instances)
+        except (InputError, ValueError) as exc:
+            return fail(grpc.StatusCode.INVALID_ARGUMENT, exc.one_line() if isinstance(exc, InputError) else str(exc))
+        self.inflight += 1
+        try:
+            preds = await self._infer(_Item(torch.from_numpy(x), arrival))
+        finally:
+            self.inflight -= 1
+        return pb.PredictResponse(predictions=[pb.Prediction(**p) for p in preds])
+
     # -- batched inference -----------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _infer(self, items: list[_Item]) -> list[list[dict]]:
@@ -300,6 +339,7 @@ def build_app(model_path=None, name: str = "mnist", num_cpus: float = 1.0, **opt
 
 MAX_ONGOING = 1024  # Serve's own cap; the replica's queue_bound (a run-time knob) admits fewer
 IMPORT_PATH = "mixfleet.earlyexit.serving:app_builder"
+GRPC_SERVICER = "mixfleet.earlyexit.proto.earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server"
 
 
 def app_builder(args: dict):
@@ -344,3 +384,13 @@ def http_port() -> int:
     from ray.serve.context import _get_global_client
 
     return int(ray.get(_get_global_client()._controller.get_http_config.remote()).port)
+
+
+def grpc_port() -> int | None:
+    """The gRPC port of the running Serve instance, if it was started with this module's servicer."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    cfg = ray.get(_get_global_client()._controller.get_grpc_config.remote())
+    port = getattr(cfg, "port", None)
+    return int(port) if port and GRPC_SERVICER in list(getattr(cfg, "grpc_servicer_functions", []) or []) else None

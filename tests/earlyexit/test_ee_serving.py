@@ -25,8 +25,12 @@ def base(ray_local):
     from mixfleet.earlyexit.serving import deploy
     from mixfleet.platform.bootstrap import _serve_running, start_serve
 
+    from mixfleet.earlyexit.serving import GRPC_SERVICER, grpc_port
+
+    if _serve_running() and grpc_port() is None:  # up without our gRPC servicer: restart it (fresh ports)
+        serve.shutdown()
     if not _serve_running():
-        start_serve(http_port=_free_port())
+        start_serve(http_port=_free_port(), grpc_port=_free_port(), grpc_servicer_functions=[GRPC_SERVICER])
     url = deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -143,3 +147,39 @@ def test_cli_bad_serving_arguments(cli):
     assert r.returncode != 0 and "--sla-ms 0.0" in r.error_line and r.stdout == ""
     r = cli("earlyexit", "serve", "--sla-ms", "-5")
     assert r.returncode != 0 and "--sla-ms -5.0 must be > 0" in r.error_line
+
+
+def test_grpc_predict_through_serves_proxy(base, images):
+    import grpc
+
+    from mixfleet.earlyexit.proto import earlyexit_pb2 as pb
+    from mixfleet.earlyexit.proto import earlyexit_pb2_grpc as pbg
+    from mixfleet.earlyexit.serving import grpc_port
+
+    x, y = images
+    meta = (("application", APP),)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port()}") as ch:
+        stub = pbg.EarlyExitServiceStub(ch)
+        req = pb.PredictRequest(model="mnist", instances=[pb.Instance(pixels=img.ravel().tolist()) for img in x[:8]])
+        resp = stub.Predict(req, metadata=meta, timeout=60)
+        http = _predict(base, x[:8].tolist()).json()["predictions"]
+        assert [p.label for p in resp.predictions] == [p["label"] for p in http]  # same answers as HTTP
+        assert [p.exit for p in resp.predictions] == [p["exit"] for p in http]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(pb.PredictRequest(model="mnist", instances=[pb.Instance(pixels=[0.5] * 10)]),
+                         metadata=meta, timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "784 pixels" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(pb.PredictRequest(model="mnist", instances=[pb.Instance(pixels=[float("nan")] * 784)]),
+                         metadata=meta, timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NaN" in err.value.details()
+        futures = [stub.Predict.future(pb.PredictRequest(model="mnist", instances=[
+            pb.Instance(pixels=img.ravel().tolist()) for img in x[:4]]), metadata=meta, timeout=120) for _ in range(80)]
+        codes = []
+        for f in futures:
+            try:
+                f.result()
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+        assert grpc.StatusCode.OK in codes and grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
