@@ -62,28 +62,39 @@ def read_config_file(path: str | Path, *, what: str = "config file") -> Any:
         raise ConfigError(f"malformed YAML in '{p}'{where}: {problem}", "fix the syntax") from None
 
 
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """Walk ``loc`` through nested pydantic models to the one holding the last key."""
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """The model inside ``Optional``/``list``/``dict`` annotations, and whether a dict key comes next."""
     import typing
 
+    keyed = False
+    for _ in range(4):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            break
+        origin = typing.get_origin(annotation)
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if not args:
+            break
+        keyed = keyed or origin in (dict, typing.Mapping) or getattr(origin, "__name__", "") == "Mapping"
+        annotation = args[-1]
+    return annotation, keyed
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """Walk ``loc`` through nested pydantic models to the one holding the last key."""
     current: Any = model
+    skip_key = False
     for part in loc[:-1]:
         if isinstance(part, int):
+            continue
+        if skip_key:  # a key of a dict[str, Model]: the model is already current
+            skip_key = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = current.model_fields.get(str(part))
         if field is None:
             return None
-        current = field.annotation
-        # unwrap Optional[...] / list[...] / dict[str, ...] to the model inside
-        for _ in range(3):
-            args = [a for a in typing.get_args(current) if a is not type(None)]
-            if isinstance(current, type) and issubclass(current, BaseModel):
-                break
-            if not args:
-                break
-            current = args[-1]
+        current, skip_key = _unwrap(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return current
     return None

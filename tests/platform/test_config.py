@@ -68,3 +68,18 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 def test_registry_miss_lists_valid_names():
     err = unknown_name("policy", "pow3", ["pow2", "round_robin"])
     assert "did you mean 'pow2'" in str(err) and "round_robin" in str(err)
+
+
+class Cloud(StrictModel):
+    speed: float = 1.0
+
+
+class Clouds(StrictModel):
+    clouds: dict[str, Cloud]
+
+
+def test_unknown_key_inside_a_dict_of_models_suggests_the_right_one(tmp_path):
+    p = tmp_path / "clouds.yaml"
+    p.write_text("clouds:\n  aws: {spead: 2}\n")
+    with pytest.raises(ConfigError, match=r"clouds\.aws\.spead.*did you mean 'speed'"):
+        load_model(p, Clouds)
