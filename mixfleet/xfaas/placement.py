@@ -45,16 +45,10 @@ def unit_allowed(workflow, units: UnitGraph, clouds) -> list[list[str]]:
 
 
 def _solve(model, what: str, time_limit_s: float):
-    """Solve through the shared Solver. Pyomo's output capture deadlocks when ``sys.stdout`` is the
-    stderr stream (as under ``--json``), so the real stdout is restored for the call; HiGHS's log is
-    captured by Pyomo, not printed (stream_solver is off)."""
-    import contextlib
-    import sys
-
+    """Solve through the shared Solver (which itself guards against the ``--json`` stdout redirect)."""
     from mixfleet.platform.ilp import Solver
 
-    with contextlib.redirect_stdout(sys.__stdout__ or sys.stdout):
-        return Solver(time_limit_s=time_limit_s).solve(model, what=what)
+    return Solver(time_limit_s=time_limit_s).solve(model, what=what)
 
 
 def build_model(workflow, profile: Profile, units: UnitGraph, *, lam: float = 0.0, budget: float | None = None):
