@@ -190,6 +190,7 @@ def serve(
     model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
     sla_ms: float = typer.Option(..., "--sla-ms", help="latency objective per request (ms)"),
     port: int = typer.Option(8000, "--port", help="HTTP port on 127.0.0.1"),
+    grpc_port: int | None = typer.Option(None, "--grpc-port", help="also serve gRPC Predict on this port"),
     mode: str = typer.Option("adaptive", help="adaptive, static, full or plain"),
     queue_bound: int = typer.Option(256, help="requests in flight before answering 429"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: embedded)"),
@@ -204,9 +205,14 @@ def serve(
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "pass the latency objective in ms, e.g. --sla-ms 50")
     connect(address)
     try:
-        start_serve(http_port=port)
+        from mixfleet.earlyexit.serving import GRPC_SERVICER
+
+        start_serve(http_port=port, grpc_port=grpc_port,
+                    grpc_servicer_functions=[GRPC_SERVICER] if grpc_port else None)
         url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound)
-        console().print(f"serving at {url}/v1/models/mnist:predict (Ctrl-C to stop)")
+        console().print(f"serving at {url}/v1/models/mnist:predict" +
+                        (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "") +
+                        " (Ctrl-C to stop)")
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

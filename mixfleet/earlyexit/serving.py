@@ -268,12 +268,16 @@ class EarlyExitServer:
 
         stages = [self._timed(i, s) for i, s in enumerate(self.model.stages)]
         heads = {int(k): h for k, h in self.model.heads.items()}
-        with torch.no_grad():
-            if self.opts.mode == "plain":  # the baseline: a plain deployment of the backbone
-                r = ExitResult(self.model(x), torch.full((len(x),), self.model.n_exits), self.model.n_exits)
-            else:
-                r = run_exits(x, stages, heads, th, self.model.criterion, mode="release" if sample else "stop",
-                              force_exit=force)
+        def compute():
+            with torch.no_grad():
+                if self.opts.mode == "plain":  # the baseline: a plain deployment of the backbone
+                    return ExitResult(self.model(x), torch.full((len(x),), self.model.n_exits), self.model.n_exits)
+                return run_exits(x, stages, heads, th, self.model.criterion, mode="release" if sample else "stop",
+                                 force_exit=force)
+
+        # off the event loop, so the replica keeps admitting (or shedding) requests while it computes;
+        # serve.batch runs one batch at a time, so the controller state is never touched concurrently
+        r = await asyncio.to_thread(compute)
         if sample and r.final_logits is not None:
             self.guard.record(r.agreement(), len(x))
             self.m_agreement.set(self.guard.agreement)
@@ -289,7 +293,6 @@ class EarlyExitServer:
             i += n
             lat.append(now - it.arrival)
         self._account(ex, forced, lat, th)
-        await asyncio.sleep(0)
         return out
 
     def _timed(self, i: int, stage):
@@ -321,8 +324,13 @@ class EarlyExitServer:
             self.m_threshold.set(t, tags={"exit": str(k)})
 
 
-def build_app(model_path=None, name: str = "mnist", num_cpus: float = 1.0, **options):
-    """A bound Serve application for ``serve.run`` (options: :class:`ServeOptions` fields)."""
+def build_app(model_path=None, name: str = "mnist", num_cpus: float = 1.0, num_gpus: float = 0.0,
+              accelerator_type: str | None = None, **options):
+    """A bound Serve application for ``serve.run`` (options: :class:`ServeOptions` fields).
+
+    ``accelerator_type`` (a Ray name such as ``"A100"``) pins replicas to GPUs of that type when the
+    cluster has them; on CPU-only machines leave it unset.
+    """
     from pathlib import Path
 
     from mixfleet.earlyexit.persist import default_model_path, read
@@ -332,7 +340,9 @@ def build_app(model_path=None, name: str = "mnist", num_cpus: float = 1.0, **opt
     opts = parse_model(options, ServeOptions, source="serve options")
     return EarlyExitServer.options(
         user_config=opts.model_dump(exclude_none=True), max_ongoing_requests=MAX_ONGOING,
-        max_queued_requests=4 * MAX_ONGOING, ray_actor_options={"num_cpus": num_cpus},
+        max_queued_requests=4 * MAX_ONGOING,
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus,
+                           **({"accelerator_type": accelerator_type} if accelerator_type else {})},
         logging_config={"enable_access_log": False},  # a log line per request costs more than an exit saves
     ).bind(path.read_bytes(), name)
 
@@ -350,7 +360,7 @@ def app_builder(args: dict):
     """
     args = dict(args or {})
     return build_app(args.pop("model", None), args.pop("name", "mnist"), float(args.pop("num_cpus", 1.0)),
-                     **args)
+                     float(args.pop("num_gpus", 0.0)), args.pop("accelerator_type", None), **args)
 
 
 def deploy(model_path=None, *, app_name: str = "earlyexit", route_prefix: str = "/", name: str = "mnist",
