@@ -118,9 +118,11 @@ class Ingress:
         from mixfleet.routing.serve.emulated_engine import EngineOverloaded
 
         gen = self.handles[i].options(stream=True).generate.remote(req.prompt_tokens, req.max_tokens)
+        finished = False
         try:
             async for chunk in gen:
                 yield chunk
+            finished = True
         except EngineOverloaded as exc:
             raise ReplicaBusy(str(exc), exc.retry_after_s) from None
         except BackPressureError as exc:
@@ -129,6 +131,9 @@ class Ingress:
             if _is_replica_down(exc):
                 raise ReplicaDown(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
             raise
+        finally:
+            if not finished:
+                gen.cancel()  # no-op for a finished or failed request; frees the handle for an abandoned one
 
     # -- slow loop --------------------------------------------------------------------------
     def _ensure_loop(self) -> None:
