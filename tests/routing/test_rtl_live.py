@@ -42,14 +42,14 @@ class Live:
 def live(ray_cluster):
     from ray import serve
 
-    from mixfleet.platform.bootstrap import _serve_running, start_serve
+    from mixfleet.platform.bootstrap import start_serve
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
-    from mixfleet.routing.serve.app import GRPC_SERVICER, serve_ports
+    from mixfleet.routing.serve.app import GRPC_SERVICER, running_serve_ports, serve_ports
 
-    ports = serve_ports() if _serve_running() else (None, None)
+    ports = running_serve_ports() or (None, None)
     if ports[1] is None:  # Serve is not up, or up without our gRPC servicer: (re)start it on free ports
-        if _serve_running():
+        if ports[0] is not None:
             serve.shutdown()
         start_serve(http_port=_free_port(), grpc_port=_free_port(), grpc_servicer_functions=[GRPC_SERVICER])
         ports = serve_ports()

@@ -174,7 +174,11 @@ def deploy(fleet, options: ServeOptions | dict | None = None, *, name: str = APP
 
 
 def serve_ports() -> tuple[int, int | None]:
-    """The HTTP and gRPC ports the running Serve instance listens on."""
+    """The HTTP port of the running Serve instance, and its gRPC port if it serves our ``LLMService``.
+
+    gRPC servicers are fixed when Serve starts: a Serve started by someone else without
+    ``GRPC_SERVICER`` cannot serve ``Generate`` (the gRPC port is then ``None``).
+    """
     import ray
     from ray.serve.context import _get_global_client
 
@@ -182,7 +186,16 @@ def serve_ports() -> tuple[int, int | None]:
     http = ray.get(client._controller.get_http_config.remote())
     grpc_cfg = ray.get(client._controller.get_grpc_config.remote())
     port = getattr(grpc_cfg, "port", None)
-    return int(http.port), (int(port) if port and getattr(grpc_cfg, "grpc_servicer_functions", None) else None)
+    ours = GRPC_SERVICER in (getattr(grpc_cfg, "grpc_servicer_functions", None) or [])
+    return int(http.port), (int(port) if port and ours else None)
+
+
+def running_serve_ports() -> tuple[int, int | None] | None:
+    """:func:`serve_ports` if Serve runs on the connected cluster, else ``None``."""
+    try:
+        return serve_ports()
+    except Exception:  # no Serve controller (RayServeException) or it is going away
+        return None
 
 
 def gpu_count_for(fleet, gpus_per_replica: float) -> dict[str, int]:

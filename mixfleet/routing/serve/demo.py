@@ -28,15 +28,15 @@ def step(ctx) -> dict:
     import openai
     from ray import serve
 
-    from mixfleet.platform.bootstrap import _serve_running, connect, start_serve
+    from mixfleet.platform.bootstrap import connect, start_serve
     from mixfleet.platform.output import print_table
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
-    from mixfleet.routing.serve.app import serve_ports
+    from mixfleet.routing.serve.app import running_serve_ports, serve_ports
     from mixfleet.routing.traces import open_trace
 
     connect(ctx.address)
-    started = not _serve_running()
+    started = running_serve_ports() is None
     if started:
         start_serve(http_port=_free_port())
     port = serve_ports()[0]
