@@ -18,7 +18,6 @@ criterion calibrated the same way.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -120,7 +120,7 @@ def plot_tradeoff(points: list[dict], path, batch_size: int):
     right.plot([p["full_latency_ms"] for p in pts], [100 * p["full_accuracy"] for p in pts], "s", color="k",
                label="full model")
     right.set_xlabel(f"mean latency per batch of {batch_size} (ms, 1 torch thread)")
-    for p, a in zip(pts, acc):
+    for p, a in zip(pts, acc, strict=True):
         left.annotate(f"{100 * p['eps']:g}pt", (p["relative_flops"], a), fontsize=7, xytext=(3, 3),
                       textcoords="offset points")
     for ax in (left, right):

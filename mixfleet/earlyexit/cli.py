@@ -82,7 +82,7 @@ def train(
          extra={"dataset": key, "seed": seed, "mode": "heads" if heads_only else "joint", "epochs": epochs})
     result = {"model": str(out), "dataset": key, "mode": "heads" if heads_only else "joint",
               "train_seconds": report["seconds"], "final_loss": report["loss"][-1],
-              "test_accuracy_per_exit": dict(zip(model.exit_names + ["final"], accs)),
+              "test_accuracy_per_exit": dict(zip(model.exit_names + ["final"], accs, strict=True)),
               "thresholds": cal.thresholds, "calibration_relative_flops": cal.relative_flops}
     if json_out:
         emit_json(result)
@@ -182,7 +182,7 @@ def bench(
                 [("full", f"{100 * f['accuracy']:.2f}%", f["mean_latency_ms"], f["p99_latency_ms"], f["flops"] / 1e6),
                  ("early exit", f"{100 * e['accuracy']:.2f}%", e["mean_latency_ms"], e["p99_latency_ms"],
                   e["flops"] / 1e6)])
-    console().print("exit rates: " + ", ".join(f"{n}={100 * r:.1f}%" for n, r in zip(e["exit_names"], e["exit_rates"])))
+    console().print("exit rates: " + ", ".join(f"{n}={100 * r:.1f}%" for n, r in zip(e["exit_names"], e["exit_rates"], strict=True)))
 
 
 @app.command()

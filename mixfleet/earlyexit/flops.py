@@ -52,4 +52,4 @@ def exit_costs(model) -> dict:
 def expected_flops(costs: dict, exit_counts) -> float:
     """Mean FLOPs per sample given how many samples left at each exit."""
     total = sum(exit_counts)
-    return sum(c * n for c, n in zip(costs["exits"], exit_counts)) / max(total, 1)
+    return sum(c * n for c, n in zip(costs["exits"], exit_counts, strict=True)) / max(total, 1)

@@ -54,7 +54,7 @@ def check_input(x, input_shape: Sequence[int | None], dtype: torch.dtype = torch
 
 
 def _matches(shape: tuple[int, ...], spec: Sequence[int | None]) -> bool:
-    return len(shape) == len(spec) and all(d is None or d == s for s, d in zip(shape, spec))
+    return len(shape) == len(spec) and all(d is None or d == s for s, d in zip(shape, spec, strict=True))
 
 
 def check_thresholds(thresholds, n_exits: int, names: Sequence[str] | None = None) -> list[float]:

@@ -86,7 +86,7 @@ def plot(out: dict, path) -> None:
 
     conds = [c for c in ("full", "static", "adaptive") if c in out["conditions"]]
     fig, axes = plt.subplots(len(conds), 1, figsize=(9, 2.6 * len(conds)), sharex=True)
-    for ax, c in zip(np.atleast_1d(axes), conds):
+    for ax, c in zip(np.atleast_1d(axes), conds, strict=True):
         r = out["conditions"][c]
         t = np.asarray(r["send_times"])
         lat = np.asarray([np.nan if v is None else v for v in r["latencies_ms"]], dtype=float)

@@ -68,7 +68,7 @@ def train_joint(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, lr: fl
         for idx in _batches(len(yt), batch_size, gen):
             xb = augment(xt[idx], gen) if augment_images and xt.ndim == 4 else xt[idx]
             outs = model.forward_all(xb)
-            loss = sum(wk * F.cross_entropy(o, yt[idx]) for wk, o in zip(w, outs)) / sum(w)
+            loss = sum(wk * F.cross_entropy(o, yt[idx]) for wk, o in zip(w, outs, strict=True)) / sum(w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -114,7 +114,7 @@ def train_heads(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 20, lr: fl
                 h.train()
             total = 0.0
             for idx in _batches(len(yt), batch_size, gen):
-                loss = sum(F.cross_entropy(h(f[idx]), yt[idx]) for h, f in zip(heads, feats)) / len(heads)
+                loss = sum(F.cross_entropy(h(f[idx]), yt[idx]) for h, f in zip(heads, feats, strict=True)) / len(heads)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -2,8 +2,6 @@
 
 import importlib.util
 
-import pytest
-
 EXAMPLES = ["quickstart.py", "transformer_exits.py", "batch_inference.py"]
 
 

@@ -22,10 +22,8 @@ def _free_port() -> int:
 def base(ray_local):
     from ray import serve
 
-    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.earlyexit.serving import GRPC_SERVICER, deploy, grpc_port
     from mixfleet.platform.bootstrap import _serve_running, start_serve
-
-    from mixfleet.earlyexit.serving import GRPC_SERVICER, grpc_port
 
     if _serve_running() and grpc_port() is None:  # up without our gRPC servicer: restart it (fresh ports)
         serve.shutdown()
@@ -63,7 +61,7 @@ def test_v1_predict_answers_like_the_model(base, images):
     preds = r.json()["predictions"]
     assert len(preds) == 16
     assert {"label", "confidence", "exit", "exit_name", "forced"} <= set(preds[0])
-    assert np.mean([p["label"] == t for p, t in zip(preds, y[:16])]) >= 0.9
+    assert np.mean([p["label"] == t for p, t in zip(preds, y[:16], strict=True)]) >= 0.9
     one = _predict(base, [x[0][None].tolist()])  # a 1x28x28 instance is accepted too
     assert one.status_code == 200 and one.json()["predictions"][0]["label"] == preds[0]["label"]
     assert httpx.get(base + "/v1/models/mnist", timeout=10).json()["ready"] is True
