@@ -136,13 +136,50 @@ def shutdown() -> None:
     _current = None
 
 
-def _serve_running() -> bool:
+# Serve fixes its gRPC servicers when it starts, so every mixfleet gRPC
+# service is registered whenever mixfleet starts Serve: the routing and the
+# early-exit apps can then share one Serve instance (the proxy imports these
+# lazily, by name).
+GRPC_SERVICERS: tuple[str, ...] = (
+    "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server",
+    "mixfleet.earlyexit.proto.earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server",
+)
+
+
+@dataclass(frozen=True)
+class ServePorts:
+    """Where a running Serve listens, and which gRPC servicers its proxy has."""
+
+    http_port: int
+    grpc_port: int | None
+    grpc_servicers: tuple[str, ...]
+
+    def grpc_port_for(self, servicer: str) -> int | None:
+        """The gRPC port if the proxy serves ``servicer``, else ``None``."""
+        return self.grpc_port if servicer in self.grpc_servicers else None
+
+
+def serve_ports() -> ServePorts | None:
+    """The running Serve's ports on the connected cluster, or ``None`` if Serve is not running."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
     try:
         from ray.serve.context import _get_global_client
 
-        return _get_global_client(_health_check_controller=False) is not None
-    except Exception:
-        return False
+        client = _get_global_client()
+        http = ray.get(client._controller.get_http_config.remote(), timeout=30)
+        grpc = ray.get(client._controller.get_grpc_config.remote(), timeout=30)
+    except Exception:  # no Serve controller on this cluster, or it is going away
+        return None
+    port = getattr(grpc, "port", None)
+    return ServePorts(int(http.port), int(port) if port else None,
+                      tuple(getattr(grpc, "grpc_servicer_functions", None) or ()))
+
+
+def _serve_running() -> bool:
+    return serve_ports() is not None
 
 
 def start_serve(
@@ -155,7 +192,9 @@ def start_serve(
     """Start Ray Serve's proxies, bound to loopback unless asked otherwise.
 
     The proxy runs on the head node only: an emulated multi-node cluster
-    shares one host, and a proxy per node would fight over the port.
+    shares one host, and a proxy per node would fight over the port. With a
+    gRPC port, every mixfleet servicer (:data:`GRPC_SERVICERS`) is registered
+    besides ``grpc_servicer_functions``.
     """
     from ray import serve
 
@@ -163,8 +202,6 @@ def start_serve(
     http_options = {"host": http_host, "port": http_port, "location": "HeadOnly"}
     kwargs: dict = {"http_options": http_options}
     if grpc_port is not None:
-        kwargs["grpc_options"] = {
-            "port": grpc_port,
-            "grpc_servicer_functions": list(grpc_servicer_functions or []),
-        }
+        servicers = list(dict.fromkeys([*GRPC_SERVICERS, *(grpc_servicer_functions or [])]))
+        kwargs["grpc_options"] = {"port": grpc_port, "grpc_servicer_functions": servicers}
     serve.start(**kwargs)
