@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from mixfleet.platform.bootstrap import free_port
 
 FLEET = {"model": "llama-3.2-3b", "pools": [{"gpu": "A100-80GB", "count": 1}, {"gpu": "V100-32GB", "count": 1},
                                             {"gpu": "T4", "count": 2}]}
@@ -36,10 +37,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BAR = 0.15
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pct(xs, q) -> float:
@@ -186,7 +183,7 @@ def main(argv=None) -> int:
     runs = []
     try:
         connect(cluster.address)
-        port = _free_port()
+        port = free_port()
         start_serve(http_port=port)
         for name in policies:
             sim = None

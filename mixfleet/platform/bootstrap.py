@@ -178,6 +178,13 @@ def serve_ports() -> ServePorts | None:
                       tuple(getattr(grpc, "grpc_servicer_functions", None) or ()))
 
 
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free on ``host`` right now (for tests, demos and benchmarks)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def _serve_running() -> bool:
     return serve_ports() is not None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,7 @@ import time
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from mixfleet.platform.bootstrap import free_port
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -36,7 +31,7 @@ def test_serve_bad_input_is_one_error_line(cli, args, needle):
 def test_serve_emulate_serves_and_stops_cleanly_on_ctrl_c(repo_root, tmp_path):
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("model: llama-3.2-3b\npools:\n  - gpu: A100-80GB\n    count: 1\n  - gpu: T4\n    count: 1\n")
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen([sys.executable, "-m", "mixfleet", "routing", "serve", "--fleet", str(fleet), "--emulate",
                              "--port", str(port), "--grpc-port", str(grpc_port), "--json"], cwd=repo_root, env=env,

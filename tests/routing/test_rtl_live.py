@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 
 import httpx
@@ -23,10 +22,6 @@ FLEET = {"model": MODEL, "pools": [{"gpu": "A100-80GB", "count": 1}, {"gpu": "V1
 BOUND = 16
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Live:
@@ -42,20 +37,20 @@ class Live:
 def live(ray_cluster):
     from ray import serve
 
-    from mixfleet.platform.bootstrap import start_serve
+    from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
-    from mixfleet.routing.serve.app import GRPC_SERVICER, running_serve_ports, serve_ports
+    from mixfleet.routing.serve.app import GRPC_SERVICER
 
-    ports = running_serve_ports() or (None, None)
-    if ports[1] is None:  # Serve is not up, or up without our gRPC servicer: (re)start it on free ports
-        if ports[0] is not None:
+    ports = serve_ports()
+    if ports is None or ports.grpc_port_for(GRPC_SERVICER) is None:  # not up, or up without gRPC
+        if ports is not None:
             serve.shutdown()
-        start_serve(http_port=_free_port(), grpc_port=_free_port(), grpc_servicer_functions=[GRPC_SERVICER])
+        start_serve(http_port=free_port(), grpc_port=free_port())
         ports = serve_ports()
     fleet = fleet_from_dict(FLEET)
     deploy(fleet, ServeOptions(max_outstanding=BOUND, max_waiting=8, telemetry_interval_s=1.0))
-    lv = Live(fleet, *ports)
+    lv = Live(fleet, ports.http_port, ports.grpc_port_for(GRPC_SERVICER))
     deadline = time.monotonic() + 60
     while len(lv.stats()["placement"]) < len(fleet.replicas) and time.monotonic() < deadline:
         time.sleep(0.5)

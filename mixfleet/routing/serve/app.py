@@ -173,31 +173,6 @@ def deploy(fleet, options: ServeOptions | dict | None = None, *, name: str = APP
     return serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
 
 
-def serve_ports() -> tuple[int, int | None]:
-    """The HTTP port of the running Serve instance, and its gRPC port if it serves our ``LLMService``.
-
-    gRPC servicers are fixed when Serve starts: a Serve started by someone else without
-    ``GRPC_SERVICER`` cannot serve ``Generate`` (the gRPC port is then ``None``).
-    """
-    import ray
-    from ray.serve.context import _get_global_client
-
-    client = _get_global_client()
-    http = ray.get(client._controller.get_http_config.remote())
-    grpc_cfg = ray.get(client._controller.get_grpc_config.remote())
-    port = getattr(grpc_cfg, "port", None)
-    ours = GRPC_SERVICER in (getattr(grpc_cfg, "grpc_servicer_functions", None) or [])
-    return int(http.port), (int(port) if port and ours else None)
-
-
-def running_serve_ports() -> tuple[int, int | None] | None:
-    """:func:`serve_ports` if Serve runs on the connected cluster, else ``None``."""
-    try:
-        return serve_ports()
-    except Exception:  # no Serve controller (RayServeException) or it is going away
-        return None
-
-
 def gpu_count_for(fleet, gpus_per_replica: float) -> dict[str, int]:
     """GPUs per Ray accelerator type that an emulated cluster needs for this fleet."""
     need: dict[str, float] = {}

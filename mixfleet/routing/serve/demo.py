@@ -9,7 +9,6 @@ and everything this step started is torn down before the next step.
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,28 +17,21 @@ DEMO_FLEET = {"model": "llama-3.2-3b", "pools": [{"gpu": "A100-80GB", "count": 1
 N_REQUESTS = 24
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def step(ctx) -> dict:
     import openai
     from ray import serve
 
-    from mixfleet.platform.bootstrap import connect, start_serve
+    from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
     from mixfleet.platform.output import print_table
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
-    from mixfleet.routing.serve.app import running_serve_ports, serve_ports
     from mixfleet.routing.traces import open_trace
 
     connect(ctx.address)
-    started = running_serve_ports() is None
+    started = serve_ports() is None
     if started:
-        start_serve(http_port=_free_port())
-    port = serve_ports()[0]
+        start_serve(http_port=free_port())
+    port = serve_ports().http_port
     fleet = fleet_from_dict(DEMO_FLEET)
     ctx.say("[dim]EMULATED GPUs and engines: replica timing comes from the routing simulator's GPU profiles[/dim]")
     t0 = time.perf_counter()
