@@ -49,6 +49,7 @@ def train(
                                            "frozen backbone (cached features)"),
     eps: float = typer.Option(0.01, help="calibration: max accuracy loss (fraction; 0.01 = 1 point)"),
     seed: int = typer.Option(0, help="RNG seed for the split, init, shuffling and augmentation"),
+    limit: int | None = typer.Option(None, min=1, help="train on only the first N training samples (quick runs)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Train a model with exits, calibrate it on the held-out split and save it."""
@@ -70,17 +71,19 @@ def train(
     if heads_only is not None:
         model.stages.load_state_dict(load(heads_only).stages.state_dict())
     ds = load_dataset(key, seed=seed)
+    tx, ty = ds.train.x[:limit], ds.train.y[:limit]  # the calibration and test splits stay whole
     if heads_only is not None:
-        fit = lambda **kw: train_heads(model, ds.train.x, ds.train.y, epochs=epochs, seed=seed, **kw)  # noqa: E731
+        fit = lambda **kw: train_heads(model, tx, ty, epochs=epochs, seed=seed, **kw)  # noqa: E731
     else:
-        fit = lambda **kw: train_joint(model, ds.train.x, ds.train.y, epochs=epochs, seed=seed, **kw)  # noqa: E731
+        fit = lambda **kw: train_joint(model, tx, ty, epochs=epochs, seed=seed, **kw)  # noqa: E731
     with _progress(epochs, "training") as tick:
         report = fit(progress=tick)
     cal = calibrate(model, ds.calib.x, ds.calib.y, eps=eps)
     accs = exit_accuracy(model, ds.test.x, ds.test.y)
     save(model, out, calibration=cal.to_dict(),
-         extra={"dataset": key, "seed": seed, "mode": "heads" if heads_only else "joint", "epochs": epochs})
-    result = {"model": str(out), "dataset": key, "mode": "heads" if heads_only else "joint",
+         extra={"dataset": key, "seed": seed, "mode": "heads" if heads_only else "joint", "epochs": epochs,
+                "train_samples": len(tx)})
+    result = {"model": str(out), "dataset": key, "mode": "heads" if heads_only else "joint", "train_samples": len(tx),
               "train_seconds": report["seconds"], "final_loss": report["loss"][-1],
               "test_accuracy_per_exit": dict(zip(model.exit_names + ["final"], accs, strict=True)),
               "thresholds": cal.thresholds, "calibration_relative_flops": cal.relative_flops}

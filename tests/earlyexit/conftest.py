@@ -36,3 +36,43 @@ def mixed_thresholds(digits_model, digits):
 
     logits = exit_logits(digits_model, digits.test.x)
     return [float(torch.softmax(lg, 1).amax(1).median()) for lg in logits[:-1]]
+
+
+class InProcessResult:
+    """What the ``cli`` fixture returns, for a command run in this process."""
+
+    def __init__(self, code: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = code, stdout, stderr
+
+    def json(self):
+        import json
+
+        return json.loads(self.stdout)
+
+    @property
+    def error_line(self) -> str:
+        lines = [ln for ln in self.stderr.splitlines() if ln.startswith("error: ")]
+        return lines[-1] if lines else ""
+
+
+@pytest.fixture
+def cli_here(capfd):
+    """Run ``mixfleet ARGS`` through the real entry point in this process.
+
+    The same dispatcher, error handling and JSON-on-real-stdout path as the
+    subprocess ``cli`` fixture, without paying torch's import per command
+    (``test_ee_bad_input`` keeps a subprocess test for the process boundary).
+    """
+    from mixfleet.cli import main
+
+    def run(*args) -> InProcessResult:
+        capfd.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capfd.readouterr()
+        return InProcessResult(code, out, err)
+
+    return run

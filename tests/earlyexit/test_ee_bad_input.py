@@ -68,22 +68,22 @@ def test_unknown_exit_point_lists_valid_names():
         build_model("digits_resnet", exits=["layer9"], input_shape=(1, 8, 8))
 
 
-def test_cli_bad_thresholds(cli):
+def test_cli_bad_thresholds(cli):  # a real subprocess: one error line, non-zero exit, empty stdout
     r = cli("earlyexit", "bench", "--thresholds", "1.5,0.9", "--limit", "10", "--repeats", "1", "--json")
     assert r.returncode != 0 and r.stdout == ""
     assert "threshold 1.5 for layer1 is outside [0, 1]" in r.error_line
 
 
-def test_cli_unknown_exit_point(cli, tmp_path):
-    r = cli("earlyexit", "train", "--dataset", "digits", "--exits", "layer1,layerX", "--epochs", "1",
-            "--out", tmp_path / "m.pt")
+def test_cli_unknown_exit_point(cli_here, tmp_path):
+    r = cli_here("earlyexit", "train", "--dataset", "digits", "--exits", "layer1,layerX", "--epochs", "1",
+                 "--out", tmp_path / "m.pt")
     assert r.returncode != 0
     assert "unknown exit point 'layerX'" in r.error_line and "layer2" in r.error_line
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_cli_missing_model_and_unknown_dataset(cli, tmp_path):
-    r = cli("earlyexit", "bench", "--model", tmp_path / "nope.pt")
+def test_cli_missing_model_and_unknown_dataset(cli_here, tmp_path):
+    r = cli_here("earlyexit", "bench", "--model", tmp_path / "nope.pt")
     assert r.returncode != 0 and "nope.pt' does not exist" in r.error_line
-    r = cli("earlyexit", "train", "--dataset", "cifar", "--out", tmp_path / "m.pt")
+    r = cli_here("earlyexit", "train", "--dataset", "cifar", "--out", tmp_path / "m.pt")
     assert r.returncode != 0 and "unknown dataset 'cifar'" in r.error_line and "mnist" in r.error_line

@@ -1,11 +1,15 @@
-"""The earlyexit CLI as a user runs it: train, calibrate, bench (--json, --plot)."""
+"""The earlyexit CLI as a user runs it: train, calibrate, bench (--json, --plot).
+
+Commands run through the real entry point in this process (``cli_here``),
+so torch is imported once; small ``--limit``/``--epochs`` keep them quick.
+"""
 
 import json
 
 
-def test_bench_json_schema_savings_and_plot(cli, tmp_path):
+def test_bench_json_schema_savings_and_plot(cli_here, tmp_path):
     png = tmp_path / "tradeoff.png"
-    r = cli("earlyexit", "bench", "--json", "--batch-size", "8", "--limit", "200", "--repeats", "1", "--plot", png)
+    r = cli_here("earlyexit", "bench", "--json", "--batch-size", "8", "--limit", "200", "--repeats", "1", "--plot", png)
     assert r.returncode == 0, r.stderr
     out = r.json()
     assert out["batch_size"] == 8
@@ -19,21 +23,22 @@ def test_bench_json_schema_savings_and_plot(cli, tmp_path):
     assert len(out["curve"]) >= 5  # one measured point per calibrated operating point
 
 
-def test_train_then_calibrate_on_digits(cli, tmp_path):
+def test_train_then_calibrate_on_digits(cli_here, tmp_path):
     model = tmp_path / "digits.pt"
-    r = cli("earlyexit", "train", "--dataset", "digits", "--epochs", "1", "--out", model, "--json")
+    r = cli_here("earlyexit", "train", "--dataset", "digits", "--epochs", "1", "--limit", "400", "--out", model,
+                 "--json")
     assert r.returncode == 0, r.stderr
     out = r.json()
-    assert model.is_file() and out["mode"] == "joint"
+    assert model.is_file() and out["mode"] == "joint" and out["train_samples"] == 400
     assert set(out["test_accuracy_per_exit"]) == {"layer1", "layer2", "final"}
     curve, recal = tmp_path / "curve.json", tmp_path / "recal.pt"
-    r = cli("earlyexit", "calibrate", "--model", model, "--criterion", "entropy", "--eps", "0.02",
-            "--curve", curve, "--out", recal, "--json")
+    r = cli_here("earlyexit", "calibrate", "--model", model, "--criterion", "entropy", "--eps", "0.02",
+                 "--curve", curve, "--out", recal, "--json")
     assert r.returncode == 0, r.stderr
     cal = r.json()
     assert cal["criterion"] == {"name": "entropy"} and cal["accuracy"] >= cal["full_accuracy"] - 0.02
     assert [p["eps"] for p in json.loads(curve.read_text())] == [p["eps"] for p in cal["curve"]]
-    r = cli("earlyexit", "train", "--dataset", "digits", "--epochs", "2", "--heads-only", recal,
-            "--out", tmp_path / "heads.pt", "--json")
+    r = cli_here("earlyexit", "train", "--dataset", "digits", "--epochs", "2", "--limit", "400",
+                 "--heads-only", recal, "--out", tmp_path / "heads.pt", "--json")
     assert r.returncode == 0, r.stderr
     assert r.json()["mode"] == "heads"
