@@ -208,10 +208,7 @@ def serve(
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "pass the latency objective in ms, e.g. --sla-ms 50")
     connect(address)
     try:
-        from mixfleet.earlyexit.serving import GRPC_SERVICER
-
-        start_serve(http_port=port, grpc_port=grpc_port,
-                    grpc_servicer_functions=[GRPC_SERVICER] if grpc_port else None)
+        start_serve(http_port=port, grpc_port=grpc_port)  # registers the early-exit gRPC servicer
         url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound)
         console().print(f"serving at {url}/v1/models/mnist:predict" +
                         (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "") +

@@ -162,6 +162,18 @@ class EarlyExitServer:
         self.policy.backoff = self.guard.backoff
         return self.policy.thresholds()
 
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom-metrics hook: queue length and, since the last call, forced-exit and SLA-miss rates.
+
+        :class:`~mixfleet.earlyexit.autoscale.EarlyExitAutoscaling` scales on these.
+        """
+        served, forced, misses = self.served, self.forced, self.sla_misses
+        s0, f0, m0 = getattr(self, "_reported", (0, 0, 0))
+        self._reported = (served, forced, misses)
+        n = served - s0
+        return {"queue_len": float(self.inflight), "forced_exit_rate": (forced - f0) / n if n else 0.0,
+                "sla_miss_rate": (misses - m0) / n if n else 0.0}
+
     # -- HTTP ------------------------------------------------------------------------------
     @api.get("/v1/models/{name}")
     async def status(self, name: str):
@@ -364,43 +376,33 @@ def app_builder(args: dict):
 
 
 def deploy(model_path=None, *, app_name: str = "earlyexit", route_prefix: str = "/", name: str = "mnist",
-           num_cpus: float = 1.0, **options) -> str:
+           num_cpus: float = 1.0, autoscaling: dict | None = None, **options) -> str:
     """Deploy (declaratively, as ``serve deploy`` does) on the running Serve; returns the V1 base URL.
 
     Calling it again with the same model, name and ``num_cpus`` but other
     options only pushes a new ``user_config``: replicas run ``reconfigure()``
-    and keep their state (no restart).
+    and keep their state (no restart). ``autoscaling`` is a deployment
+    ``autoscaling_config`` (see :func:`mixfleet.earlyexit.autoscale.autoscaling_config`).
     """
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
     from mixfleet.earlyexit.persist import read
-    from mixfleet.platform.bootstrap import LOOPBACK
+    from mixfleet.errors import ClusterError
+    from mixfleet.platform.bootstrap import LOOPBACK, serve_ports
 
+    ports = serve_ports()
+    if ports is None:
+        raise ClusterError("Ray Serve is not running on the connected cluster",
+                           "start it first (mixfleet.platform.bootstrap.start_serve)")
     if model_path is not None:
         read(model_path)
     opts = parse_model(options, ServeOptions, source="serve options")
     app = {"name": app_name, "route_prefix": route_prefix, "import_path": IMPORT_PATH,
            "args": {"model": None if model_path is None else str(model_path), "name": name, "num_cpus": num_cpus},
-           "deployments": [{"name": "EarlyExitServer", "user_config": opts.model_dump(exclude_none=True)}]}
+           "deployments": [{"name": "EarlyExitServer", "user_config": opts.model_dump(exclude_none=True),
+                            **({"autoscaling_config": autoscaling} if autoscaling else {})}]}
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
     prefix = "" if route_prefix == "/" else route_prefix
-    return f"http://{LOOPBACK}:{http_port()}{prefix}"
+    return f"http://{LOOPBACK}:{ports.http_port}{prefix}"
 
-
-def http_port() -> int:
-    """The HTTP port of the running Serve instance."""
-    import ray
-    from ray.serve.context import _get_global_client
-
-    return int(ray.get(_get_global_client()._controller.get_http_config.remote()).port)
-
-
-def grpc_port() -> int | None:
-    """The gRPC port of the running Serve instance, if it was started with this module's servicer."""
-    import ray
-    from ray.serve.context import _get_global_client
-
-    cfg = ray.get(_get_global_client()._controller.get_grpc_config.remote())
-    port = getattr(cfg, "port", None)
-    return int(port) if port and GRPC_SERVICER in list(getattr(cfg, "grpc_servicer_functions", []) or []) else None

@@ -32,12 +32,12 @@ def run_sla_bench(sla_ms: float = 50.0, phase_s: float = 5.0, seed: int = 0, que
     from mixfleet.earlyexit.loadtest import measure_capacity, run_condition
     from mixfleet.earlyexit.serving import deploy
     from mixfleet.errors import InputError
-    from mixfleet.platform.bootstrap import _serve_running, connect, start_serve
+    from mixfleet.platform.bootstrap import connect, serve_ports, start_serve
 
     if sla_ms <= 0 or phase_s <= 0:
         raise InputError(f"--sla-ms {sla_ms} and --phase-s {phase_s} must be > 0", "use e.g. --sla-ms 50")
     connect(num_cpus=2)
-    if not _serve_running():
+    if serve_ports() is None:
         start_serve(http_port=port or _free_port())
     test = load_dataset("mnist", seed=0).test
     images, labels = test.x[:, 0], test.y

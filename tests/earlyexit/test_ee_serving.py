@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 
 APP = "earlyexit-test"
+# Serve's controller loads and runs our custom-metrics policy; one replica keeps the 429 test meaningful
+AUTOSCALING = {"min_replicas": 1, "max_replicas": 1,
+               "policy": {"policy_function": "mixfleet.earlyexit.autoscale:EarlyExitAutoscaling",
+                          "policy_kwargs": {"target_queue": 4}}}
 
 
 def _free_port() -> int:
@@ -22,14 +26,12 @@ def _free_port() -> int:
 def base(ray_local):
     from ray import serve
 
-    from mixfleet.earlyexit.serving import GRPC_SERVICER, deploy, grpc_port
-    from mixfleet.platform.bootstrap import _serve_running, start_serve
+    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.platform.bootstrap import serve_ports, start_serve
 
-    if _serve_running() and grpc_port() is None:  # up without our gRPC servicer: restart it (fresh ports)
-        serve.shutdown()
-    if not _serve_running():
-        start_serve(http_port=_free_port(), grpc_port=_free_port(), grpc_servicer_functions=[GRPC_SERVICER])
-    url = deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8)
+    if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer
+        start_serve(http_port=_free_port(), grpc_port=_free_port())
+    url = deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -100,7 +102,8 @@ def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
     x, _ = images
     assert _predict(base, x[:4].tolist()).status_code == 200
     before = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
-    deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, mode="full", sla_ms=200, queue_bound=8, max_batch_size=4)
+    deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, mode="full", sla_ms=200, queue_bound=8, max_batch_size=4,
+           autoscaling=AUTOSCALING)
     deadline = time.monotonic() + 30
     stats = before
     while time.monotonic() < deadline and stats["options"]["mode"] != "full":
@@ -110,7 +113,7 @@ def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
     assert stats["served"] >= before["served"] > 0  # same replica, counters kept: no restart
     preds = _predict(base, x[:8].tolist()).json()["predictions"]
     assert all(p["exit_name"] == "final" for p in preds)
-    deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8)
+    deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
 
 
 def test_past_the_queue_bound_is_429_with_retry_after(base, images):
@@ -152,11 +155,14 @@ def test_grpc_predict_through_serves_proxy(base, images):
 
     from mixfleet.earlyexit.proto import earlyexit_pb2 as pb
     from mixfleet.earlyexit.proto import earlyexit_pb2_grpc as pbg
-    from mixfleet.earlyexit.serving import grpc_port
+    from mixfleet.earlyexit.serving import GRPC_SERVICER
+    from mixfleet.platform.bootstrap import serve_ports
 
     x, y = images
     meta = (("application", APP),)
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port()}") as ch:
+    port = serve_ports().grpc_port_for(GRPC_SERVICER)
+    assert port is not None
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = pbg.EarlyExitServiceStub(ch)
         req = pb.PredictRequest(model="mnist", instances=[pb.Instance(pixels=img.ravel().tolist()) for img in x[:8]])
         resp = stub.Predict(req, metadata=meta, timeout=60)
@@ -181,3 +187,29 @@ def test_grpc_predict_through_serves_proxy(base, images):
             except grpc.RpcError as exc:
                 codes.append(exc.code())
         assert grpc.StatusCode.OK in codes and grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
+
+
+def test_autoscaling_stats_and_metrics_on_rays_prometheus_endpoint(base, images):
+    """The custom autoscaling metrics come from the replica; the serving metrics reach Ray's /metrics."""
+    import ray
+    from ray import serve
+
+    x, _ = images
+    assert _predict(base, x[:8].tolist()).status_code == 200
+    handle = serve.get_deployment_handle("EarlyExitServer", APP)
+    stats = handle.record_autoscaling_stats.remote().result(timeout_s=30)
+    assert set(stats) == {"queue_len", "forced_exit_rate", "sla_miss_rate"}
+    assert all(isinstance(v, float) for v in stats.values()) and 0 <= stats["forced_exit_rate"] <= 1
+    assert serve.status().applications[APP].status == "RUNNING"  # the controller runs our policy
+    port = ray.nodes()[0]["MetricsExportPort"]
+    want = ("ray_earlyexit_exits", "ray_earlyexit_threshold")
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and not all(w in text for w in want):
+        time.sleep(2)
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            text = ""
+    assert all(w in text for w in want), [ln for ln in text.splitlines() if "earlyexit" in ln][:5]
+    line = next(ln for ln in text.splitlines() if ln.startswith("ray_earlyexit_exits") and 'exit="' in ln)
+    assert float(line.rsplit(" ", 1)[1]) > 0
