@@ -218,7 +218,7 @@ class Master(Recovery):
                     task, worker = pick
                     self._launch(task, worker, launch, inflight, speculative=True)
             if all(t.state is State.DONE for t in tasks):
-                self._drain(inflight)
+                await self._drain(inflight)
                 return
             if not inflight:
                 raise JobFailed(RuntimeError("no worker could run the remaining tasks"))
@@ -237,15 +237,20 @@ class Master(Recovery):
         fut.add_done_callback(_retrieve)  # a dropped attempt's error is expected, not "never retrieved"
         inflight[fut] = (task, attempt, handle)
 
-    def _drain(self, inflight: dict) -> None:
-        """Losing attempts still running: count their time as wasted and let them stop."""
+    async def _drain(self, inflight: dict) -> None:
+        """Losing attempts still running: count their time as wasted, replace their workers
+        (they may be stuck in user code) and wait until they are gone, so that no loser
+        writes an attempt file after the commit."""
         now = time.monotonic()
+        gone = []
         for fut, (_task, attempt, handle) in list(inflight.items()):
             self.spec["wasted_ms"] += int(1000 * (now - attempt.started))
-            fut.cancel()
             self.busy.pop(attempt.worker, None)
-            self._replace(attempt.worker, handle)  # it may be stuck in user code (sleeping)
+            self._replace(attempt.worker, handle)
+            gone.append(fut)
             del inflight[fut]
+        if gone:
+            await asyncio.wait(gone, timeout=max(10.0, self.cfg.heartbeat_timeout_s))
 
     def _check_silence(self, inflight: dict) -> None:
         now = time.monotonic()
