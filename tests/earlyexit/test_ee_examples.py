@@ -48,3 +48,8 @@ def test_serve_config_is_a_valid_serve_deploy_file(repo_root):
     assert app.import_path == "mixfleet.earlyexit.serving:app_builder"
     opts = parse_model(app.deployments[0].user_config, ServeOptions)  # unknown knobs would be rejected
     assert opts.mode == "adaptive" and schema.http_options.host == "127.0.0.1"
+    scaling = app.deployments[0].autoscaling_config
+    assert scaling["policy"]["policy_function"] == "mixfleet.earlyexit.autoscale:EarlyExitAutoscaling"
+    from mixfleet.earlyexit.autoscale import autoscaling_config
+
+    autoscaling_config(**scaling["policy"]["policy_kwargs"])  # knobs the policy accepts

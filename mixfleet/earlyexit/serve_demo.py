@@ -1,0 +1,60 @@
+"""Demo step: a short open-loop burst against the early-exit server on Ray Serve.
+
+One replica of the committed MNIST model on 127.0.0.1 (Serve is started on
+a free loopback port if it is not running, and shut down again only if this
+step started it). The same replica serves the three conditions one after
+the other, switched through ``user_config`` without a restart: ``full`` (no
+exits), ``static`` (calibrated thresholds) and ``adaptive`` (load-aware
+thresholds and deadline-forced exits). Each gets a short Poisson load of
+1x then 3x the replica's measured full-depth rate (1.5 s each); the step prints the
+per-condition table. It is a glimpse, not the benchmark
+(``benchmarks/earlyexit_sla.py`` runs 5 phases and far more requests).
+"""
+
+from __future__ import annotations
+
+APP = "earlyexit-demo"
+PREFIX = "/eedemo"
+
+
+def step(ctx) -> dict:
+    import asyncio
+
+    from ray import serve
+
+    from mixfleet.earlyexit.data import load_dataset
+    from mixfleet.earlyexit.loadtest import measure_capacity, run_condition
+    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
+    from mixfleet.platform.output import print_table
+
+    connect(ctx.address)
+    started = serve_ports() is None
+    if started:
+        start_serve(http_port=free_port())
+    sla_ms = 100.0
+    test = load_dataset("mnist", seed=0).test
+    images, labels = test.x[:, 0], test.y
+    common = {"app_name": APP, "route_prefix": PREFIX, "num_cpus": 0.5, "sla_ms": sla_ms, "queue_bound": 64}
+    out: dict = {"sla_ms": sla_ms, "conditions": {}}
+    try:
+        url = deploy(mode="full", **common)
+        mu = measure_capacity(url, images, seconds=1.0)
+        out["capacity_rps"] = mu
+        phases = [("1x", mu, 1.5), ("3x", 3 * mu, 1.5)]
+        for i, cond in enumerate(("full", "static", "adaptive")):
+            deploy(mode=cond, **common)
+            r = asyncio.run(run_condition(url, images, labels, phases, sla_ms, seed=i))
+            out["conditions"][cond] = {k: r[k] for k in ("requests", "sla_attainment", "p50_ms", "p99_ms",
+                                                         "accuracy", "shed")}
+    finally:
+        serve.delete(APP)
+        if started:
+            serve.shutdown()
+    if not ctx.json_mode:
+        print_table(f"early-exit serving: 1.5 s at 1x then 1.5 s at 3x of {mu:.0f} req/s (SLA {sla_ms:g} ms, one "
+                    "replica, 127.0.0.1)", ["condition", "requests", "SLA attainment", "p50 ms", "p99 ms", "shed",
+                                            "accuracy"],
+                    [(c, r["requests"], f"{100 * (r['sla_attainment'] or 0):.1f}%", r["p50_ms"], r["p99_ms"],
+                      r["shed"], f"{100 * (r['accuracy'] or 0):.1f}%") for c, r in out["conditions"].items()])
+    return out
