@@ -46,7 +46,7 @@ def step(ctx) -> dict:
             deploy(mode=cond, **common)
             r = asyncio.run(run_condition(url, images, labels, phases, sla_ms, seed=i))
             out["conditions"][cond] = {k: r[k] for k in ("requests", "sla_attainment", "p50_ms", "p99_ms",
-                                                         "accuracy", "shed")}
+                                                         "accuracy", "shed", "exit_counts")}
     finally:
         serve.delete(APP)
         if started:
@@ -54,7 +54,8 @@ def step(ctx) -> dict:
     if not ctx.json_mode:
         print_table(f"early-exit serving: 1.5 s at 1x then 1.5 s at 3x of {mu:.0f} req/s (SLA {sla_ms:g} ms, one "
                     "replica, 127.0.0.1)", ["condition", "requests", "SLA attainment", "p50 ms", "p99 ms", "shed",
-                                            "accuracy"],
+                                            "accuracy", "answers per exit"],
                     [(c, r["requests"], f"{100 * (r['sla_attainment'] or 0):.1f}%", r["p50_ms"], r["p99_ms"],
-                      r["shed"], f"{100 * (r['accuracy'] or 0):.1f}%") for c, r in out["conditions"].items()])
+                      r["shed"], f"{100 * (r['accuracy'] or 0):.1f}%", "/".join(map(str, r["exit_counts"])))
+                     for c, r in out["conditions"].items()])
     return out
