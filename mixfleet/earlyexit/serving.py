@@ -14,7 +14,9 @@ time through ``user_config``), chooses thresholds with
 forces exits when a deadline would be missed, and samples full passes when
 idle (drift guard). Past ``queue_bound`` requests it answers 429 with
 ``Retry-After``; bad input is a 4xx with a one-line message, never a crash.
-Metrics go through ``ray.serve.metrics`` (Ray's Prometheus endpoint).
+Metrics go through ``ray.serve.metrics`` (Ray's Prometheus endpoint);
+``record_autoscaling_stats()`` feeds Serve's autoscaler the queue length and
+forced-exit rate (policy: :mod:`mixfleet.earlyexit.autoscale`).
 """
 
 
