@@ -26,6 +26,16 @@ and ``Q`` the summed queue over replicas (Serve averages each metric over
 
 Without reports yet the policy holds ``n``. Serve's ``upscale_delay_s`` /
 ``downscale_delay_s`` still apply on top.
+
+How fast the controller sees the metrics (Ray 2.60, ``serve/_private/replica.py``):
+a replica calls ``record_autoscaling_stats()`` every
+``min(look_back_period_s * RAY_SERVE_AUTOSCALING_METRIC_RECORD_INTERVAL_FACTOR (0.2),
+metrics_interval_s)`` seconds and pushes the series to the controller every
+``metrics_interval_s`` (default 10 s). The ``RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S``
+variables that the field's deprecation note names are defined but not read
+in 2.60, so ``metrics_interval_s`` is the knob (per deployment, no restart of
+Serve; Serve warns that it is deprecated). Time to scale out is then about
+``metrics_interval_s + upscale_delay_s`` plus a replica's start-up.
 """
 
 from __future__ import annotations
@@ -74,9 +84,23 @@ def _mean(per_replica: dict | None) -> float:
 
 
 def autoscaling_config(min_replicas: int = 1, max_replicas: int = 4, look_back_period_s: float = 30.0,
-                       upscale_delay_s: float = 5.0, downscale_delay_s: float = 60.0, **policy_kwargs) -> dict:
-    """A deployment ``autoscaling_config`` that scales on the early-exit metrics (for ``serve deploy`` too)."""
+                       upscale_delay_s: float = 5.0, downscale_delay_s: float = 60.0,
+                       metrics_interval_s: float | None = None, **policy_kwargs) -> dict:
+    """A deployment ``autoscaling_config`` that scales on the early-exit metrics (for ``serve deploy`` too).
+
+    ``metrics_interval_s`` (Serve's default, 10 s, when ``None``) is how often
+    replicas push their metrics; it must be shorter than ``look_back_period_s``.
+    """
+    from mixfleet.errors import ConfigError
+
     EarlyExitAutoscaling(**policy_kwargs)  # knobs are checked here, not on the controller
-    return {"min_replicas": min_replicas, "max_replicas": max_replicas, "look_back_period_s": look_back_period_s,
-            "upscale_delay_s": upscale_delay_s, "downscale_delay_s": downscale_delay_s,
-            "policy": {"policy_function": POLICY_PATH, "policy_kwargs": policy_kwargs}}
+    cfg = {"min_replicas": min_replicas, "max_replicas": max_replicas, "look_back_period_s": look_back_period_s,
+           "upscale_delay_s": upscale_delay_s, "downscale_delay_s": downscale_delay_s,
+           "policy": {"policy_function": POLICY_PATH, "policy_kwargs": policy_kwargs}}
+    if metrics_interval_s is not None:
+        if not 0 < metrics_interval_s < look_back_period_s:
+            raise ConfigError(f"metrics_interval_s={metrics_interval_s} must be > 0 and shorter than "
+                              f"look_back_period_s={look_back_period_s}",
+                              "push metrics several times per look-back window (e.g. a quarter of it)")
+        cfg["metrics_interval_s"] = metrics_interval_s
+    return cfg

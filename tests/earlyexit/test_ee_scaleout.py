@@ -1,0 +1,137 @@
+"""Live scale-out of the early-exit deployment on Ray Serve (127.0.0.1, free ports).
+
+The deployment runs :class:`~mixfleet.earlyexit.autoscale.EarlyExitAutoscaling`
+on the replica's own ``record_autoscaling_stats()``. Concurrent HTTP load
+lifts the replica's queue above ``target_queue``; the controller must add a
+replica, keep answering through the change, and drop back to one replica
+once the load stops. Serve pushes replica metrics every ``metrics_interval_s``
+(10 s by default in Ray 2.60); this deployment asks for 0.5 s, which only
+changes this app's replicas, not Serve or any other test's deployment.
+"""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+APP = "earlyexit-scaleout"
+PREFIX = "/ee-scaleout"
+SCALE_OUT_BOUND_S = 40.0  # replica start-up (torch import, model load) on 2 shared cores dominates
+SCALE_IN_BOUND_S = 25.0
+CLIENTS = 32  # concurrent requests held open: far above target_queue=4 on one replica
+
+
+def _scaling() -> dict:
+    from mixfleet.earlyexit.autoscale import autoscaling_config
+
+    return autoscaling_config(min_replicas=1, max_replicas=2, look_back_period_s=2.0, metrics_interval_s=0.5,
+                              upscale_delay_s=1.0, downscale_delay_s=2.0, target_queue=4)
+
+
+def _deployment():
+    from ray import serve
+
+    return serve.status().applications[APP].deployments["EarlyExitServer"]
+
+
+def _running() -> int:
+    return _deployment().replica_states.get("RUNNING", 0)
+
+
+@pytest.fixture(scope="module")
+def base(ray_local):
+    from ray import serve
+
+    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
+
+    if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer
+        start_serve(http_port=free_port(), grpc_port=free_port())
+    url = deploy(app_name=APP, route_prefix=PREFIX, num_cpus=0.25, sla_ms=500, autoscaling=_scaling())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/v1/models/mnist", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    yield url
+    serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    from mixfleet.earlyexit.data import load_dataset
+
+    return load_dataset("mnist", seed=0).test.x[:4, 0].tolist()
+
+
+async def _load(url: str, instances: list, stop: asyncio.Event) -> list[int]:
+    """``CLIENTS`` closed-loop clients, each with one predict in flight until ``stop``."""
+    codes: list[int] = []
+
+    async def client(http: httpx.AsyncClient):
+        while not stop.is_set():
+            r = await http.post(url + "/v1/models/mnist:predict", json={"instances": instances})
+            codes.append(r.status_code)
+
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
+    return codes
+
+
+async def _scale_out_under_load(url: str, instances: list) -> tuple[float | None, str, list[int]]:
+    """Drive load until a second replica runs (or the bound passes): (seconds, status trigger, codes)."""
+    stop = asyncio.Event()
+    t0 = time.monotonic()
+    load = asyncio.create_task(_load(url, instances, stop))
+    took, trigger = None, ""
+    try:
+        while time.monotonic() - t0 < SCALE_OUT_BOUND_S and not load.done():
+            dep = await asyncio.to_thread(_deployment)
+            if dep.replica_states.get("RUNNING", 0) >= 2:
+                took, trigger = time.monotonic() - t0, str(getattr(dep.status_trigger, "value", dep.status_trigger))
+                break
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(1.0)  # a little load on two replicas: the new one must not break answers
+    finally:
+        stop.set()
+        codes = await load
+    return took, trigger, codes
+
+
+def test_load_scales_the_deployment_out_and_back_in(base, batch):
+    # idle, with metrics flowing every 0.5 s, the policy holds the floor of one replica
+    assert httpx.post(base + "/v1/models/mnist:predict", json={"instances": batch}, timeout=60).status_code == 200
+    time.sleep(1.5)
+    assert _running() == 1, _deployment()
+
+    took, trigger, codes = asyncio.run(_scale_out_under_load(base, batch))
+    assert took is not None, f"still {_deployment().replica_states} after {SCALE_OUT_BOUND_S:.0f} s of load"
+    assert trigger in ("AUTOSCALING", "UPSCALE_COMPLETED"), trigger  # the autoscaler added it, not a redeploy
+    assert codes and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}  # no answer lost to the change
+    print(f"scale-out 1->2 replicas after {took:.1f} s of load ({len(codes)} requests, all 200)")
+
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < SCALE_IN_BOUND_S and _running() != 1:
+        time.sleep(0.25)
+    back = time.monotonic() - t1
+    assert _running() == 1, f"still {_deployment().replica_states} {SCALE_IN_BOUND_S:.0f} s after the load stopped"
+    print(f"scale-in 2->1 replicas {back:.1f} s after the load stopped")
+    r = httpx.post(base + "/v1/models/mnist:predict", json={"instances": batch}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == len(batch)
+
+
+def test_metrics_interval_must_fit_in_the_look_back_window():
+    from mixfleet.earlyexit.autoscale import autoscaling_config
+    from mixfleet.errors import ConfigError
+
+    assert autoscaling_config(look_back_period_s=2.0, metrics_interval_s=0.5)["metrics_interval_s"] == 0.5
+    assert "metrics_interval_s" not in autoscaling_config()  # Serve's default unless asked
+    with pytest.raises(ConfigError, match="metrics_interval_s=5.0"):
+        autoscaling_config(look_back_period_s=2.0, metrics_interval_s=5.0)
+    with pytest.raises(ConfigError, match="metrics_interval_s=0"):
+        autoscaling_config(metrics_interval_s=0)
