@@ -8,17 +8,13 @@ MB/s and the ETA; with ``--json`` one object goes to stdout.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 
 import typer
 
-from mixfleet.errors import InputError, did_you_mean
+from mixfleet.errors import InputError
 from mixfleet.platform.output import console, emit_json, print_table
 
 app = typer.Typer(help="Run MapReduce jobs on Ray actors.", no_args_is_help=True, add_completion=False)
@@ -32,34 +28,13 @@ def _group() -> None:
 def load_job_class(spec: str):
     """``path/to/file.py:Class`` or ``package.module:Class`` -> the Job subclass."""
     from mixfleet.mapreduce.job import Job
+    from mixfleet.platform.usercode import get_attribute, load_module, split_reference
 
-    target, sep, cls_name = spec.rpartition(":")
-    if not sep or not target or not cls_name:
-        raise InputError(f"bad job '{spec}': expected FILE.py:JobClass or module:JobClass",
-                         "for example examples/mapreduce/wordcount.py:WordCount")
-    if target.endswith(".py") or os.sep in target:
-        path = Path(target)
-        if not path.is_file():
-            raise InputError(f"job file '{target}' not found", "check the path before ':'")
-        name = f"mixfleet_job_{path.stem}"
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[name] = module
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise InputError(f"job file '{target}' failed to import: {type(exc).__name__}: {exc}",
-                             "fix the file so that `python FILE.py` imports cleanly") from None
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise InputError(f"job module '{target}' not found: {exc}", "pass FILE.py:JobClass or an importable module") from None
+    target, cls_name = split_reference(spec, kind="job", name="JobClass",
+                                        example="examples/mapreduce/wordcount.py:WordCount")
+    module = load_module(target, what="job file")
     jobs = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Job) and v is not Job]
-    cls = getattr(module, cls_name, None)
-    if cls is None:
-        raise InputError(f"class '{cls_name}' not found in '{target}'{did_you_mean(cls_name, jobs)}",
-                         f"job classes there: {', '.join(jobs) or 'none'}")
+    cls = get_attribute(module, cls_name, kind="job class", valid=jobs, where=target)
     if not (isinstance(cls, type) and issubclass(cls, Job)):
         raise InputError(f"'{cls_name}' in '{target}' is not a mixfleet.mapreduce.Job subclass",
                          f"job classes there: {', '.join(jobs) or 'none'}")

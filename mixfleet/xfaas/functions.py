@@ -9,14 +9,11 @@ not have the file on their path). XFaaS-style functions
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mixfleet.errors import ConfigError, did_you_mean
+from mixfleet.errors import ConfigError
 
 
 class SerWOObject:
@@ -72,53 +69,22 @@ def noop(payload: Any) -> Any:
     return payload
 
 
-_file_modules: dict[str, Any] = {}
-
-
-def _load_file_module(path: Path):
-    key = str(path.resolve())
-    if key in _file_modules:
-        return _file_modules[key]
-    name = "mixfleet_xfaas_user_" + "_".join(path.resolve().with_suffix("").parts[-3:]).replace("-", "_")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise ConfigError(f"cannot load '{path}': {type(exc).__name__}: {exc}", "fix that module") from None
-    from ray import cloudpickle  # Ray's vendored copy is the one that pickles task arguments
-
-    cloudpickle.register_pickle_by_value(module)
-    _file_modules[key] = module
-    return module
-
-
 def resolve(ref: str, base_dir: Path, *, node: str) -> Callable:
-    """The callable named by ``ref``; errors name the node and list what the module offers."""
-    mod_part, sep, attr = ref.rpartition(":")
-    if not sep or not mod_part or not attr:
-        raise ConfigError(f"node '{node}': bad function reference '{ref}'",
-                          "use 'package.module:function' or 'file.py:function'")
-    if mod_part.endswith(".py"):
-        path = (base_dir / mod_part)
-        if not path.exists():
-            raise ConfigError(f"node '{node}': function file '{path}' does not exist", "check the path")
-        module = _load_file_module(path)
-    else:
-        try:
-            module = importlib.import_module(mod_part)
-        except ImportError as exc:
-            raise ConfigError(f"node '{node}': cannot import module '{mod_part}' ({exc})",
-                              "check the import path") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        valid = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                       and getattr(v, "__module__", None) == module.__name__)
-        raise ConfigError(f"node '{node}': unknown function '{attr}' in '{mod_part}'{did_you_mean(attr, valid)}",
-                          f"functions there: {', '.join(valid) or '(none)'}")
-    return fn
+    """The callable named by ``ref``; errors name the node and list what the module offers.
+
+    A ``file.py`` is loaded relative to ``base_dir`` and pickled by value.
+    """
+    from mixfleet.platform.usercode import get_attribute, load_module, split_reference
+
+    context = f"node '{node}'"
+    mod_part, attr = split_reference(ref, kind="function", name="function", example="'funcs.py:inc'",
+                                     context=context, error=ConfigError)
+    module = load_module(mod_part, base_dir=base_dir, what="function file", context=context, error=ConfigError,
+                         by_value=True)
+    valid = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
+             and getattr(v, "__module__", None) == module.__name__]
+    return get_attribute(module, attr, kind="function", valid=valid, where=mod_part, accept=callable,
+                         context=context, error=ConfigError)
 
 
 def resolve_all(workflow) -> dict[str, dict[str, Callable | None]]:

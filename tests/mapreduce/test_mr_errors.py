@@ -53,7 +53,8 @@ def test_job_class_not_found(cli, tmp_path, book):
     r = cli("mapreduce", "run", "examples/mapreduce/wordcount.py:WordCounter", "--input", str(book),
             "--output", str(tmp_path / "out"))
     assert r.returncode != 0
-    assert "class 'WordCounter' not found" in r.error_line and "did you mean 'WordCount'" in r.error_line
+    assert "unknown job class 'WordCounter' in 'examples/mapreduce/wordcount.py'" in r.error_line
+    assert "did you mean 'WordCount'" in r.error_line
     r = cli("mapreduce", "run", f"{JOBS}:NotAJob", "--input", str(book), "--output", str(tmp_path / "out"))
     assert r.returncode != 0 and "is not a mixfleet.mapreduce.Job subclass" in r.error_line
 
