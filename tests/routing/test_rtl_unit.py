@@ -259,6 +259,16 @@ def test_router_options_bound_and_unknown_policy():
         router_options(_fleet(), ServeOptions(policy="fastest"))
 
 
+def test_no_deployment_on_the_request_path_writes_an_access_log_line_per_request():
+    from mixfleet.routing.serve.app import build_app
+
+    ingress = build_app(_fleet())._bound_deployment  # Serve has no public way to list an unrun app's deployments
+    engines = [a._bound_deployment for a in ingress.init_args[1].values()]
+    assert sorted(d.name for d in engines) == ["engine-A100-80GB-0", "engine-T4-0", "engine-T4-1"]
+    for dep in [ingress, *engines]:
+        assert dep.logging_config["enable_access_log"] is False, dep.name
+
+
 def test_serve_config_yaml_is_a_valid_serve_deploy_config(repo_root):
     from ray.serve.schema import ServeDeploySchema
 

@@ -113,6 +113,11 @@ def placements(fleet, opts: ServeOptions, advertised: dict[str, float] | None) -
     return out
 
 
+# Ingress and engines are both on every request's path; Serve's per-request access-log line in
+# each would add a log write per hop to every request (mixfleet.earlyexit.serving turns it off too).
+NO_ACCESS_LOG = {"enable_access_log": False}
+
+
 def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: dict[str, float] | None = None):
     """The Serve application for ``fleet`` (not yet running)."""
     from ray import serve
@@ -138,11 +143,12 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
             max_ongoing_requests=r.max_batch + opts.max_waiting + 16,
             max_queued_requests=4 * (r.max_batch + opts.max_waiting),
             health_check_period_s=2.0, health_check_timeout_s=15.0, graceful_shutdown_timeout_s=1.0,
+            logging_config=NO_ACCESS_LOG,
         ).bind(fleet, r.replica_id, opts.engine, opts.max_waiting, 1.0, opts.flush_s, opts.time_dilation)
     ingress = serve.deployment(Ingress).options(
         name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=ropts["max_outstanding"] + 256, max_queued_requests=1024,
-        health_check_period_s=2.0, graceful_shutdown_timeout_s=1.0)
+        health_check_period_s=2.0, graceful_shutdown_timeout_s=1.0, logging_config=NO_ACCESS_LOG)
     return ingress.bind(fleet, engines, ropts)
 
 
