@@ -15,7 +15,10 @@ completions it
 - launches LATE backup attempts (:mod:`speculation`); the first attempt to
   finish wins and the others are told to stop at their next claim;
 - writes the durable checkpoint (:mod:`checkpoint`) at phase transitions
-  and every ``checkpoint_every_s``.
+  and every ``checkpoint_every_s`` (:mod:`recovery`).
+
+Its live status and the final report (counters, skew, timeline) are built
+in :mod:`reporting`.
 
 Invariants:
 - only the master moves task states (see :mod:`tasks`); counters come from
@@ -40,6 +43,7 @@ from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import range_boundaries
 from mixfleet.mapreduce.outputs import abort, commit
 from mixfleet.mapreduce.recovery import Recovery
+from mixfleet.mapreduce.reporting import Reporting
 from mixfleet.mapreduce.settings import RunConfig
 from mixfleet.mapreduce.speculation import Running, choose_backup
 from mixfleet.mapreduce.splitting import steal
@@ -53,7 +57,7 @@ class JobFailed(Exception):
         self.error = error
 
 
-class Master(Recovery):
+class Master(Recovery, Reporting):
     def __init__(self, job_ref: list, files: list, splits: list[list[Piece]], num_steps: int,
                  partitioners: list[str], num_reducers: int, num_workers: int, worker_cpus: float,
                  output: tuple, store: Any, cfg: RunConfig, fingerprint: str = "", incarnation: int = 0):
@@ -304,12 +308,6 @@ class Master(Recovery):
             if result.get("status"):
                 self.status_line = result["status"]
 
-    def _merge_counters(self, counters: dict) -> None:
-        for group, names in counters.items():
-            bucket = self.counters.setdefault(group, {})
-            for name, n in names.items():
-                bucket[name] = bucket.get(name, 0) + n
-
     # --- health and speculation --------------------------------------------------------
     async def started(self, task_id: str, attempt: int, worker: int, where: tuple[str, int]) -> None:
         """A worker begins an attempt (awaited by it before any user code runs)."""
@@ -370,42 +368,6 @@ class Master(Recovery):
         for keys in await asyncio.gather(*[_await(c) for c in calls]):
             sample += keys
         return range_boundaries(sample, self.num_reducers)
-
-    # --- reporting ---------------------------------------------------------------------
-    def status(self) -> dict:
-        return {"phase": self.phase, "step": self.step, "steps": self.num_steps,
-                "maps": self.table.counts("map"), "reduces": self.table.counts("reduce"),
-                "bytes_done": min(self.bytes_done, self.bytes_total), "bytes_total": self.bytes_total,
-                "elapsed_s": time.monotonic() - self.t0, "status": self.status_line}
-
-    def _report(self, status: str, parts: list | None = None, error: BaseException | None = None) -> dict:
-        t = self.table
-        counters = {g: dict(v) for g, v in self.counters.items()}
-        total_out = counters.get("mixfleet", {}).get("map_output_records", 0)
-        skew = {f"hot_key:{k}": n for k, n in sorted(self.hot.items(), key=lambda kv: -kv[1])[:10]
-                if total_out and n >= self.cfg.hot_key_fraction * total_out}
-        if self.reduce_records and sum(self.reduce_records):
-            mean = sum(self.reduce_records) / len(self.reduce_records)
-            skew["partition_max_over_mean_pct"] = int(100 * max(self.reduce_records) / mean)
-        if skew:
-            counters["skew"] = skew
-        counters["speculation"] = dict(self.spec)
-        runtime = counters.setdefault("mixfleet", {})
-        runtime.update(map_attempts=t.launched_by_kind.get("map", 0),
-                       reduce_attempts=t.launched_by_kind.get("reduce", 0),
-                       maps_restored=self.restored["maps"], reduces_restored=self.restored["reduces"],
-                       master_restarts=self.incarnation)
-        return {"status": status, "parts": parts or [], "error": error,
-                "map_tasks": len(t.of_kind("map")), "reduce_tasks": len(t.of_kind("reduce")),
-                "attempts": {"launched": t.launched, "failed": t.failed_attempts, "speculative": t.speculative},
-                "counters": counters, "tasks": self._timeline()}
-
-    def _timeline(self) -> list[dict]:
-        return [{"task": t.id, "kind": t.kind, "worker": a.worker, "start": a.started - self.t0,
-                 "end": (a.finished or time.monotonic()) - self.t0, "outcome": a.outcome,
-                 "speculative": a.speculative}
-                for t in self.table.tasks.values() for a in t.attempts]
-
 
 async def _await(ref):
     return await ref

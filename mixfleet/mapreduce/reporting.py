@@ -1,0 +1,62 @@
+"""Reporting for the master: merged counters, the live status and the final job report.
+
+A mixin of :class:`~mixfleet.mapreduce.master.Master` (like
+:mod:`~mixfleet.mapreduce.recovery`; it reads the master's task table,
+counters and statistics and changes nothing but ``counters``).
+
+Invariants:
+- ``counters`` grows only through :meth:`Reporting._merge_counters`, fed by
+  winning attempts and restored tasks, never by losers;
+- the report adds derived groups on a copy: ``skew`` (hot keys over
+  ``hot_key_fraction`` of the map output, and the largest reduce partition
+  over the mean) and ``speculation``, plus attempt/restore totals under
+  ``mixfleet``;
+- timeline times are seconds since the master started (``t0``).
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Reporting:
+    def _merge_counters(self, counters: dict) -> None:
+        for group, names in counters.items():
+            bucket = self.counters.setdefault(group, {})
+            for name, n in names.items():
+                bucket[name] = bucket.get(name, 0) + n
+
+    def status(self) -> dict:
+        """The live status the runner polls (progress bars, ``--json`` progress)."""
+        return {"phase": self.phase, "step": self.step, "steps": self.num_steps,
+                "maps": self.table.counts("map"), "reduces": self.table.counts("reduce"),
+                "bytes_done": min(self.bytes_done, self.bytes_total), "bytes_total": self.bytes_total,
+                "elapsed_s": time.monotonic() - self.t0, "status": self.status_line}
+
+    def _report(self, status: str, parts: list | None = None, error: BaseException | None = None) -> dict:
+        t = self.table
+        counters = {g: dict(v) for g, v in self.counters.items()}
+        total_out = counters.get("mixfleet", {}).get("map_output_records", 0)
+        skew = {f"hot_key:{k}": n for k, n in sorted(self.hot.items(), key=lambda kv: -kv[1])[:10]
+                if total_out and n >= self.cfg.hot_key_fraction * total_out}
+        if self.reduce_records and sum(self.reduce_records):
+            mean = sum(self.reduce_records) / len(self.reduce_records)
+            skew["partition_max_over_mean_pct"] = int(100 * max(self.reduce_records) / mean)
+        if skew:
+            counters["skew"] = skew
+        counters["speculation"] = dict(self.spec)
+        runtime = counters.setdefault("mixfleet", {})
+        runtime.update(map_attempts=t.launched_by_kind.get("map", 0),
+                       reduce_attempts=t.launched_by_kind.get("reduce", 0),
+                       maps_restored=self.restored["maps"], reduces_restored=self.restored["reduces"],
+                       master_restarts=self.incarnation)
+        return {"status": status, "parts": parts or [], "error": error,
+                "map_tasks": len(t.of_kind("map")), "reduce_tasks": len(t.of_kind("reduce")),
+                "attempts": {"launched": t.launched, "failed": t.failed_attempts, "speculative": t.speculative},
+                "counters": counters, "tasks": self._timeline()}
+
+    def _timeline(self) -> list[dict]:
+        return [{"task": t.id, "kind": t.kind, "worker": a.worker, "start": a.started - self.t0,
+                 "end": (a.finished or time.monotonic()) - self.t0, "outcome": a.outcome,
+                 "speculative": a.speculative}
+                for t in self.table.tasks.values() for a in t.attempts]
