@@ -28,6 +28,7 @@ STEPS: list[tuple[str, str]] = [
     ("routing", "mixfleet.routing.demo:step"),
     ("routing_live", "mixfleet.routing.serve.demo:step"),
     ("earlyexit", "mixfleet.earlyexit.demo:step"),
+    ("earlyexit_serve", "mixfleet.earlyexit.serve_demo:step"),
     ("xfaas", "mixfleet.xfaas.demo:step"),
 ]
 

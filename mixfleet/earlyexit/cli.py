@@ -196,6 +196,7 @@ def serve(
     grpc_port: int | None = typer.Option(None, "--grpc-port", help="also serve gRPC Predict on this port"),
     mode: str = typer.Option("adaptive", help="adaptive, static, full or plain"),
     queue_bound: int = typer.Option(256, help="requests in flight before answering 429"),
+    device_ms: float = typer.Option(0.0, "--device-ms", help="EMULATED device: full-pass ms per sample (0 = none)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: embedded)"),
 ) -> None:
     """Serve the model at POST /v1/models/mnist:predict until Ctrl-C."""
@@ -206,10 +207,11 @@ def serve(
 
     if sla_ms <= 0:
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "pass the latency objective in ms, e.g. --sla-ms 50")
+    device = _device(device_ms)
     connect(address)
     try:
         start_serve(http_port=port, grpc_port=grpc_port)  # registers the early-exit gRPC servicer
-        url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound)
+        url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
         console().print(f"serving at {url}/v1/models/mnist:predict" +
                         (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "") +
                         " (Ctrl-C to stop)")
@@ -221,11 +223,23 @@ def serve(
         shutdown()
 
 
+def _device(device_ms: float) -> dict | None:
+    """``--device-ms``: 0 means the real device; > 0 an EMULATED one (mixfleet.earlyexit.device)."""
+    if device_ms < 0:
+        raise InputError(f"--device-ms {device_ms} is negative", "pass 0 (real device) or the emulated full-pass "
+                         "time per sample in ms, e.g. --device-ms 20")
+    return {"full_ms_per_sample": device_ms, "launch_ms": 0.5} if device_ms > 0 else None
+
+
 @app.command("bench-sla")
 def bench_sla(
     model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
-    sla_ms: float = typer.Option(50.0, "--sla-ms", help="latency objective per request (ms)"),
+    sla_ms: float = typer.Option(200.0, "--sla-ms", help="latency objective per request (ms)"),
     phase_s: float = typer.Option(4.0, "--phase-s", help="seconds per load phase (low, 1x, 3x, 5x, recover)"),
+    min_requests: int = typer.Option(0, "--min-requests", min=0,
+                                     help="lengthen the phases until each condition gets this many requests"),
+    device_ms: float = typer.Option(30.0, "--device-ms", help="EMULATED device: full-pass ms per sample "
+                                    "(0 = time the model on the real CPU)"),
     queue_bound: int = typer.Option(64, help="requests in flight before the replica answers 429"),
     seed: int = typer.Option(0, help="arrival RNG seed"),
     plot: Path | None = typer.Option(None, "--plot", help="write latency/threshold-over-time PNG here"),
@@ -237,7 +251,8 @@ def bench_sla(
 
     try:
         out = slabench.run_sla_bench(sla_ms=sla_ms, phase_s=phase_s, seed=seed, queue_bound=queue_bound,
-                                     model_path=model_path, progress=lambda s: console().print(s))
+                                     model_path=model_path, device=_device(device_ms), min_requests=min_requests,
+                                     progress=lambda s: console().print(s))
     finally:
         shutdown()
     if plot is not None:
@@ -246,7 +261,8 @@ def bench_sla(
     if json_out:
         emit_json(res)
         return
-    print_table(f"SLA {sla_ms:g} ms, capacity {out['capacity_rps']:.0f} req/s",
+    dev = "EMULATED device" if out["emulated"] else "real CPU"
+    print_table(f"SLA {sla_ms:g} ms, full-depth capacity {out['capacity_rps']:.0f} req/s ({dev})",
                 ["condition", "requests", "SLA attainment", "p50 ms", "p99 ms", "p99.99 ms", "accuracy"],
                 [(c, r["requests"], f"{100 * r['sla_attainment']:.2f}%", r["p50_ms"], r["p99_ms"], r["p99_99_ms"],
                   f"{100 * (r['accuracy'] or 0):.2f}%") for c, r in res["conditions"].items()])

@@ -76,3 +76,34 @@ def check_thresholds(thresholds, n_exits: int, names: Sequence[str] | None = Non
             raise InputError(f"threshold {t} for {where} is outside [0, 1]",
                              "thresholds are confidence scores: 0 always exits, 1 never does")
     return values
+
+
+def parse_instances(payload, input_shape: tuple[int, ...], max_instances: int) -> np.ndarray:
+    """``{"instances": [...]}`` -> float32 ``[n, *input_shape]`` or InputError."""
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise InputError("request body must be a JSON object with an 'instances' list",
+                         'send {"instances": [[[...28 floats...], ...28 rows]]}')
+    inst = payload["instances"]
+    if not isinstance(inst, list) or not inst:
+        raise InputError("'instances' must be a non-empty list", "send at least one 28x28 array")
+    if len(inst) > max_instances:
+        raise InputError(f"{len(inst)} instances in one request; at most {max_instances} allowed",
+                         "split the request")
+    try:
+        x = np.asarray(inst, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise InputError("instances are not equally shaped arrays of numbers",
+                         f"each instance must be a {'x'.join(map(str, input_shape[-2:]))} array of floats") from None
+    if x.shape[1:] == tuple(input_shape[1:]) and len(input_shape) == 3 and input_shape[0] == 1:
+        x = x[:, None]
+    if x.shape[1:] != tuple(input_shape):
+        raise InputError(f"instance shape {tuple(x.shape[1:])} is wrong",
+                         f"expected {'x'.join(map(str, input_shape[1:]))} or {'x'.join(map(str, input_shape))} "
+                         "floats per instance")
+    bad = int((~np.isfinite(x)).sum())
+    if bad:
+        raise InputError(f"instances contain {bad} NaN or Inf value(s)", "send finite pixel values in [0, 1]")
+    if x.min() < 0.0 or x.max() > 1.0:
+        raise InputError(f"pixel values range over [{x.min():g}, {x.max():g}], outside [0, 1]",
+                         "scale images to [0, 1] (divide 0..255 by 255)")
+    return x

@@ -1,18 +1,28 @@
 """Open-loop load test of the early-exit server: Poisson arrivals in phases, per condition.
 
 Arrivals are scheduled up front from a seeded ``numpy.random.Generator``
-(exponential gaps at each phase's rate) and fired on time whether or not
-earlier requests have answered (open loop), so queueing shows up as
-latency, as it would for real clients. A request meets the SLA when it is
-answered 200 within ``sla_ms``; shed requests (429/503) count as misses.
-Conditions (``full``, ``static``, ``adaptive``, ``plain``) are switched on the same
+(exponential gaps at each phase's rate) and fired on time by
+:func:`mixfleet.platform.loadgen.run_open_loop` (worker processes speaking
+minimal HTTP/1.1), whether or not earlier requests have answered, so
+queueing shows up as latency, as it would for real clients. Latency runs
+from a request's *scheduled* send time to the end of its response. A
+request meets the SLA when it is answered 200 within ``sla_ms``; shed
+requests (429/503) and transport errors count as misses. Conditions
+(``full``, ``static``, ``adaptive``, ``plain``) are switched on the same
 replica through ``user_config`` (no restart).
 """
 
-import asyncio
+from __future__ import annotations
+
+import json
+import threading
 import time
+from urllib.parse import urlsplit
 
 import numpy as np
+
+MODEL = "mnist"
+POOL = 1000  # distinct images encoded per run (drawn at random per request)
 
 
 def _stats(lat_ms: np.ndarray, ok: np.ndarray, correct: np.ndarray, sla_ms: float) -> dict:
@@ -20,94 +30,101 @@ def _stats(lat_ms: np.ndarray, ok: np.ndarray, correct: np.ndarray, sla_ms: floa
     met = ok & (lat_ms <= sla_ms)
     good = lat_ms[ok]
     pct = (lambda q: float(np.percentile(good, q))) if len(good) else (lambda q: None)
-    return {"requests": int(n), "sla_attainment": float(met.mean()) if n else None, "shed": int((~ok).sum()),
-            "p50_ms": pct(50), "p99_ms": pct(99), "p99_99_ms": pct(99.99),
+    return {"requests": int(n), "sla_attainment": float(met.mean()) if n else None, "sla_misses": int(n - met.sum()),
+            "shed": int((~ok).sum()), "p50_ms": pct(50), "p99_ms": pct(99), "p99_99_ms": pct(99.99),
             "accuracy": float(correct[ok].mean()) if ok.any() else None}
 
 
-async def run_condition(url: str, images: np.ndarray, labels: np.ndarray, phases: list[tuple[str, float, float]],
-                        sla_ms: float, seed: int = 0, poll_s: float = 0.25) -> dict:
-    """Fire the phases (name, rate req/s, seconds) at ``url``; returns overall, per-phase and timeline stats."""
+def encode_bodies(images: np.ndarray) -> list[bytes]:
+    """V1 request bodies, one instance each (pixels rounded to 4 decimals: MNIST pixels are k/255)."""
+    return [json.dumps({"instances": [np.round(img, 4).tolist()]}, separators=(",", ":")).encode()
+            for img in images]
+
+
+def _poll_stats(url: str, stop: threading.Event, every_s: float, into: list) -> None:
     import httpx
 
-    rng = np.random.default_rng(seed)
-    times, phase_of = [], []
-    t0 = 0.0
-    for i, (_, rate, secs) in enumerate(phases):
-        t = t0 + rng.exponential(1.0 / rate)
-        while t < t0 + secs:
-            times.append(t)
-            phase_of.append(i)
-            t += rng.exponential(1.0 / rate)
-        t0 += secs
-    n = len(times)
-    pick = rng.integers(0, len(images), size=n)
-    bodies = [{"instances": [images[j].tolist()]} for j in pick]
-    lat = np.full(n, np.inf)
-    ok = np.zeros(n, dtype=bool)
-    pred = np.full(n, -1)
-    exits = np.full(n, -1)
-    timeline: list[dict] = []
-    predict = url + "/v1/models/mnist:predict"
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        done = asyncio.Event()
-
-        async def one(i: int) -> None:
-            s = time.perf_counter()
+    with httpx.Client(timeout=5.0) as client:
+        while not stop.is_set():
             try:
-                r = await client.post(predict, json=bodies[i])
-            except httpx.HTTPError:
-                return
-            lat[i] = (time.perf_counter() - s) * 1e3
-            if r.status_code == 200:
-                p = r.json()["predictions"][0]
-                ok[i], pred[i], exits[i] = True, p["label"], p["exit"]
+                st = client.get(f"{url}/v1/models/{MODEL}/stats").json()
+                into.append({"wall": time.time(), "thresholds": st["thresholds"], "pressure": st["pressure"],
+                             "forced": st["forced"]})
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            stop.wait(every_s)
 
-        async def poll() -> None:
-            while not done.is_set():
-                try:
-                    st = (await client.get(url + "/v1/models/mnist/stats")).json()
-                    timeline.append({"t": loop.time() - start, "thresholds": st["thresholds"],
-                                     "pressure": st["pressure"], "forced": st["forced"]})
-                except (httpx.HTTPError, ValueError, KeyError):
-                    pass
-                await asyncio.sleep(poll_s)
 
-        poller = asyncio.create_task(poll())
-        tasks = []
-        for i, t in enumerate(times):
-            delay = start + t - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        done.set()
-        await poller
-        offered = n / max(loop.time() - start, 1e-9)
-    correct = pred == labels[pick]
+def run_condition(url: str, images: np.ndarray, labels: np.ndarray, phases: list[tuple[str, float, float]],
+                  sla_ms: float, seed: int = 0, procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0) -> dict:
+    """Fire the phases (name, rate req/s, seconds) at ``url``; returns overall, per-phase and timeline stats."""
+    from mixfleet.platform.loadgen import poisson_schedule, run_open_loop
+
+    rng = np.random.default_rng(seed)
+    schedule, phase_of = poisson_schedule([(rate, secs) for _, rate, secs in phases], rng)
+    n = len(schedule)
+    pool = min(len(images), POOL)
+    pick = rng.integers(0, pool, size=n)
+    parts = urlsplit(url)
+    path = f"{parts.path.rstrip('/')}/v1/models/{MODEL}:predict"
+    timeline: list[dict] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_stats, args=(url, stop, poll_s, timeline), daemon=True)
+    poller.start()
+    try:
+        res = run_open_loop(parts.hostname, parts.port, path, encode_bodies(images[:pool]), schedule, pick,
+                            procs=procs, timeout_s=timeout_s)
+    finally:
+        stop.set()
+        poller.join()
+    ok = res.status == 200
+    pred, exits = np.full(n, -1), np.full(n, -1)
+    for i in np.flatnonzero(ok):
+        p = json.loads(res.bodies[i])["predictions"][0]
+        pred[i], exits[i] = p["label"], p["exit"]
+    lat = res.latency_s * 1e3
+    correct = pred == labels[:pool][pick]
     out = _stats(lat, ok, correct, sla_ms)
-    out["offered_rate"] = offered
+    duration = sum(secs for _, _, secs in phases)
+    out["offered_rate"] = n / duration if duration else 0.0
+    out["max_generator_lag_ms"] = res.max_lag_s * 1e3
     out["phases"] = {}
     for i, (name, rate, _) in enumerate(phases):
-        m = np.asarray(phase_of) == i
+        m = phase_of == i
         out["phases"][name] = {"rate": rate, **_stats(lat[m], ok[m], correct[m], sla_ms)}
     out["exit_counts"] = np.bincount(exits[exits >= 0], minlength=3).tolist()
-    out["timeline"] = timeline
-    out["send_times"] = [float(t) for t in times]
+    out["timeline"] = [{"t": p.pop("wall") - res.start_wall, **p} for p in timeline]
+    out["send_times"] = schedule.tolist()
     out["latencies_ms"] = [float(v) if np.isfinite(v) else None for v in lat]
     return out
 
 
-def measure_capacity(url: str, images: np.ndarray, seconds: float = 3.0) -> float:
-    """Requests/s one client sustains back to back (a full-depth replica, batch 1)."""
-    import httpx
+def measure_capacity(url: str, images: np.ndarray, labels: np.ndarray, sla_ms: float, probe_s: float = 4.0,
+                     lo: float = 2.0, hi: float = 400.0, steps: int = 7, target: float = 0.99,
+                     min_probe_requests: int = 100, procs: int = 2) -> float:
+    """The highest Poisson rate (req/s) at which >= ``target`` of requests meet the SLA (bisection, open loop).
 
-    n, start = 0, time.perf_counter()
-    with httpx.Client(timeout=30.0) as client:
-        while time.perf_counter() - start < seconds:
-            client.post(url + "/v1/models/mnist:predict", json={"instances": [images[n % len(images)].tolist()]})
-            n += 1
-    return n / (time.perf_counter() - start)
+    Run it with the replica in the mode whose capacity you want (``full``
+    for the load test's 1x). A warm-up at ``lo`` comes first; each probe
+    lasts ``probe_s`` or long enough for ``min_probe_requests``; the server
+    is given a second to drain between probes. Returns ``lo`` when even
+    ``lo`` does not hold.
+    """
+    def probe(rate: float, seed: int) -> bool:
+        secs = max(probe_s, min_probe_requests / rate)
+        r = run_condition(url, images, labels, [("probe", rate, secs)], sla_ms, seed=seed, procs=procs, poll_s=secs)
+        time.sleep(1.0)
+        return (r["sla_attainment"] or 0.0) >= target
+
+    def holds(rate: float, seed: int) -> bool:  # a rate fails only if it fails twice (one hiccup is not capacity)
+        return probe(rate, seed) or probe(rate, seed + 1000)
+
+    run_condition(url, images, labels, [("warm-up", max(lo, 10.0), 2.0)], sla_ms, seed=0, procs=procs, poll_s=2.0)
+    time.sleep(1.0)
+    for k in range(steps):
+        mid = (lo * hi) ** 0.5  # geometric bisection: the range spans orders of magnitude
+        if holds(mid, k + 1):
+            lo = mid
+        else:
+            hi = mid
+    return lo

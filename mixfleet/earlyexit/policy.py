@@ -12,14 +12,18 @@ Notation:
     q(t)         requests queued or in flight at the replica
     q_ref        queue length at which the replica is considered saturated
     l(t)         p95 of the latencies of the last ``window`` answered requests
+    u(t)         utilisation: the share of wall time the replica spent computing, since its previous batch
+    u_lo, u_hi   utilisation band over which pressure rises from 0 to 1 (0.3, 0.7)
     SLA          latency objective; ``headroom`` h in (0, 1) is the share of it we aim to use
     p(t)         load pressure in [0, 1]
     b(t)         drift back-off in [0, 1] (see DriftGuard)
 
-    raw(t) = clip(max(q(t) / q_ref, (l(t) / SLA - h) / (1 - h)), 0, 1)
+    raw(t) = clip(max(q(t) / q_ref, (u(t) - u_lo) / (u_hi - u_lo), (l(t) / SLA - h) / (1 - h)), 0, 1)
     p(t)   = p(t-) + a * (raw(t) - p(t-)),  a = attack (0.6) if raw > p else release (0.05)
     tau[k] = tau_cal[k] + (1 - p(t) * (1 - b(t))) * (tau_con[k] - tau_cal[k])
 
+Utilisation is the leading signal (it rises with the arrival rate before
+queues or latencies do); queue and latency catch what it misses.
 So at low load tau = tau_con (as accurate as the full model), under a burst
 tau falls to tau_cal within a couple of batches (fast attack), and relaxes
 slowly when the burst ends (slow release, no oscillation). The drift guard
@@ -46,19 +50,21 @@ class AdaptiveThresholds:
 
     def __init__(self, calibrated: Sequence[float], conservative: Sequence[float] | None, sla_s: float,
                  queue_ref: float = 32.0, headroom: float = 0.5, attack: float = 0.6, release: float = 0.05,
-                 window: int = 200):
+                 window: int = 200, util_band: tuple[float, float] = (0.3, 0.7)):
         self.cal = np.asarray(calibrated, dtype=float)
         self.con = np.ones_like(self.cal) if conservative is None else np.asarray(conservative, dtype=float)
         self.sla_s, self.queue_ref, self.headroom = float(sla_s), float(queue_ref), float(headroom)
         self.attack, self.release = float(attack), float(release)
+        self.u_lo, self.u_hi = map(float, util_band)
         self.latencies: deque[float] = deque(maxlen=window)
         self.pressure = 0.0
         self.backoff = 0.0
 
-    def observe(self, queue_len: int, latencies_s: Sequence[float] = ()) -> None:
+    def observe(self, queue_len: int, latencies_s: Sequence[float] = (), utilisation: float = 0.0) -> None:
         self.latencies.extend(latencies_s)
         lat = float(np.percentile(self.latencies, 95)) if self.latencies else 0.0
-        raw = max(queue_len / self.queue_ref, (lat / self.sla_s - self.headroom) / (1 - self.headroom))
+        raw = max(queue_len / self.queue_ref, (utilisation - self.u_lo) / (self.u_hi - self.u_lo),
+                  (lat / self.sla_s - self.headroom) / (1 - self.headroom))
         raw = min(max(raw, 0.0), 1.0)
         a = self.attack if raw > self.pressure else self.release
         self.pressure += a * (raw - self.pressure)
@@ -92,6 +98,9 @@ class DeadlinePlanner:
 
 class DriftGuard:
     """Agreement of early answers with the final exit, sampled when the replica is idle.
+
+    The caller counts a batch as idle only when the sampled full pass also fits before the batch's
+    earliest deadline, so monitoring never costs an SLA miss.
 
     ``agreement`` is an EWMA over sampled batches; when it falls below
     ``floor`` the back-off rises (thresholds pulled towards conservative),

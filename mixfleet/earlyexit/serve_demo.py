@@ -5,10 +5,14 @@ a free loopback port if it is not running, and shut down again only if this
 step started it). The same replica serves the three conditions one after
 the other, switched through ``user_config`` without a restart: ``full`` (no
 exits), ``static`` (calibrated thresholds) and ``adaptive`` (load-aware
-thresholds and deadline-forced exits). Each gets a short Poisson load of
-1x then 3x the replica's measured full-depth rate (1.5 s each); the step prints the
+thresholds and deadline-forced exits). The replica runs on the benchmark's
+EMULATED device (:mod:`mixfleet.earlyexit.device`: real answers, emulated
+stage times), whose nominal full-depth rate is 75% of ``1000 /
+full_ms_per_sample`` req/s (close to what the benchmark measures). Each condition gets a short open-loop Poisson
+load of 1x then 3x that rate (1.5 s each); the step prints the
 per-condition table. It is a glimpse, not the benchmark
-(``benchmarks/earlyexit_sla.py`` runs 5 phases and far more requests).
+(``benchmarks/earlyexit_sla.py`` measures the rate, runs 5 phases and at
+least 30,000 requests per condition).
 """
 
 from __future__ import annotations
@@ -18,13 +22,12 @@ PREFIX = "/eedemo"
 
 
 def step(ctx) -> dict:
-    import asyncio
-
     from ray import serve
 
     from mixfleet.earlyexit.data import load_dataset
-    from mixfleet.earlyexit.loadtest import measure_capacity, run_condition
+    from mixfleet.earlyexit.loadtest import run_condition
     from mixfleet.earlyexit.serving import deploy
+    from mixfleet.earlyexit.slabench import DEFAULT_DEVICE
     from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
     from mixfleet.platform.output import print_table
 
@@ -32,19 +35,20 @@ def step(ctx) -> dict:
     started = serve_ports() is None
     if started:
         start_serve(http_port=free_port())
-    sla_ms = 100.0
+    sla_ms = 200.0
     test = load_dataset("mnist", seed=0).test
     images, labels = test.x[:, 0], test.y
-    common = {"app_name": APP, "route_prefix": PREFIX, "num_cpus": 0.5, "sla_ms": sla_ms, "queue_bound": 64}
+    common = {"app_name": APP, "route_prefix": PREFIX, "num_cpus": 0.5, "sla_ms": sla_ms, "queue_bound": 64,
+              "device": DEFAULT_DEVICE}
     out: dict = {"sla_ms": sla_ms, "conditions": {}}
     try:
-        url = deploy(mode="full", **common)
-        mu = measure_capacity(url, images, seconds=1.0)
-        out["capacity_rps"] = mu
+        mu = 0.75 * 1000.0 / DEFAULT_DEVICE["full_ms_per_sample"]
+        out["nominal_rate_rps"] = mu
+        out["emulated_device"] = DEFAULT_DEVICE
         phases = [("1x", mu, 1.5), ("3x", 3 * mu, 1.5)]
         for i, cond in enumerate(("full", "static", "adaptive")):
-            deploy(mode=cond, **common)
-            r = asyncio.run(run_condition(url, images, labels, phases, sla_ms, seed=i))
+            url = deploy(mode=cond, **common)
+            r = run_condition(url, images, labels, phases, sla_ms, seed=i)
             out["conditions"][cond] = {k: r[k] for k in ("requests", "sla_attainment", "p50_ms", "p99_ms",
                                                          "accuracy", "shed", "exit_counts")}
     finally:
@@ -53,8 +57,9 @@ def step(ctx) -> dict:
             serve.shutdown()
     if not ctx.json_mode:
         print_table(f"early-exit serving: 1.5 s at 1x then 1.5 s at 3x of {mu:.0f} req/s (SLA {sla_ms:g} ms, one "
-                    "replica, 127.0.0.1)", ["condition", "requests", "SLA attainment", "p50 ms", "p99 ms", "shed",
-                                            "accuracy", "answers per exit"],
+                    "replica on an EMULATED device, 127.0.0.1)",
+                    ["condition", "requests", "SLA attainment", "p50 ms", "p99 ms", "shed", "accuracy",
+                     "answers per exit"],
                     [(c, r["requests"], f"{100 * (r['sla_attainment'] or 0):.1f}%", r["p50_ms"], r["p99_ms"],
                       r["shed"], f"{100 * (r['accuracy'] or 0):.1f}%", "/".join(map(str, r["exit_counts"])))
                      for c, r in out["conditions"].items()])

@@ -32,6 +32,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from mixfleet.earlyexit.answers import EarlyAnswers
+from mixfleet.earlyexit.device import DeviceClock, EmulatedDevice
+from mixfleet.earlyexit.inputs import parse_instances
 from mixfleet.errors import InputError
 from mixfleet.platform.config import StrictModel, parse_model
 
@@ -43,6 +46,7 @@ class ServeOptions(StrictModel):
 
     mode: Literal["adaptive", "static", "full", "plain"] = "adaptive"  # plain: the backbone alone, no heads
     sla_ms: float = 50.0
+    path_ms: float = 5.0  # time a request spends outside the replica (proxy, network): kept out of its deadline
     thresholds: list[float] | None = None  # calibrated thresholds (default: the model's)
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.002
@@ -52,43 +56,14 @@ class ServeOptions(StrictModel):
     drift_sample_rate: float = 0.05
     drift_floor: float = 0.97
     seed: int = 0
+    device: EmulatedDevice | None = None  # EMULATED accelerator time per stage (mixfleet.earlyexit.device)
 
 
 @dataclass
 class _Item:
     x: object  # torch.Tensor [n, 1, 28, 28]
     arrival: float
-
-
-def parse_instances(payload, input_shape: tuple[int, ...], max_instances: int) -> np.ndarray:
-    """``{"instances": [...]}`` -> float32 ``[n, *input_shape]`` or InputError."""
-    if not isinstance(payload, dict) or "instances" not in payload:
-        raise InputError("request body must be a JSON object with an 'instances' list",
-                         'send {"instances": [[[...28 floats...], ...28 rows]]}')
-    inst = payload["instances"]
-    if not isinstance(inst, list) or not inst:
-        raise InputError("'instances' must be a non-empty list", "send at least one 28x28 array")
-    if len(inst) > max_instances:
-        raise InputError(f"{len(inst)} instances in one request; at most {max_instances} allowed",
-                         "split the request")
-    try:
-        x = np.asarray(inst, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise InputError("instances are not equally shaped arrays of numbers",
-                         f"each instance must be a {'x'.join(map(str, input_shape[-2:]))} array of floats") from None
-    if x.shape[1:] == tuple(input_shape[1:]) and len(input_shape) == 3 and input_shape[0] == 1:
-        x = x[:, None]
-    if x.shape[1:] != tuple(input_shape):
-        raise InputError(f"instance shape {tuple(x.shape[1:])} is wrong",
-                         f"expected {'x'.join(map(str, input_shape[1:]))} or {'x'.join(map(str, input_shape))} "
-                         "floats per instance")
-    bad = int((~np.isfinite(x)).sum())
-    if bad:
-        raise InputError(f"instances contain {bad} NaN or Inf value(s)", "send finite pixel values in [0, 1]")
-    if x.min() < 0.0 or x.max() > 1.0:
-        raise InputError(f"pixel values range over [{x.min():g}, {x.max():g}], outside [0, 1]",
-                         "scale images to [0, 1] (divide 0..255 by 255)")
-    return x
+    future: asyncio.Future | None = None  # resolved as soon as every sample of the request has left
 
 
 def _error(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
@@ -139,9 +114,13 @@ class EarlyExitServer:
             self.calibrated = check_thresholds(opts.thresholds, self.model.n_exits, self.model.exit_names)
         self.opts = opts
         self.policy = AdaptiveThresholds(self.calibrated, self.conservative, opts.sla_ms / 1e3,
-                                         queue_ref=max(2.0, opts.max_batch_size))
-        if not hasattr(self, "planner"):
+                                         queue_ref=max(2.0, opts.max_batch_size / 4))
+        self.clock = DeviceClock.for_model(opts.device, self.model)
+        if not hasattr(self, "planner") or opts.device != self.planner_device:  # stage times learnt on another device
             self.planner = DeadlinePlanner(len(self.model.stages), self.model.exit_stage_indices())
+            self.planner_device = opts.device
+            if self.clock is not None:  # a prior until the first batch is timed
+                self.planner.stage_s[:] = [self.clock.target_s(t, 1) for t in self.clock.stage_s]
         self.guard = DriftGuard(floor=opts.drift_floor, sample_rate=opts.drift_sample_rate)
         self.rng = np.random.default_rng(opts.seed)
         self._infer.set_max_batch_size(opts.max_batch_size)
@@ -188,7 +167,8 @@ class EarlyExitServer:
         return {"served": self.served, "exit_counts": self.counts.tolist(), "forced": self.forced,
                 "sla_misses": self.sla_misses, "thresholds": self.thresholds_now(),
                 "pressure": self.policy.pressure, "agreement": self.guard.agreement,
-                "drift_samples": self.guard.samples, "options": self.opts.model_dump()}
+                "drift_samples": self.guard.samples, "options": self.opts.model_dump(),
+                "device": "emulated" if self.clock is not None else "real"}
 
     @api.post("/v1/models/{name}:predict")
     async def predict(self, name: str, request: Request):
@@ -214,11 +194,7 @@ class EarlyExitServer:
             return _error(400, exc.one_line())
         import torch
 
-        self.inflight += 1
-        try:
-            preds = await self._infer(_Item(torch.from_numpy(x), arrival))
-        finally:
-            self.inflight -= 1
+        preds = await self._answer(_Item(torch.from_numpy(x), arrival))
         return {"predictions": preds}
 
     # -- gRPC (through Serve's gRPC proxy; metadata "application" selects the app) --------------
@@ -253,14 +229,21 @@ class EarlyExitServer:
                 -1, *self.model.input_shape[1:]).tolist()}, self.model.input_shape, self.opts.max_instances)
         except (InputError, ValueError) as exc:
             return fail(grpc.StatusCode.INVALID_ARGUMENT, exc.one_line() if isinstance(exc, InputError) else str(exc))
-        self.inflight += 1
-        try:
-            preds = await self._infer(_Item(torch.from_numpy(x), arrival))
-        finally:
-            self.inflight -= 1
+        preds = await self._answer(_Item(torch.from_numpy(x), arrival))
         return pb.PredictResponse(predictions=[pb.Prediction(**p) for p in preds])
 
     # -- batched inference -----------------------------------------------------------------
+    async def _answer(self, item: _Item) -> list[dict]:
+        """The request's predictions as soon as its samples have exited (the batch may still be running)."""
+        item.future = asyncio.get_running_loop().create_future()
+        self.inflight += 1
+        try:
+            batch = asyncio.ensure_future(self._infer(item))
+            await asyncio.wait({item.future, batch}, return_when=asyncio.FIRST_COMPLETED)
+            return item.future.result() if item.future.done() else batch.result()
+        finally:
+            self.inflight -= 1
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _infer(self, items: list[_Item]) -> list[list[dict]]:
         import torch
@@ -268,57 +251,75 @@ class EarlyExitServer:
         from mixfleet.earlyexit.inference import ExitResult, run_exits
 
         x = torch.cat([it.x for it in items])
-        deadline = min(it.arrival for it in items) + self.opts.sla_ms / 1e3
+        deadline = min(it.arrival for it in items) + (self.opts.sla_ms - self.opts.path_ms) / 1e3
         th = self.thresholds_now()
-        idle = self.inflight <= len(items)
-        sample = self.opts.mode == "adaptive" and self.guard.should_sample(idle, float(self.rng.random()))
-        forced_at: list[int] = []
+        # idle: nothing else waiting and low pressure (a monitoring full pass keeps the device busy for a full pass)
+        idle = self.inflight <= len(items) and self.policy.pressure < 0.2
+        # the monitoring full pass delays the batch's answers: only when it still fits before the earliest deadline
+        fits = time.monotonic() + float(self.planner.stage_s.sum()) <= deadline
+        sample = self.opts.mode == "adaptive" and self.guard.should_sample(idle and fits, float(self.rng.random()))
+        names = self.model.exit_names + ["final"]
+        answers = EarlyAnswers([it.x.shape[0] for it in items], [it.future for it in items],
+                               [it.arrival for it in items], names, asyncio.get_running_loop())
 
         def force(k: int) -> bool:
             hit = self.opts.mode == "adaptive" and self.planner.must_exit(k, time.monotonic(), deadline)
-            if hit:
-                forced_at.append(k)
+            if hit and answers.forced_exit is None:
+                answers.forced_exit = k
             return hit
 
         stages = [self._timed(i, s) for i, s in enumerate(self.model.stages)]
-        heads = {int(k): h for k, h in self.model.heads.items()}
+        heads = {int(k): self._timed_head(int(k), h) for k, h in self.model.heads.items()}
         def compute():
             with torch.no_grad():
                 if self.opts.mode == "plain":  # the baseline: a plain deployment of the backbone
                     return ExitResult(self.model(x), torch.full((len(x),), self.model.n_exits), self.model.n_exits)
                 return run_exits(x, stages, heads, th, self.model.criterion, mode="release" if sample else "stop",
-                                 force_exit=force)
+                                 on_exit=answers.on_exit, force_exit=force)
 
         # off the event loop, so the replica keeps admitting (or shedding) requests while it computes;
         # serve.batch runs one batch at a time, so the controller state is never touched concurrently
+        began = time.monotonic()
         r = await asyncio.to_thread(compute)
+        ended = time.monotonic()
+        util = (ended - began) / max(ended - self._last_busy, 1e-9)  # busy share since the previous batch ended
+        self._last_busy = ended
         if sample and r.final_logits is not None:
             self.guard.record(r.agreement(), len(x))
             self.m_agreement.set(self.guard.agreement)
-        forced = forced_at[0] if forced_at else None
-        labels, conf, ex = r.labels.tolist(), r.confidence.tolist(), r.exit_index.tolist()
-        names = self.model.exit_names + ["final"]
-        out, i, now = [], 0, time.monotonic()
-        lat = []
-        for it in items:
-            n = it.x.shape[0]
-            out.append([{"label": labels[j], "confidence": conf[j], "exit": ex[j], "exit_name": names[ex[j]],
-                         "forced": forced is not None and ex[j] == forced} for j in range(i, i + n)])
-            i += n
-            lat.append(now - it.arrival)
-        self._account(ex, forced, lat, th)
+        ex = r.exit_index.tolist()
+        out = answers.finish(r.labels.tolist(), r.confidence.tolist(), ex)
+        self._account(ex, answers.forced_exit, answers.latency, th, min(util, 1.0))
         return out
 
     def _timed(self, i: int, stage):
+        clock = self.clock
+
         def run(h):
             t0 = time.perf_counter()
             out = stage(h)
+            if clock is not None:
+                clock.pad(t0, clock.stage_s[i], h.shape[0])
             self.planner.record(i, time.perf_counter() - t0)
             return out
 
         return run
 
-    def _account(self, ex: list[int], forced: int | None, latencies: list[float], th: list[float]) -> None:
+    def _timed_head(self, i: int, head):
+        clock = self.clock
+        if clock is None:
+            return head
+
+        def run(h):
+            t0 = time.perf_counter()
+            out = head(h)
+            clock.pad(t0, clock.head_s[i], h.shape[0])
+            return out
+
+        return run
+
+    def _account(self, ex: list[int], forced: int | None, latencies: list[float], th: list[float],
+                 utilisation: float) -> None:
         counts = np.bincount(ex, minlength=len(self.counts))
         self.counts += counts
         self.served += len(ex)
@@ -333,7 +334,7 @@ class EarlyExitServer:
         if misses:
             self.sla_misses += misses
             self.m_misses.inc(misses)
-        self.policy.observe(self.inflight, latencies)
+        self.policy.observe(self.inflight, latencies, utilisation)
         for k, t in enumerate(th):
             self.m_threshold.set(t, tags={"exit": str(k)})
 

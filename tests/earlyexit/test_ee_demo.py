@@ -23,9 +23,10 @@ def test_serve_demo_step_runs_a_burst_per_condition(ray_local, tmp_path):
         start_serve(http_port=free_port(), grpc_port=free_port())
     before = serve_ports()
     out = step(DemoContext(workdir=tmp_path, json_mode=True, cluster_file="cluster.yaml"))
-    assert set(out["conditions"]) == {"full", "static", "adaptive"} and out["capacity_rps"] > 0
+    assert set(out["conditions"]) == {"full", "static", "adaptive"} and out["nominal_rate_rps"] > 0
+    assert out["emulated_device"]["full_ms_per_sample"] > 0  # the output says the device is emulated
     for r in out["conditions"].values():
-        assert r["requests"] > 2 * out["capacity_rps"]  # 1.5 s at 1x + 1.5 s at 3x, open loop
+        assert r["requests"] > 2 * out["nominal_rate_rps"]  # 1.5 s at 1x + 1.5 s at 3x, open loop
         assert r["accuracy"] is None or r["accuracy"] >= 0.9
     full, static, adaptive = (out["conditions"][c] for c in ("full", "static", "adaptive"))
     assert full["exit_counts"][:2] == [0, 0] and full["exit_counts"][2] > 0  # full: every answer from the last exit

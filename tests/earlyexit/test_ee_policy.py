@@ -29,6 +29,18 @@ def test_latency_near_the_sla_raises_pressure_even_with_a_short_queue():
     assert pol.pressure > 0.8 and pol.thresholds()[0] < 0.6
 
 
+def test_a_busy_replica_raises_pressure_before_queues_or_latency_do():
+    pol = AdaptiveThresholds([0.5], [0.9], sla_s=0.1, queue_ref=100, util_band=(0.3, 0.7))
+    pol.observe(queue_len=0, latencies_s=[0.01] * 10, utilisation=0.25)  # below the band: no pressure
+    assert pol.pressure == 0.0
+    for _ in range(5):
+        pol.observe(queue_len=0, latencies_s=[0.01] * 10, utilisation=0.9)
+    assert pol.pressure > 0.9 and pol.thresholds()[0] < 0.55
+    for _ in range(5):
+        pol.observe(queue_len=0, latencies_s=[0.01] * 10, utilisation=0.5)  # mid-band: pressure settles near 0.5
+    assert 0.5 < pol.pressure < 0.9  # ...slowly (release), not at once
+
+
 def test_deadline_planner_forces_an_exit_only_when_the_rest_would_miss():
     plan = DeadlinePlanner(n_stages=3, exit_stage=[0, 1])
     for stage, s in enumerate([0.002, 0.004, 0.004]):

@@ -136,7 +136,7 @@ def test_open_loop_load_generator_against_the_live_server(base, images):
     from mixfleet.earlyexit.loadtest import run_condition
 
     x, y = images
-    out = asyncio.run(run_condition(base, x, y, [("low", 20.0, 1.0), ("burst", 60.0, 1.0)], sla_ms=5000, seed=3))
+    out = run_condition(base, x, y, [("low", 20.0, 1.0), ("burst", 60.0, 1.0)], sla_ms=5000, seed=3)
     assert out["requests"] == out["phases"]["low"]["requests"] + out["phases"]["burst"]["requests"]
     assert out["phases"]["burst"]["requests"] > out["phases"]["low"]["requests"]  # Poisson at 3x the rate
     assert out["accuracy"] >= 0.9 and out["sla_attainment"] > 0.5
@@ -213,3 +213,42 @@ def test_autoscaling_stats_and_metrics_on_rays_prometheus_endpoint(base, images)
     assert all(w in text for w in want), [ln for ln in text.splitlines() if "earlyexit" in ln][:5]
     line = next(ln for ln in text.splitlines() if ln.startswith("ray_earlyexit_exits") and 'exit="' in ln)
     assert float(line.rsplit(" ", 1)[1]) > 0
+
+
+def test_emulated_device_pads_stages_and_deadline_forces_an_early_answer(base, images):
+    """On a slow (emulated) device, a full pass takes the emulated time; with an SLA shorter than
+    that, the adaptive policy answers from exit 0, forced, within the SLA."""
+    from mixfleet.earlyexit.serving import deploy
+
+    x, _ = images
+
+    def reconfigure(**kw):
+        deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, queue_bound=8, autoscaling=AUTOSCALING, **kw)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            st = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
+            if st["options"]["mode"] == kw["mode"] and st["options"]["sla_ms"] == kw["sla_ms"]:
+                return st
+            time.sleep(0.3)
+        raise AssertionError("the new user_config never reached the replica")
+
+    try:
+        st = reconfigure(mode="full", sla_ms=2000, device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
+        assert st["device"] == "emulated"
+        t = time.perf_counter()
+        pred = _predict(base, x[:1].tolist()).json()["predictions"][0]
+        assert pred["exit_name"] == "final" and time.perf_counter() - t >= 0.15
+        # the SLA (120 ms) cannot fit the stages after exit 0 (about 78% of 150 ms): forced out at exit 0
+        reconfigure(mode="adaptive", sla_ms=120, path_ms=5, device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
+        for img in x[:3]:
+            t = time.perf_counter()
+            pred = _predict(base, [img.tolist()]).json()["predictions"][0]
+            assert pred["exit"] == 0 and (pred["forced"] or pred["confidence"] >= 0.5)
+            took = time.perf_counter() - t
+            assert took < 0.12 + 0.05, (took, httpx.get(base + "/v1/models/mnist/stats", timeout=10).json())
+        with pytest.raises(Exception, match="full_ms_per_sample"):
+            deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, mode="full", sla_ms=200,
+                   device={"full_ms_per_sample": -1.0})
+    finally:
+        reconfigure(mode="adaptive", sla_ms=200)
+    assert httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()["device"] == "real"
