@@ -13,7 +13,7 @@ Notation:
     q_ref        queue length at which the replica is considered saturated
     l(t)         p95 of the latencies of the last ``window`` answered requests
     u(t)         utilisation: the share of wall time the replica spent computing, since its previous batch
-    u_lo, u_hi   utilisation band over which pressure rises from 0 to 1 (0.3, 0.7)
+    u_lo, u_hi   utilisation band over which pressure rises from 0 to 1 (0.2, 0.5)
     SLA          latency objective; ``headroom`` h in (0, 1) is the share of it we aim to use
     p(t)         load pressure in [0, 1]
     b(t)         drift back-off in [0, 1] (see DriftGuard)
@@ -50,7 +50,7 @@ class AdaptiveThresholds:
 
     def __init__(self, calibrated: Sequence[float], conservative: Sequence[float] | None, sla_s: float,
                  queue_ref: float = 32.0, headroom: float = 0.5, attack: float = 0.6, release: float = 0.05,
-                 window: int = 200, util_band: tuple[float, float] = (0.3, 0.7)):
+                 window: int = 200, util_band: tuple[float, float] = (0.2, 0.5)):
         self.cal = np.asarray(calibrated, dtype=float)
         self.con = np.ones_like(self.cal) if conservative is None else np.asarray(conservative, dtype=float)
         self.sla_s, self.queue_ref, self.headroom = float(sla_s), float(queue_ref), float(headroom)

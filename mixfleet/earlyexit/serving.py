@@ -254,7 +254,7 @@ class EarlyExitServer:
         deadline = min(it.arrival for it in items) + (self.opts.sla_ms - self.opts.path_ms) / 1e3
         th = self.thresholds_now()
         # idle: nothing else waiting and low pressure (a monitoring full pass keeps the device busy for a full pass)
-        idle = self.inflight <= len(items) and self.policy.pressure < 0.2
+        idle = self.inflight <= len(items) and self.policy.pressure < 0.05
         # the monitoring full pass delays the batch's answers: only when it still fits before the earliest deadline
         fits = time.monotonic() + float(self.planner.stage_s.sum()) <= deadline
         sample = self.opts.mode == "adaptive" and self.guard.should_sample(idle and fits, float(self.rng.random()))

@@ -148,6 +148,8 @@ def test_cli_bad_serving_arguments(cli):
     assert r.returncode != 0 and "--sla-ms 0.0" in r.error_line and r.stdout == ""
     r = cli("earlyexit", "serve", "--sla-ms", "-5")
     assert r.returncode != 0 and "--sla-ms -5.0 must be > 0" in r.error_line
+    r = cli("earlyexit", "serve", "--sla-ms", "100", "--device-ms", "-1")
+    assert r.returncode != 0 and "--device-ms -1.0 is negative" in r.error_line
 
 
 def test_grpc_predict_through_serves_proxy(base, images):
