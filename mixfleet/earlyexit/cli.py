@@ -202,7 +202,7 @@ def serve(
     """Serve the model at POST /v1/models/mnist:predict until Ctrl-C."""
     import time
 
-    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.earlyexit.deploy import deploy
     from mixfleet.platform.bootstrap import connect, shutdown, start_serve
 
     if sla_ms <= 0:

@@ -25,8 +25,8 @@ def step(ctx) -> dict:
     from ray import serve
 
     from mixfleet.earlyexit.data import load_dataset
+    from mixfleet.earlyexit.deploy import deploy
     from mixfleet.earlyexit.loadtest import run_condition
-    from mixfleet.earlyexit.serving import deploy
     from mixfleet.earlyexit.slabench import DEFAULT_DEVICE
     from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
     from mixfleet.platform.output import print_table

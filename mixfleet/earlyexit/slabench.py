@@ -38,9 +38,9 @@ def run_sla_bench(sla_ms: float = 200.0, phase_s: float = 4.0, seed: int = 0, qu
     from ray import serve
 
     from mixfleet.earlyexit.data import load_dataset
+    from mixfleet.earlyexit.deploy import deploy
     from mixfleet.earlyexit.device import EmulatedDevice
     from mixfleet.earlyexit.loadtest import measure_capacity, run_condition
-    from mixfleet.earlyexit.serving import deploy
     from mixfleet.errors import InputError
     from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
     from mixfleet.platform.config import parse_model

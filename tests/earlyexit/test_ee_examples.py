@@ -45,7 +45,7 @@ def test_serve_config_is_a_valid_serve_deploy_file(repo_root):
     cfg = yaml.safe_load((repo_root / "examples" / "earlyexit" / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(cfg)
     app = schema.applications[0]
-    assert app.import_path == "mixfleet.earlyexit.serving:app_builder"
+    assert app.import_path == "mixfleet.earlyexit.deploy:app_builder"
     opts = parse_model(app.deployments[0].user_config, ServeOptions)  # unknown knobs would be rejected
     assert opts.mode == "adaptive" and schema.http_options.host == "127.0.0.1"
     scaling = app.deployments[0].autoscaling_config

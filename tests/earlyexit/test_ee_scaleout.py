@@ -43,7 +43,7 @@ def _running() -> int:
 def base(ray_local):
     from ray import serve
 
-    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.earlyexit.deploy import deploy
     from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
 
     if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer

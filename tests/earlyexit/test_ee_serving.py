@@ -26,7 +26,7 @@ def _free_port() -> int:
 def base(ray_local):
     from ray import serve
 
-    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.earlyexit.deploy import deploy
     from mixfleet.platform.bootstrap import serve_ports, start_serve
 
     if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer
@@ -97,7 +97,7 @@ def test_nan_values_and_oversize_bodies_and_unknown_model(base):
 
 
 def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
-    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.earlyexit.deploy import deploy
 
     x, _ = images
     assert _predict(base, x[:4].tolist()).status_code == 200
@@ -220,7 +220,7 @@ def test_autoscaling_stats_and_metrics_on_rays_prometheus_endpoint(base, images)
 def test_emulated_device_pads_stages_and_deadline_forces_an_early_answer(base, images):
     """On a slow (emulated) device, a full pass takes the emulated time; with an SLA shorter than
     that, the adaptive policy answers from exit 0, forced, within the SLA."""
-    from mixfleet.earlyexit.serving import deploy
+    from mixfleet.earlyexit.deploy import deploy
 
     x, _ = images
 
