@@ -214,6 +214,7 @@ def serve(
         url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
         console().print(f"serving at {url}/v1/models/mnist:predict" +
                         (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "") +
+                        (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "") +
                         " (Ctrl-C to stop)")
         while True:
             time.sleep(3600)
