@@ -200,32 +200,29 @@ def serve(
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: embedded)"),
 ) -> None:
     """Serve the model at POST /v1/models/mnist:predict until Ctrl-C."""
-    import time
-
-    from mixfleet.earlyexit.deploy import deploy
-    from mixfleet.platform.bootstrap import connect, shutdown, start_serve
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.platform.bootstrap import connect, shutdown
+    from mixfleet.platform.serving import serving, stop_on_signal, wait_for_signal
 
     if sla_ms <= 0:
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "pass the latency objective in ms, e.g. --sla-ms 50")
     device = _device(device_ms)
     connect(address)
     try:
-        start_serve(http_port=port, grpc_port=grpc_port)  # registers the early-exit gRPC servicer
-        url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
-        console().print(f"serving at {url}/v1/models/mnist:predict" +
-                        (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "") +
-                        (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "") +
-                        " (Ctrl-C to stop)")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        with stop_on_signal() as stop, serving(http_port=port, grpc_port=grpc_port) as srv:
+            srv.own("earlyexit")
+            url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
+            console().print(f"serving at {url}/v1/models/mnist:predict" +
+                            (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "")
+                            + (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "")
+                            + " (Ctrl-C to stop)")
+            wait_for_signal(stop)
     finally:
         shutdown()
 
 
 def _device(device_ms: float) -> dict | None:
-    """``--device-ms``: 0 means the real device; > 0 an EMULATED one (mixfleet.earlyexit.device)."""
+    """``--device-ms``: 0 means the real device; > 0 an EMULATED one (mixfleet.earlyexit.serve.device)."""
     if device_ms < 0:
         raise InputError(f"--device-ms {device_ms} is negative", "pass 0 (real device) or the emulated full-pass "
                          "time per sample in ms, e.g. --device-ms 20")
@@ -247,7 +244,7 @@ def bench_sla(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Open-loop Poisson bursts against one replica: full vs static vs adaptive."""
-    from mixfleet.earlyexit import slabench
+    from mixfleet.earlyexit.serve import slabench
     from mixfleet.platform.bootstrap import shutdown
 
     try:

@@ -38,6 +38,7 @@ from typing import Any
 
 import ray
 
+from mixfleet.errors import JobError
 from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import range_boundaries
@@ -51,7 +52,7 @@ from mixfleet.mapreduce.tasks import State, Task, TaskTable
 from mixfleet.mapreduce.worker import Worker
 
 
-class JobFailed(Exception):
+class JobFailed(JobError):
     def __init__(self, error: BaseException):
         super().__init__(str(error))
         self.error = error

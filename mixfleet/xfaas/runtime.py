@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixfleet.errors import JobError
+
 
 @dataclass
 class ClaimCheck:
@@ -148,7 +150,7 @@ def run_unit(task: UnitTask, *args: Any):
     return (meta, *exports)
 
 
-class _MemberFailed(Exception):
+class _MemberFailed(JobError):
     def __init__(self, member: str, cause: str):
         super().__init__(cause)
         self.member, self.cause = member, cause
