@@ -54,6 +54,14 @@ def _bars(res: dict) -> list[str]:
     ]
 
 
+def headline(res: dict) -> str:
+    """One line for the README's results at a glance."""
+    c = res["conditions"]
+    att = {k: 100 * c[k]["phases"]["3x"]["sla_attainment"] for k in ("adaptive", "static", "full")}
+    return (f"SLA attainment in 3x bursts: adaptive {att['adaptive']:.2f}%, static {att['static']:.2f}%, full "
+            f"{att['full']:.2f}% (bar 99.99%; EMULATED device)")
+
+
 def markdown(res: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     device = res.get("device")

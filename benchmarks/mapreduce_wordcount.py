@@ -216,6 +216,14 @@ def main() -> int:
     return 0
 
 
+def headline(r: dict) -> str:
+    """One line for the README's results at a glance."""
+    rd = f"{r['ratio_vs_ray_data']:.2f}x" if r.get("ratio_vs_ray_data") else \
+        f"Ray Data unfinished at {r['ray_data'].get('timed_out_after_s') or 0:g} s"
+    return (f"{r['peer_mb']:g} MB word count: {r['ratio_vs_reference']:.2f}x a single-process reference "
+            f"(bar {r['bars']['vs_reference']:g}x); vs Ray Data: {rd} (bar {r['bars']['vs_ray_data']:g}x)")
+
+
 def markdown(r: dict) -> str:
     rd = r["ray_data"]
     rd_time = f"{rd['elapsed_s']:.1f}" if rd["elapsed_s"] else f"> {rd['timed_out_after_s']:.0f} (stopped)"

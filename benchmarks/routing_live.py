@@ -149,6 +149,12 @@ def diagnose(sim: dict, live: dict) -> dict:
             "engine_p99_e2e_s": _pct([live[k]["engine_e2e"] for k in common], 99)}
 
 
+def headline(out: dict) -> str:
+    """One line for the README's results at a glance."""
+    ok = sum(abs(r["live_over_sim"][k] - 1) <= BAR for r in out["runs"] for k in ("p50_e2e_s", "p99_e2e_s"))
+    return f"live/simulated P50 and P99 within {BAR:.0%}: {ok} of {2 * len(out['runs'])} figures (EMULATED engines)"
+
+
 def markdown(out: dict) -> str:
     """The results table, rendered from the JSON this script writes."""
     lines = ["# Live router vs simulator (EMULATED GPUs and engines)", "",

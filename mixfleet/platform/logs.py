@@ -42,9 +42,12 @@ def verbose() -> bool:
 
 
 def level() -> int:
-    """The level for Ray's loggers: DEBUG/INFO when verbose, else WARNING."""
+    """The level for Ray's loggers on the driver: DEBUG/INFO when verbose, else ERROR.
+
+    Quiet means quiet: Ray's start-up and Ray Data's progress notices are WARNINGs.
+    """
     if not verbose():
-        return logging.WARNING
+        return logging.ERROR
     return logging.DEBUG if os.environ.get(ENV, "").strip().lower() == "debug" else logging.INFO
 
 
@@ -54,8 +57,13 @@ def ray_init_kwargs() -> dict:
 
 
 def serve_logging_config(*, access_log: bool = False) -> dict:
-    """Serve's ``LoggingConfig`` (as a dict) for its controller, proxies and every deployment."""
-    return {"log_level": logging.getLevelName(level()), "enable_access_log": access_log}
+    """Serve's ``LoggingConfig`` (as a dict) for its controller, proxies and every deployment.
+
+    Quiet keeps Serve's warnings in its log files (they never reach the driver: ``log_to_driver``
+    is off), verbose brings back its INFO lines.
+    """
+    lvl = logging.WARNING if not verbose() else level()
+    return {"log_level": logging.getLevelName(lvl), "enable_access_log": access_log}
 
 
 def quiet_driver() -> None:
@@ -78,4 +86,4 @@ def quiet_driver() -> None:
         ctx.print_on_execution_start = verbose()
         for handler in logging.getLogger("ray.data").handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setLevel(max(lvl, logging.INFO))
+                handler.setLevel(lvl)
