@@ -70,7 +70,7 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object with a key per step"),
     cluster_file: str = typer.Option("cluster.yaml", "--cluster", help="cluster.yaml whose fleet to emulate"),
     only: list[str] = typer.Option([], "--only", help="run only these steps (repeatable)"),
-    out: Path | None = typer.Option(None, "--out", help="keep the demo's plots in this folder (default: keep "
+    out_dir: Path | None = typer.Option(None, "--out", help="keep the demo's plots in this folder (default: keep "
                                     "nothing; the demo writes only to a temporary folder)"),
 ) -> None:
     """Run every part's demo step on an emulated fleet and exit 0.
@@ -87,7 +87,7 @@ def demo(
     result: dict = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mixfleet-demo-") as tmp:
-        ctx = DemoContext(workdir=Path(tmp), json_mode=json_out, cluster_file=cluster_file, out_dir=out)
+        ctx = DemoContext(workdir=Path(tmp), json_mode=json_out, cluster_file=cluster_file, out_dir=out_dir)
         try:
             for key, target in STEPS:
                 if only and key not in only and key != "cluster":
@@ -110,5 +110,5 @@ def demo(
     if json_out:
         emit_json(result)
     else:
-        kept = f"; plots kept in {out}" if out is not None else " (pass --out DIR to keep its plots)"
+        kept = f"; plots kept in {out_dir}" if out_dir is not None else " (pass --out DIR to keep its plots)"
         console().print(f"demo finished in {result['elapsed_s']:.1f} s{kept}")

@@ -76,7 +76,7 @@ def quiet_driver() -> None:
     if not verbose():
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(_RAY_DATA_CONFIG))
-    for name in DRIVER_LOGGERS:
+    for name in DRIVER_LOGGERS:  # `import ray.serve` resets its logger to INFO: serving.py calls this after it
         logging.getLogger(name).setLevel(lvl)
     if "ray.data" in sys.modules:
         from ray.data import DataContext

@@ -42,7 +42,18 @@ class ServePorts:
         return self.grpc_port if servicer in self.grpc_servicers else None
 
 
+def _serve():
+    """``ray.serve``, imported with the driver's loggers set again (its import resets ``ray.serve`` to INFO)."""
+    from ray import serve
+
+    from mixfleet.platform import logs
+
+    logs.quiet_driver()
+    return serve
+
+
 def _client():
+    _serve()
     from ray.serve.context import _get_global_client
 
     return _get_global_client()
@@ -79,11 +90,10 @@ def start_serve(
     host one log line per request costs a sizeable share of the proxy's CPU
     per request. Serve's request metrics on Prometheus are unaffected.
     """
-    from ray import serve
-
     from mixfleet.platform import logs
     from mixfleet.platform.bootstrap import connect
 
+    serve = _serve()
     connect()
     kwargs: dict = {"http_options": {"host": http_host, "port": http_port, "location": "HeadOnly"},
                     "logging_config": logs.serve_logging_config(access_log=access_log)}
@@ -95,19 +105,15 @@ def start_serve(
 
 def stop_serve() -> None:
     """Stop Serve gracefully (apps, replicas, proxies, controller) if it runs; Ray stays up."""
-    from ray import serve
-
     if serve_ports() is not None:
-        serve.shutdown()
+        _serve().shutdown()
 
 
 def run_app(app, *, name: str, route_prefix: str | None = "/"):
     """``serve.run`` without blocking, with mixfleet's logging config for every deployment; the handle."""
-    from ray import serve
-
     from mixfleet.platform import logs
 
-    return serve.run(app, name=name, route_prefix=route_prefix, blocking=False,
+    return _serve().run(app, name=name, route_prefix=route_prefix, blocking=False,
                      logging_config=logs.serve_logging_config())
 
 
@@ -126,10 +132,8 @@ def deploy_config(app: dict) -> None:
 
 def delete_app(name: str) -> None:
     """Delete one application if Serve runs (nothing to do otherwise)."""
-    from ray import serve
-
     if serve_ports() is not None:
-        serve.delete(name)
+        _serve().delete(name)
 
 
 @dataclass
