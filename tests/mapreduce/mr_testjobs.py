@@ -260,3 +260,49 @@ class GatedMap(SlowReduce):
 
     def reducer_init(self):
         pass
+
+
+class Straggler(Job):
+    """Word count where every attempt on worker ``slow`` is a CPU-bound straggler: it burns
+    CPU in a loop (no sleep) until another attempt of the same task has finished (the
+    ``done-TASK`` file), or for ``limit_s``. Only a backup attempt can end such a task early,
+    so which attempt wins does not depend on timing."""
+
+    def __init__(self, scratch: str = "", slow: int = 1, limit_s: float = 120.0):
+        super().__init__()
+        self.scratch, self.slow, self.limit_s = scratch, slow, limit_s
+
+    def _straggle(self):
+        if self.worker_index != self.slow:
+            return
+        done = os.path.join(self.scratch, f"done-{self.task_id}")
+        deadline = time.monotonic() + self.limit_s
+        x = 0
+        while not os.path.exists(done) and time.monotonic() < deadline:
+            for i in range(20_000):
+                x += i * i
+
+    def _done(self):
+        open(os.path.join(self.scratch, f"done-{self.task_id}"), "w").close()
+
+    def mapper_init(self):
+        self._straggle()
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def mapper_final(self):
+        self._done()
+
+    def reducer_init(self):
+        self._straggle()
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+    def reducer_final(self):
+        self._done()

@@ -35,27 +35,61 @@ def reference(paths) -> dict[str, str]:
     return {w: str(c) for w, c in counts.items()}
 
 
-# --- the LATE policy, without Ray ------------------------------------------------------
-POLICY = dict(threshold=0.75, cap=0.1, floor_s=10.0, slow_ratio=0.5)
+# --- the speculation policy, without Ray ----------------------------------------------------
+POLICY = dict(threshold=0.75, multiplier=1.5, cap=0.1, floor_s=0.1, slow_ratio=0.5)
 
 
-def test_late_backs_up_the_longest_time_left_on_a_fast_idle_worker():
+def test_backs_up_the_longest_time_left_among_stragglers_on_a_fast_idle_worker():
     running = [Running("a", 30, 0.9, 1, 0), Running("b", 30, 0.2, 1, 1), Running("c", 12, 0.5, 1, 2)]
     assert time_left(running[1]) > time_left(running[2]) > time_left(running[0])
-    assert choose_backup(running, done=12, total=15, idle=[3], rates={}, **POLICY) == ("b", 3)
+    durations = [2.0] * 12
+    assert choose_backup(running, durations, 12, 15, [3], {}, **POLICY) == ("b", 3)
 
 
-def test_late_respects_threshold_floor_cap_and_slow_hosts():
-    young = [Running("a", 9.9, 0.1, 1, 0)]
-    assert choose_backup(young, done=9, total=10, idle=[1], rates={}, **POLICY) is None  # floor
+def test_the_trigger_follows_the_phases_own_task_times():
+    done = [2.0, 2.2, 1.8, 2.0, 2.1, 1.9, 2.0, 2.0]  # median 2.0 s: stragglers are older than 3.0 s
+    assert choose_backup([Running("a", 2.9, 0.5, 1, 0)], done, 8, 9, [1], {}, **POLICY) is None
+    assert choose_backup([Running("a", 3.1, 0.5, 1, 0)], done, 8, 9, [1], {}, **POLICY) == ("a", 1)
+    fast = [0.01] * 8  # tiny tasks: the 100 ms floor holds
+    assert choose_backup([Running("a", 0.05, 0.5, 1, 0)], fast, 8, 9, [1], {}, **POLICY) is None
+    assert choose_backup([Running("a", 0.15, 0.5, 1, 0)], fast, 8, 9, [1], {}, **POLICY) == ("a", 1)
+    assert choose_backup([Running("a", 99, 0.5, 1, 0)], [], 8, 9, [1], {}, **POLICY) is None  # restored only
+
+
+def test_threshold_cap_and_slow_hosts():
     old = [Running("a", 20, 0.1, 1, 0)]
-    assert choose_backup(old, done=7, total=10, idle=[1], rates={}, **POLICY) is None  # < 75% done
-    assert choose_backup(old, done=8, total=10, idle=[1], rates={}, **POLICY) == ("a", 1)
+    assert choose_backup(old, [1.0] * 6, 6, 10, [1], {}, **POLICY) is None  # 6 < floor(0.75 * 10) done
+    assert choose_backup(old, [1.0] * 7, 7, 10, [1], {}, **POLICY) == ("a", 1)
+    assert choose_backup(old, [1.0], 1, 2, [1], {}, **POLICY) == ("a", 1)  # two reduces: one done is enough
     backed = [Running("a", 20, 0.1, 2, 0), Running("b", 20, 0.1, 1, 1)]
-    assert choose_backup(backed, done=18, total=20, idle=[2], rates={}, **POLICY) is None  # cap: 1 of 2
+    assert choose_backup(backed, [1.0] * 18, 18, 20, [2], {}, **POLICY) is None  # cap: 1 of 2
     rates = {0: 100.0, 1: 100.0, 2: 10.0}
     assert slow_workers(rates, 0.5) == {2}
-    assert choose_backup(old, done=9, total=10, idle=[2], rates=rates, **POLICY) is None  # slow host
+    assert choose_backup(old, [1.0] * 9, 9, 10, [2], rates, **POLICY) is None  # slow host
+
+
+# --- speculation end to end ---------------------------------------------------------------
+def test_a_backup_attempt_wins_over_a_cpu_bound_straggler_at_default_settings(ray_local, books, tmp_path):
+    """Worker 1 burns CPU on every attempt until another attempt of its task finished
+    (``Straggler``): at the default speculation settings a backup on worker 0 must win,
+    in the map phase and in the reduce phase.
+
+    Mutation check, done by hand: with ``Master._speculate`` returning ``None`` (speculation
+    removed in the code, the flag left on) this test fails: no backup is launched, the
+    stragglers burn CPU for ``limit_s`` and no speculative attempt wins.
+    """
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    inputs = books[:4]
+    result = run(jobs.Straggler(str(scratch), slow=1, limit_s=120.0), [str(b) for b in inputs],
+                 str(tmp_path / "out"), num_workers=2, num_reducers=2, split_bytes=300_000, steal=False)
+    assert dict(result.read()) == reference(inputs)
+    won = {(a["kind"], a["task"]): a for a in result.timeline if a["outcome"] == "won"}
+    on_slow = {(a["kind"], a["task"]) for a in result.timeline if a["worker"] == 1}
+    assert {kind for kind, _ in on_slow} == {"map", "reduce"}  # the slow worker got work in both phases
+    for key in on_slow:  # ... and every one of those tasks was won by a backup on the fast worker
+        assert won[key]["speculative"] and won[key]["worker"] == 0, won[key]
+    assert result.counters["speculation"]["backups_won"] == len(on_slow) >= 2
 
 
 # --- the lab's crash test ------------------------------------------------------------------
@@ -63,7 +97,7 @@ def test_late_respects_threshold_floor_cap_and_slow_hosts():
 def test_crash_test_output_equals_crash_free_reference(ray_local, books, tmp_path, seed):
     inputs = books[:3]
     result = run(jobs.Crashy(seed=seed, max_sleep_s=10.0), [str(b) for b in inputs], str(tmp_path / "out"),
-                 num_reducers=2, split_bytes=400_000, max_attempts=12, speculation_floor_s=1.0,
+                 num_reducers=2, split_bytes=400_000, max_attempts=12,
                  heartbeat_s=0.5)
     assert dict(result.read()) == reference(inputs)
     assert sorted(os.listdir(tmp_path / "out")) == ["_SUCCESS", "part-r-00000", "part-r-00001"]
