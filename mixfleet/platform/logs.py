@@ -23,8 +23,9 @@ _RAY_DATA_CONFIG = Path(__file__).with_name("ray_data_logging.yaml")
 _verbose: bool | None = None
 
 
-def set_verbose(flag: bool) -> None:
-    """Turn Ray's own logs on (``True``) or off for this process (the CLI's ``--verbose``)."""
+def set_verbose(flag: bool | None) -> None:
+    """Turn Ray's own logs on (``True``) or off for this process (the CLI's ``--verbose``); ``None``
+    follows ``MIXFLEET_LOG`` again."""
     global _verbose
     _verbose = flag
     if flag:  # undo the quiet defaults this module set in the environment

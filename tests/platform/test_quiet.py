@@ -62,3 +62,19 @@ def test_ray_serve_and_data_are_silent_by_default_and_loud_on_request(tmp_path):
     loud = _run(tmp_path, MIXFLEET_LOG="info", SKIP_SERVE="1")  # Ray and Ray Data suffice to show the switch
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert "INFO" in loud.stderr and "Traceback" not in loud.stderr  # Ray's own log lines are back
+
+
+def test_verbose_is_a_global_cli_flag(capsys):
+    import logging
+
+    from mixfleet import cli
+    from mixfleet.platform import logs
+
+    try:
+        assert cli._dispatch(["--verbose", "--version"]) == 0  # anywhere on the line, removed before dispatch
+        assert "mixfleet" in capsys.readouterr().out
+        assert logs.verbose() and logging.getLogger("ray.serve").level <= logging.INFO
+        assert logs.ray_init_kwargs()["log_to_driver"] is True
+    finally:
+        logs.set_verbose(None)  # back to MIXFLEET_LOG (unset here: quiet)
+    assert logging.getLogger("ray.serve").level == logging.ERROR and logs.ray_init_kwargs()["log_to_driver"] is False
