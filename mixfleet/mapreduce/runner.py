@@ -22,6 +22,7 @@ from typing import Any
 
 from mixfleet.errors import InputError, JobError, MixfleetError
 from mixfleet.mapreduce import checkpoint as ckpt
+from mixfleet.mapreduce.inline import inline_splits, run_inline
 from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_splits, resolve_inputs
 from mixfleet.mapreduce.job import Job
 from mixfleet.mapreduce.outputs import abort, prepare_output, read_output
@@ -135,19 +136,21 @@ def default_reducers(total_bytes: int, workers: int, cfg: RunConfig) -> int:
 
 def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None = None,
         num_workers: int | None = None, *, address: str | None = None, filesystem: Any = None,
-        progress: Callable[[dict], None] | None = None, **options: Any) -> JobResult:
+        progress: Callable[[dict], None] | None = None, runner: str = "ray", **options: Any) -> JobResult:
     """Run ``job`` over ``inputs`` (URIs, globs, or a ``ray.data.Dataset``) into ``output``.
 
     Options are the fields of :class:`RunConfig` (``output_format``,
-    ``overwrite``, ``partitioner``, ``reduce_memory_bytes``, ...). Raises
-    :class:`InputError` for bad inputs and :class:`JobError` if the job fails.
+    ``overwrite``, ``partitioner``, ``reduce_memory_bytes``, ...). ``runner="inline"``
+    runs the job in this process without Ray (:mod:`~mixfleet.mapreduce.inline`).
+    Raises :class:`InputError` for bad inputs, :class:`JobError` if the job fails
+    (leaving no part file and no ``_temporary``) and :class:`Interrupted` on
+    Ctrl-C / SIGTERM.
     """
-    import cloudpickle
-    import ray
-
-    from mixfleet.platform.bootstrap import connect
-
     t0 = time.perf_counter()
+    if runner not in ("ray", "inline"):
+        from mixfleet.errors import unknown_name
+
+        raise unknown_name("runner", runner, ("ray", "inline"))
     cfg = RunConfig.from_kwargs(num_reducers=num_reducers, num_workers=num_workers, **options)
     if isinstance(job, type):
         job = job()
@@ -156,14 +159,26 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     steps = job.steps()
     if not steps:
         raise InputError(f"job {type(job).__name__} has no steps", "define mapper/reducer or steps()")
+    import cloudpickle
+    import ray
+
+    from mixfleet.platform.bootstrap import connect
+
     is_dataset = type(inputs).__name__ in ("Dataset", "MaterializedDataset") and hasattr(inputs, "to_arrow_refs")
     files = [] if is_dataset else resolve_inputs(inputs, cfg, filesystem)
     out_fs, out_path = filesystem_for(str(output), filesystem)
 
-    connect(address)
-    cpus = ray.cluster_resources().get("CPU", 1)
-    workers = cfg.num_workers or max(1, int(cpus))
-    splits = dataset_splits(inputs) if is_dataset else plan_splits(files, workers, cfg)
+    if runner == "inline":
+        if is_dataset or cfg.checkpoint:
+            raise InputError("the inline runner reads files and keeps no checkpoint",
+                             "pass input files and no checkpoint, or use runner='ray'")
+        cpus, workers = 2, 2
+        splits = inline_splits(files, cfg)
+    else:
+        connect(address)
+        cpus = ray.cluster_resources().get("CPU", 1)
+        workers = cfg.num_workers or max(1, int(cpus))
+        splits = dataset_splits(inputs) if is_dataset else plan_splits(files, workers, cfg)
     total = sum(sum(p.size for p in s) for s in splits)
     reducers = cfg.num_reducers or default_reducers(total, workers, cfg)
     partitioner = cfg.partitioner or getattr(job, "partitioner", "hash")
@@ -185,17 +200,26 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     if not resuming:
         prepare_output(out_fs, out_path, str(output), cfg.overwrite)
 
-    _ship_by_value(job)
-    job_ref = ray.put(cloudpickle.dumps(job))
-    with _signals() as caught:
-        try:
-            report = _drive(job_ref, files, splits, len(steps), partitioner, reducers, workers, cpus,
-                            (out_fs, out_path, cfg.output_format), cfg, fp, progress)
-        except KeyboardInterrupt:
-            if not cfg.checkpoint:  # nothing to resume from: leave no attempt file behind
-                abort(out_fs, out_path)
-            raise Interrupted(caught.get("signum", signal.SIGINT)) from None
+    job._note_sources()
+    if runner == "inline":
+        report = run_inline(job, files, splits, partitioner, reducers, (out_fs, out_path, cfg.output_format), cfg)
+    else:
+        _ship_by_value(job)
+        job_ref = ray.put(cloudpickle.dumps(job))
+        with _signals() as caught:
+            try:
+                report = _drive(job_ref, files, splits, len(steps), partitioner, reducers, workers, cpus,
+                                (out_fs, out_path, cfg.output_format), cfg, fp, progress)
+            except KeyboardInterrupt:
+                if not cfg.checkpoint:  # nothing to resume from: leave no attempt file behind
+                    abort(out_fs, out_path)
+                raise Interrupted(caught.get("signum", signal.SIGINT)) from None
+            except JobError:
+                if not cfg.checkpoint:
+                    abort(out_fs, out_path)
+                raise
     if report["status"] != "succeeded":
+        abort(out_fs, out_path)  # again, now that the master and its workers are gone
         error = report["error"]
         raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
     return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],

@@ -23,11 +23,10 @@ from typing import Any
 
 import ray
 
-from mixfleet.mapreduce.execute import BUILTIN, run_map, run_reduce
+from mixfleet.mapreduce.execute import reduce_counters, run_map, run_reduce, sample_keys
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import hash_partitioner, range_partitioner
 from mixfleet.mapreduce.outputs import write_attempt
-from mixfleet.mapreduce.records import iter_records
 from mixfleet.mapreduce.settings import RunConfig
 
 
@@ -93,13 +92,7 @@ class Worker:
             return _error(exc)
         finally:
             self.current = None
-        counters = out.counters
-        builtin = counters.setdefault(BUILTIN, {})
-        builtin["map_input_records"] = out.input_records
-        builtin["map_input_bytes"] = out.input_bytes
-        builtin["map_output_records"] = out.output_records
-        builtin["shuffle_bytes"] = sum(len(b) for b in out.blocks if b is not None)
-        return {"refs": refs, "files": files, "counters": counters, "status": out.status, "hot": _top(out.hot),
+        return {"refs": refs, "files": files, "counters": out.all_counters(), "status": out.status, "hot": _top(out.hot),
                 "elapsed_s": time.perf_counter() - t0, "worker": self.index, "bytes": total}
 
     def _claims(self, task_id: str, attempt: int, pieces: list[Piece], total: int):
@@ -171,27 +164,15 @@ class Worker:
             return _error(exc)
         finally:
             self.current = None
-        builtin = ctx.counters.setdefault(BUILTIN, {})
-        builtin["reduce_input_records"] = merger.input_records
-        builtin["reduce_output_records"] = result["records"]
-        builtin["spilled_runs"] = merger.spilled_runs
-        result.update(counters=ctx.counters, status=ctx.status, elapsed_s=time.perf_counter() - t0,
+        result.update(counters=reduce_counters(ctx, merger, result["records"]), status=ctx.status, elapsed_s=time.perf_counter() - t0,
                       worker=self.index, bytes=len(live))
         return result
 
     # --- sampling (range partitioner) -------------------------------------------------
     def sample(self, step: int, piece: Piece, n: int) -> list:
         """Keys the mapper emits for up to ``n`` records from ``piece``."""
-        mapper = self.steps[step].mapper
-        keys: list = []
         entry = self.files[piece.file] if piece.file >= 0 else None
-        for _, batch in iter_records(entry, piece, self.cfg.chunk_bytes):
-            for rec in batch:
-                pairs = mapper(*rec) if piece.block_kind == "pairs" else mapper(None, rec)
-                keys += [k for k, _ in pairs or ()]
-                if len(keys) >= n:
-                    return keys
-        return keys
+        return sample_keys(self.steps[step], entry, piece, self.cfg.chunk_bytes, n)
 
 
 def _top(hot: dict, n: int = 20) -> dict:

@@ -306,3 +306,33 @@ class Straggler(Job):
 
     def reducer_final(self):
         self._done()
+
+
+class BadPairs(Job):
+    """Its reducer yields a bare string instead of a (key, value) pair (a user bug)."""
+
+    def mapper(self, _, line):
+        yield "lines", 1
+
+    def reducer(self, key, values):
+        yield f"{key}={sum(values)}"  # BAD-PAIR-LINE
+
+
+class NotIterableMapper(Job):
+    """Its mapper returns an int (a user bug)."""
+
+    def mapper(self, _, line):
+        return len(line)
+
+
+class MapOrder(Job):
+    """Each map emits its task id; the reducer keeps the order in which the ids arrive."""
+
+    def mapper(self, _, line):
+        return None
+
+    def mapper_final(self):
+        yield "order", self.task_id
+
+    def reducer(self, key, ids):
+        yield key, ",".join(ids)
