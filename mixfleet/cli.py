@@ -64,10 +64,13 @@ def _hard_exit(signum: int) -> None:
         os._exit(128 + signum)
 
 
+_received: list[int] = []  # the signals seen, in order (ray.get re-raises ours as a plain KeyboardInterrupt)
+
+
 def _on_signal(signum: int, _frame) -> None:
-    if getattr(_on_signal, "seen", False):  # a second signal: leave now
+    if _received:  # a second signal: leave now
         _hard_exit(signum)
-    _on_signal.seen = True
+    _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except (typer.Abort, KeyboardInterrupt) as exc:
         print("error: interrupted", file=sys.stderr)
-        code = 128 + getattr(exc, "signum", signal.SIGINT)
+        code = 128 + getattr(exc, "signum", _received[0] if _received else signal.SIGINT)
     except click_exc.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         code = exc.exit_code
