@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from mixfleet.errors import InputError, JobError
+from mixfleet.errors import InputError, JobError, first_line
 
 TEMP_DIR = "_temporary"
 SUCCESS = "_SUCCESS"
@@ -131,7 +131,7 @@ def encode_part(pairs: Iterable[tuple[Any, Any]], fmt: str) -> tuple[bytes, int]
         raise JobError(f"reduce output {bad} can't be serialised as {fmt}: {exc}",
                        "emit str, numbers, lists or dicts (JSON types)") from None
     except Exception as exc:  # pyarrow type inference on mixed values
-        raise JobError(f"reduce output can't be written as {fmt}: {str(exc).splitlines()[0]}",
+        raise JobError(f"reduce output can't be written as {fmt}: {first_line(exc)}",
                        "emit values of one type per column, or use --format jsonl") from None
     return data, len(rows)
 

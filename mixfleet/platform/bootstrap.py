@@ -17,7 +17,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from mixfleet.errors import ClusterError
+from mixfleet.errors import ClusterError, first_line
 
 NAMESPACE = "mixfleet"
 LOOPBACK = "127.0.0.1"
@@ -192,7 +192,7 @@ def connect(
             info = ray.init(address=address or "local", **{k: v for k, v in kwargs.items() if v is not None})
     except ConnectionError as exc:
         raise ClusterError(
-            f"cannot connect to Ray at '{address}': {str(exc).splitlines()[0]}",
+            f"cannot connect to Ray at '{address}': {first_line(exc)}",
             "start a cluster first (`ray start --head` or `mixfleet cluster local`) or fix --address",
         ) from None
     gcs = getattr(info, "address_info", {}).get("gcs_address") or ray.get_runtime_context().gcs_address
@@ -264,6 +264,20 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def check_port_free(port: int, option: str = "--port", host: str = LOOPBACK) -> None:
+    """Fail before Ray starts if ``host:port`` is taken (Serve would retry, then log tracebacks)."""
+    from mixfleet.errors import InputError
+
+    if not 1 <= port <= 65535:
+        raise InputError(f"{option} {port} is out of range", "give a TCP port in 1..65535")
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise InputError(f"{option} {port} is already in use on {host} ({exc.strerror or exc})",
+                             f"stop what listens there or pick another port, e.g. {option} {free_port(host)}") from None
 
 
 def _serve_running() -> bool:

@@ -76,6 +76,31 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def check_writable(path: str | Path | None, option: str) -> None:
+    """Fail before any work starts if ``path`` (a file to write) could not be written.
+
+    Refused: an existing folder, a parent that is a file, a folder without
+    write permission. Nothing is created: missing folders are made only
+    when the file is written (:func:`atomic_write_bytes`).
+    """
+    from mixfleet.errors import InputError
+
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise InputError(f"{option} '{path}' is a folder", f"pass a file path for {option}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} '{path}' can't be written: '{parent}' is a file, not a folder",
+                         f"pass a path in an existing folder for {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} '{path}' can't be written: no write permission in '{parent}'",
+                         f"pass a path in a folder you can write for {option}")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
     p = Path(path)

@@ -12,6 +12,7 @@ and stops what it started.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -43,6 +44,7 @@ def serve_command(
     """Serve the fleet live on Ray Serve with heterogeneity-aware routing (Ctrl-C stops)."""
     from pathlib import Path
 
+    from mixfleet.platform.bootstrap import check_port_free
     from mixfleet.platform.config import parse_model
     from mixfleet.routing.fleet import load_fleet
     from mixfleet.routing.policies import check_policy_name
@@ -59,6 +61,9 @@ def serve_command(
         raise InputError(f"fleet file '{fleet}' not found", "pass --fleet path/to/fleet.yaml "
                          "(e.g. examples/routing/fleet.yaml)")
     check_policy_name(policy)
+    if emulate or not (address or os.environ.get("RAY_ADDRESS")):  # Serve starts here: its ports must be free
+        check_port_free(port, "--port")
+        check_port_free(grpc_port, "--grpc-port")
     fl = load_fleet(fleet)
     opts = parse_model({"policy": policy, "gpus_per_replica": gpus_per_replica, "max_outstanding": max_outstanding},
                        ServeOptions, source="command-line options")
