@@ -45,6 +45,17 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def check_json(obj: Any, what: str) -> None:
+    """Raise a :class:`~mixfleet.errors.JobError` naming ``what`` unless ``obj`` is JSON data (numpy scalars are)."""
+    from mixfleet.errors import JobError
+
+    try:
+        json.dumps(_clean(obj), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"{what} is not JSON-serialisable: {exc} ({type(obj).__name__} {obj!r:.60})",
+                       "return JSON data (dict, list, str, numbers, bool, None)") from None
+
+
 def to_json(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_clean(obj), indent=indent, allow_nan=False, default=str)
 
