@@ -70,6 +70,10 @@ def check_output(fs: Any, path: str, uri: str, overwrite: bool, inputs: Iterable
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         raise InputError(f"output '{uri}' is an existing file", "pass a folder path for --output")
+    if isinstance(fs, pafs.LocalFileSystem):
+        from mixfleet.platform.output import check_writable
+
+        check_writable(path, "--output", folder=True)
     if info.type == pafs.FileType.Directory and not overwrite and fs.get_file_info(pafs.FileSelector(path)):
         raise InputError(f"output '{uri}' already exists",
                          "pass --overwrite (overwrite=True) to replace it, or choose another --output")

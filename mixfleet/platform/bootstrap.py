@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -159,6 +160,10 @@ def connect(
     ``ray.nodes()[i]["MetricsExportPort"]``).
     """
     global _current
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    if address not in (None, "auto") and not joined:
+        _check_reachable(address)  # before `import ray` where possible: a wrong address fails at once
     import ray
 
     if ray.is_initialized():
@@ -167,7 +172,6 @@ def connect(
             _current = Connection(ctx.gcs_address, embedded=False, namespace=ctx.namespace)
         return _current
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
     if quiet:  # Ray's start-up notice about token auth is not the user's business on every command
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     kwargs: dict = {
@@ -181,9 +185,6 @@ def connect(
                       _node_ip_address=LOOPBACK, _metrics_export_port=metrics_export_port)
         if object_store_memory:
             kwargs["object_store_memory"] = object_store_memory
-    elif address != "auto":
-        _check_reachable(address)
-        del kwargs["include_dashboard"]
     else:
         del kwargs["include_dashboard"]
     try:

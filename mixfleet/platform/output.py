@@ -87,20 +87,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def check_writable(path: str | Path | None, option: str) -> None:
-    """Fail before any work starts if ``path`` (a file to write) could not be written.
+def check_writable(path: str | Path | None, option: str, *, folder: bool = False) -> None:
+    """Fail before any work starts if ``path`` (a file to write, or a ``folder``) could not be written.
 
-    Refused: an existing folder, a parent that is a file, a folder without
-    write permission. Nothing is created: missing folders are made only
-    when the file is written (:func:`atomic_write_bytes`).
+    Refused: an existing folder (a file if ``folder``), a parent that is a
+    file, a folder without write permission. Nothing is created: missing
+    folders are made only when the output is written.
     """
     from mixfleet.errors import InputError
 
     if path is None:
         return
     p = Path(path).expanduser()
-    if p.is_dir():
-        raise InputError(f"{option} '{path}' is a folder", f"pass a file path for {option}")
+    if p.is_dir() != folder and p.exists():
+        kind = "a file" if folder else "a folder"
+        raise InputError(f"{option} '{path}' is {kind}", f"pass a {'folder' if folder else 'file'} path for {option}")
     parent = p.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
