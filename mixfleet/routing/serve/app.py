@@ -96,7 +96,7 @@ def placement_accelerator(accelerator: str, advertised: dict[str, float], gpu: s
         return family
     have = ", ".join(sorted(advertised)) or "none"
     named = f"'{gpu}' (Ray accelerator type '{accelerator}')" if gpu and gpu != accelerator else f"'{accelerator}'"
-    raise ClusterError(f"no node of the cluster has the fleet's GPU type {named} (GPU types present: {have})",
+    raise ClusterError(f"no node of the cluster has GPU type {named} (GPU types present: {have})",
                        "start the emulated fleet with `mixfleet routing serve --emulate`, or add nodes of that type")
 
 
