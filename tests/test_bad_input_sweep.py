@@ -285,3 +285,107 @@ def test_bad_input_is_one_error_line(sweep, case):
         assert _tree(Path(folder)) == sweep["before"][folder]
     if any("mapreduce" == a for a in _argv[:1]):  # no staging folder beside any output
         assert not list(Path(slots["sb"]).rglob(".*.mixfleet-new"))
+
+
+# -- --overwrite replaces the output atomically ----------------------------------------------------
+HOLD_JOB = '''
+import os
+import time
+
+from mixfleet.mapreduce import Job
+
+
+class Hold(Job):
+    """Word count whose reducers say so in $MIXFLEET_TEST_SCRATCH/reducing, then wait for a 'release' file."""
+
+    def mapper(self, _, line):
+        for word in line.split():
+            yield word, 1
+
+    def reducer_init(self):
+        scratch = os.environ["MIXFLEET_TEST_SCRATCH"]
+        open(os.path.join(scratch, "reducing"), "w").close()
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(scratch, "release")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+'''
+
+
+def _old_output(root: Path) -> Path:
+    out = root / "out"
+    out.mkdir()
+    (out / "part-r-00000").write_text("previous\t1\n")
+    (out / "part-r-00001").write_text("output\t2\n")
+    (out / "_SUCCESS").write_text("")
+    return out
+
+
+def _siblings(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".out."))
+
+
+def test_killed_mid_reduce_after_overwrite_leaves_the_previous_output_byte_identical(tmp_path):
+    (tmp_path / "in.txt").write_text("to be or not to be\n" * 200)
+    (tmp_path / "jobs.py").write_text(HOLD_JOB)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = _old_output(tmp_path)
+    before = _tree(out)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["MIXFLEET_TEST_SCRATCH"] = str(scratch)
+    proc = subprocess.Popen([sys.executable, "-m", "mixfleet", "mapreduce", "run", f"{tmp_path}/jobs.py:Hold",
+                             "-i", str(tmp_path / "in.txt"), "-o", str(out), "--overwrite", "--reducers", "2",
+                             "--json"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (scratch / "reducing").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (scratch / "reducing").exists(), "the job never reached its reduce phase"
+        assert _tree(out) == before  # mid-reduce: the old output is still all there
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        (scratch / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.splitlines()[-1] == "error: interrupted"
+    assert _tree(out) == before
+
+
+
+
+def test_overwrite_keeps_the_old_output_until_commit_then_swaps(ray_local, tmp_path):
+    from mixfleet.errors import JobError
+    from mixfleet.mapreduce import Job
+    from mixfleet.mapreduce.runner import run
+
+    class Fails(Job):
+        def mapper(self, _, line):
+            for word in line.split():
+                yield word, 1
+
+        def reducer(self, word, counts):
+            raise RuntimeError("reducer bug")
+
+    class Counts(Fails):
+        def reducer(self, word, counts):
+            yield word, sum(counts)
+
+    (tmp_path / "in.txt").write_text("to be or not to be\n")
+    out = _old_output(tmp_path)
+    before = _tree(out)
+    with pytest.raises(JobError):
+        run(Fails, [str(tmp_path / "in.txt")], str(out), num_reducers=2, overwrite=True)
+    assert _tree(out) == before and _siblings(tmp_path) == []  # old output intact, no staging left
+    with pytest.raises(JobError):
+        run(Fails, [str(tmp_path / "in.txt")], str(tmp_path / "fresh"), num_reducers=2)
+    assert not (tmp_path / "fresh").exists()  # a failed job leaves no empty output folder
+    result = run(Counts, [str(tmp_path / "in.txt")], str(out), num_reducers=2, overwrite=True)
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "part-r-00000", "part-r-00001"]
+    assert dict(result.read()) == {"to": "2", "be": "2", "or": "1", "not": "1"}
+    assert _siblings(tmp_path) == []
