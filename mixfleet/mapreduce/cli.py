@@ -119,6 +119,7 @@ def run_cmd(
 ) -> None:
     """Run a MapReduce job and commit its output (part-r-NNNNN + _SUCCESS)."""
     from mixfleet.mapreduce.execute import UserCodeError
+    from mixfleet.mapreduce.job import check_steps
     from mixfleet.mapreduce.runner import Interrupted, run
     from mixfleet.platform.bootstrap import connect, shutdown
 
@@ -129,6 +130,7 @@ def run_cmd(
     from mixfleet.mapreduce.settings import RunConfig
 
     RunConfig.from_kwargs(num_reducers=reducers, num_workers=workers, **options)  # fail before Ray starts
+    check_steps(cls())
     shipped = None
     try:
         if address:
