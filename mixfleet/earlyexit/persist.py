@@ -25,7 +25,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def default_model_path() -> Path:
-    """The committed MNIST-5k model (trained and calibrated; see the README, early-exit section)."""
+    """The committed MNIST-5k model (trained and calibrated; see docs/earlyexit.md)."""
     return WEIGHTS_DIR / "mnist_resnet.pt"
 
 

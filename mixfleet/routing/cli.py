@@ -2,7 +2,7 @@
 
 Everything here runs the discrete-event simulator: GPUs are EMULATED from
 calibrated roofline profiles (see profiles.yaml), and every command says so.
-With ``--json`` one JSON object goes to stdout (DESIGN.md contract).
+With ``--json`` one JSON object goes to stdout (the CLI contract).
 """
 
 from __future__ import annotations
