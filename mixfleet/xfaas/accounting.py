@@ -87,7 +87,7 @@ def account_run(executor, units, cloud_of_unit, tasks, metas, state, attempts, c
             return e * (float(rng.lognormal(0.0, sig.exec_sigma)) if sig.exec_sigma else 1.0)
 
         member_v = {m: exec_v(m, c) for m in units.members[i] if meta["ran"].get(m)}
-        ex = units.unit_exec_s(i, c, lambda m, _c, mv=member_v: mv.get(m, 0.0))
+        ex = units.unit_exec_s(i, c, lambda m, _c, mv=member_v: mv.get(m, 0.0), clouds)
         finish_v[i] = start + ex
         run_cost = clouds.run_usd(c, ex, units.memory_mb[i]) * attempts[i]
         cost += run_cost

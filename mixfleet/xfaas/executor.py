@@ -127,7 +127,7 @@ class Executor:
         import ray
 
         wf, clouds, prof = self.workflow, self.clouds, self.profile
-        units = UnitGraph(wf, plan.groups)
+        units = UnitGraph(wf, plan.groups, plan.fusion)
         cloud_of_unit = [plan.placement[g[0]] for g in units.members]
         for m in wf.nodes:
             clouds.check(plan.placement[m])
@@ -241,15 +241,19 @@ class Executor:
                 if eager_ok(i, j):
                     dispatch(j, eager=True)
 
-        def fail(i: int, cause: str, lost_v: float) -> None:
+        def fail(i: int, cause: str, lost_v: float, transient: bool = True) -> None:
             nonlocal seq
             pol, _ = policy(i)
             failed_v[i] += lost_v
             if attempts[i] >= pol.max_attempts:
                 for ref in list(inflight):
                     ray.cancel(ref, force=True)
+                hint = ("a retry may fix this (timeout, I/O or a lost worker): raise retries.max_attempts "
+                        "or timeout_s" if transient else
+                        "the function itself raised on its input, which a retry will not fix: fix the function "
+                        "or its input")
                 raise JobError(f"node '{tasks[i].name}' failed on attempt {attempts[i]}/{pol.max_attempts} "
-                               f"in workflow '{wf.spec.name}': {cause}", "see the cause; raise retries or timeout_s")
+                               f"in workflow '{wf.spec.name}': {cause}", hint)
             delay = min(pol.backoff_max_s, pol.backoff_s * 2 ** (attempts[i] - 1))
             delay *= 1 + pol.jitter * self.rng.uniform(-1, 1)
             failed_v[i] += delay
@@ -290,7 +294,7 @@ class Executor:
                     state[i] = "waiting_upstream"  # the upstream unit's own failure decides the run
                     continue
                 if meta.get("error"):
-                    fail(i, meta["error"], 0.0)
+                    fail(i, meta["error"], 0.0, meta.get("transient", True))
                     continue
                 if kind == "run":
                     metas[i] = meta
