@@ -107,14 +107,17 @@ class DriftController:
     (probes of one cheap function keep the clouds the plan does not use observed). A belief moves
     only when the estimate leaves the band [belief / band, belief * band] on ``confirm``
     consecutive control ticks, and snaps back to 1.0 inside [1 / band, band] (no drift creep).
-    When a belief moved, the planner re-plans under it; the new plan is taken only if it is
-    predicted ``gain`` (relative) faster than the current one under the same belief, and no
-    sooner than ``dwell_s`` after the last change. Reads telemetry rows, never the world.
+    When a belief moved, it re-places the fusion groups of the current and of the initial plan
+    under it (a local search from every single-cloud start and from their own placement: a few
+    milliseconds, where a full fusion re-plan takes seconds that the degraded runs would wait
+    for); the best candidate is taken only if it is predicted ``gain`` (relative) faster than
+    the current plan under the same belief, and no sooner than ``dwell_s`` after the last
+    change. Reads telemetry rows, never the world.
     """
 
     def __init__(self, workflow, prior: Profile, strategy: str = "ilp_fusion", *, lam: float = 0.0,
-                 window_s: float = 8.0, band: float = 1.6, confirm: int = 2, gain: float = 0.15,
-                 dwell_s: float = 20.0, min_samples: int = 4, probe_every_s: float = 4.0):
+                 window_s: float = 8.0, band: float = 1.6, confirm: int = 2, gain: float = 0.05,
+                 dwell_s: float = 20.0, min_samples: int = 3, probe_every_s: float = 2.0, plan: Plan | None = None):
         from mixfleet.xfaas.planner import make_plan
 
         self.workflow, self.prior, self.strategy, self.lam = workflow, prior, strategy, lam
@@ -123,20 +126,36 @@ class DriftController:
         self.model = Profile(workflow, prior.clouds, default_exec_s=prior.default_exec_s)
         self.model.overrides = dict(prior.overrides)
         self.model.hop_scale = dict(prior.hop_scale)
-        self.plan: Plan = make_plan(workflow, strategy, profile=self.model, lam=lam)
+        self.plan: Plan = plan or make_plan(workflow, strategy, profile=self.model, lam=lam)
+        self.initial = self.plan
         self.obs: deque = deque()  # (t, cloud, ratio)
         self.pending: dict[str, int] = defaultdict(int)
         self.dirty = False
         self.last_change = -1e18
         self.last_probe: dict[str, float] = {}
         self.changes: list[dict] = []
-        self._cache: dict[tuple, Plan] = {}
         self.probe_node = {c: min(workflow.nodes, key=lambda n, c=c: prior.base_exec_s(n, c))
                            for c in prior.clouds.general()}
 
-    def update(self, t: float, rows: list[dict]) -> Plan | None:
-        from mixfleet.xfaas.planner import make_plan
+    def _replan(self) -> Plan:
+        from mixfleet.xfaas.fusion import _local_search
+        from mixfleet.xfaas.placement import unit_allowed
 
+        best = None
+        for base in (self.plan, self.initial):
+            units = UnitGraph(self.workflow, base.groups, base.fusion)
+            allowed = unit_allowed(self.workflow, units, self.model.clouds)
+            starts = [[base.placement[g[0]] for g in units.members]]
+            starts += [[c if c in a else a[0] for a in allowed] for c in self.model.clouds.general()]
+            for start in starts:
+                lat, cost, where = _local_search(units, list(start), allowed, self.model, self.lam)
+                if best is None or lat + self.lam * cost < best.predicted_latency_s + self.lam * best.predicted_cost_usd:
+                    placement = {n: where[u] for u, g in enumerate(units.members) for n in g}
+                    best = Plan("adaptive", placement, [list(g) for g in units.members], lat, cost,
+                                status="local search", fusion=base.fusion)
+        return best
+
+    def update(self, t: float, rows: list[dict]) -> Plan | None:
         for r in rows:
             if "exec_s" in r:
                 base = self.prior.base_exec_s(r["node"], r["cloud"])
@@ -161,9 +180,7 @@ class DriftController:
         if not self.dirty or t - self.last_change < self.dwell_s:
             return None
         self.dirty = False
-        key = tuple(sorted((c, round(f, 1)) for c, f in self.model.slowdown.items() if f != 1.0))
-        cand = self._cache.get(key) or make_plan(self.workflow, self.strategy, profile=self.model, lam=self.lam)
-        self._cache[key] = cand
+        cand = self._replan()
         units = UnitGraph(self.workflow, self.plan.groups, self.plan.fusion)
         cur, _ = predict(units, [self.plan.placement[g[0]] for g in units.members], self.model)
         if cur <= 0 or (cur - cand.predicted_latency_s) / cur <= self.gain:

@@ -14,7 +14,10 @@ cloud is a logical placement. Latency and cost are charged on an emulated
 clock (:mod:`mixfleet.xfaas.model`): ``emulation="virtual"`` (default)
 computes them without sleeping, ``"sleep"`` also injects the hop, cold-start
 and exec delays for real (scaled by ``sleep_scale``), ``"off"`` charges no
-hop latency (for measuring orchestration overhead).
+hop latency (for measuring orchestration overhead). With ``world=`` (a
+:class:`mixfleet.xfaas.world.World`) the virtual clock is charged by the world's draws (exec,
+hops, cold starts) instead of the planner's model, so a run measures the plan rather than
+restating its prediction.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class Executor:
     def __init__(self, workflow, *, clouds=None, profile: Profile | None = None, emulation: str = "virtual",
                  sleep_scale: float = 1.0, rng: np.random.Generator | None = None,
                  clock: Callable[[], float] = time.monotonic, keep_alive_s: float = 600.0,
-                 telemetry: bool = True):
+                 telemetry: bool = True, world=None):
         from mixfleet.errors import InputError
         from mixfleet.xfaas.clouds import load_clouds
         from mixfleet.xfaas.functions import resolve_all
@@ -64,6 +67,7 @@ class Executor:
         workflow.check_clouds(self.clouds)
         self.profile = profile or Profile(workflow, self.clouds)
         self.emulation, self.sleep_scale = emulation, sleep_scale
+        self.world = world  # when set, runs are charged by the EMULATED world, not the planner's model
         self.rng = rng or np.random.default_rng(0)
         self.clock, self.keep_alive_s, self.telemetry = clock, keep_alive_s, telemetry
         self.fns = resolve_all(workflow)  # raises before anything runs

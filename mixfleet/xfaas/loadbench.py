@@ -60,24 +60,39 @@ def planner_profile(wf, clouds, *, benchmark: str | dict | None = None, seed: in
     return prof.apply_benchmark(bench), "profile run against the world (5 samples, another seed)"
 
 
-def make_arms(wf, profile: Profile, strategies, controller_kw: dict | None = None):
+def make_arms(wf, profile: Profile, strategies, controller_kw: dict | None = None, cache: dict | None = None):
+    """One :class:`Arm` per strategy (``cache``, if given, keeps plans across calls for the same DAG)."""
+    import copy
+
     from mixfleet.xfaas.adaptive import DriftController
     from mixfleet.xfaas.load import Arm
     from mixfleet.xfaas.planner import make_plan
 
+    cache = {} if cache is None else cache
     arms = []
     for s in strategies:
-        if s == "adaptive":
-            ctl = DriftController(wf, profile, "ilp_fusion", **(controller_kw or {}))
+        strategy, _, subset = s.partition("@")  # "ilp@aws+azure": plan over a subset of the clouds
+        prof = profile
+        if subset:
+            prof = Profile(wf, profile.clouds.restrict(subset.split("+")), default_exec_s=profile.default_exec_s)
+            prof.overrides, prof.hop_scale = dict(profile.overrides), dict(profile.hop_scale)
+        if strategy == "adaptive":
+            key = "ilp_fusion" + s[len("adaptive"):]
+            ctl = DriftController(wf, prof, "ilp_fusion", plan=cache.get(key), **(controller_kw or {}))
+            cache.setdefault(key, ctl.plan)
             arms.append(Arm(s, ctl.plan, ctl))
         else:
-            arms.append(Arm(s, make_plan(wf, s, profile=profile)))
+            if s not in cache:
+                cache[s] = make_plan(wf, strategy, profile=prof)
+                cache[s].strategy = s
+            arms.append(Arm(s, copy.deepcopy(cache[s])))
     return arms
 
 
 def bench_load(wf, clouds, workload: str, *, strategies=STRATEGIES, time_scale: float = 0.05, seed: int = 0,
                rate_scale: float = 1.0, duration: float = 1.0, max_rps: float = 1.0, events=None,
-               benchmark=None, world_file=None, settle_s: float = 30.0, controller_kw: dict | None = None) -> dict:
+               benchmark=None, world_file=None, settle_s: float = 30.0, controller_kw: dict | None = None,
+               plan_cache: dict | None = None) -> dict:
     """Run ``strategies`` side by side under ``workload``; figures per strategy (and per window)."""
     from mixfleet.xfaas.load import run_load, summarize
     from mixfleet.xfaas.workloads import arrivals, read_shape, total_s
@@ -87,7 +102,7 @@ def bench_load(wf, clouds, workload: str, *, strategies=STRATEGIES, time_scale: 
     if not arr:
         raise InputError(f"workload '{workload}' at rate scale {rate_scale} has no requests", "raise --rate-scale")
     profile, source = planner_profile(wf, clouds, benchmark=benchmark, seed=seed)
-    arms = make_arms(wf, profile, strategies, controller_kw)
+    arms = make_arms(wf, profile, strategies, controller_kw, plan_cache)
     plans = {a.name: a.plan for a in arms}
     out = run_load(wf, arms, arr, time_scale=time_scale, seed=seed, events=events, world_file=world_file)
     res: dict = {"workflow": wf.spec.name, "workload": workload, "rows": rows, "requests": len(arr),
@@ -122,8 +137,9 @@ def _series(records: list[dict], total: float, bins: int = 30) -> dict:
     return {"t": [float((a + b) / 2) for a, b in zip(edges, edges[1:], strict=False)], "p50": p50, "p95": p95}
 
 
-def plot_load(res: dict, path: str | Path) -> Path:
-    """Left: p95 latency over time per strategy (workload rate shaded); right: measured vs predicted p50."""
+def plot_load(results: list[dict], path: str | Path) -> Path:
+    """One row per result: p95 latency over time per strategy (request rate shaded, degraded window
+    red) and measured p50 next to the planner's prediction per strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,33 +147,33 @@ def plot_load(res: dict, path: str | Path) -> Path:
 
     from mixfleet.platform.output import save_figure
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, s in res["strategies"].items():
-        ser = s["series"]
-        ax.plot(ser["t"], [math.nan if v is None else v for v in ser["p95"]], label=name, lw=1.2)
-    rate = ax.twinx()
-    t0 = 0.0
-    for d, r in res["rows"]:
-        rate.fill_between([t0, t0 + d], 0, [r * res["rate_scale"]] * 2, color="grey", alpha=0.12, step="pre")
-        t0 += d
-    rate.set_ylabel("requests/s (shaded)")
-    for e in res["events"]:
-        ax.axvspan(e["start_s"], e["end_s"], color="red", alpha=0.08)
-    ax.set_yscale("log")
-    ax.set_xlabel("arrival time (emulated s)")
-    ax.set_ylabel("p95 latency (emulated s)")
-    ax.legend(fontsize=7, ncol=2)
-    names = list(res["strategies"])
-    x = np.arange(len(names))
-    meas = [res["strategies"][n]["p50_latency_s"] for n in names]
-    pred = [res["strategies"][n]["predicted_latency_s"] for n in names]
-    bx.bar(x - 0.2, meas, 0.4, label="measured p50 (world)")
-    bx.bar(x + 0.2, pred, 0.4, label="planner's prediction")
-    bx.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
-    bx.set_ylabel("latency (emulated s)")
-    bx.legend(fontsize=8)
-    fig.suptitle(f"{res['workflow']} under '{res['workload']}' (EMULATED clouds, time scale {res['time_scale']})",
-                 fontsize=9)
+    fig, axes = plt.subplots(len(results), 2, figsize=(12, 3.6 * len(results)), squeeze=False)
+    for (ax, bx), res in zip(axes, results, strict=True):
+        for name, s in res["strategies"].items():
+            ser = s["series"]
+            ax.plot(ser["t"], [math.nan if v is None else v for v in ser["p95"]], label=name, lw=1.2)
+            for v in s["versions"][1:]:
+                ax.axvline(v["t"], color="black", ls=":", lw=0.8)
+        rate, t0 = ax.twinx(), 0.0
+        for d, r in res["rows"]:
+            rate.fill_between([t0, t0 + d], 0, [r * res["rate_scale"]] * 2, color="grey", alpha=0.12)
+            t0 += d
+        rate.set_ylabel("requests/s (shaded)", fontsize=8)
+        for e in res["events"]:
+            ax.axvspan(e["start_s"], e["end_s"], color="red", alpha=0.08)
+        ax.set_yscale("log")
+        ax.set_xlabel("arrival time (emulated s)")
+        ax.set_ylabel("p95 latency (emulated s)")
+        ax.set_title(f"{res['workflow']} under '{res['workload']}' (EMULATED clouds)", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        names = list(res["strategies"])
+        x = np.arange(len(names))
+        bx.bar(x - 0.2, [res["strategies"][n]["p50_latency_s"] for n in names], 0.4, label="measured p50 (world)")
+        bx.bar(x + 0.2, [res["strategies"][n]["predicted_latency_s"] for n in names], 0.4,
+               label="planner's prediction")
+        bx.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+        bx.set_ylabel("latency (emulated s)")
+        bx.legend(fontsize=7)
     fig.tight_layout()
     out = save_figure(fig, path)
     plt.close(fig)

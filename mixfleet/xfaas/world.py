@@ -75,6 +75,7 @@ class HopTruth(StrictModel):
     sigma: float = Field(ge=0)
     tail_p: float = Field(ge=0, le=1)
     tail_alpha: float = Field(gt=1)
+    tail_cap: float = Field(default=20.0, ge=1)  # a message this many times late is redelivered instead
 
 
 class Kind(StrictModel):
@@ -161,6 +162,18 @@ class World:
             x *= n.straggler_x
         return x * self.speed(cloud, t)
 
+    def known(self, workflow: str, node: str) -> bool:
+        wt = self.config.workflows.get(workflow)
+        return wt is not None and node in wt.nodes
+
+    def exec_for(self, workflow: str, node: str, cloud: str, t: float, measured_s: float) -> float:
+        """A function the world has medians for draws from them; any other is charged its measured
+        time on this machine x the cloud's default speed x the world's noise and speed at ``t``."""
+        if self.known(workflow, node):
+            return self.exec_s(workflow, node, cloud, t)
+        noise = float(self.rng.lognormal(0.0, self.config.exec.sigma))
+        return measured_s * self.config.default_speed.get(cloud, 1.0) * noise * self.speed(cloud, t)
+
     def unit_exec(self, units, i: int, cloud: str, t: float) -> tuple[float, dict[str, float]]:
         """A unit's makespan on ``cloud`` (members on the slots its memory buys) and each member's time."""
         wf = units.workflow.spec.name
@@ -179,7 +192,7 @@ class World:
         h = self.hop_truth(src, dst)
         s = h.median_ms / 1000.0 * float(self.rng.lognormal(0.0, h.sigma)) if h.sigma else h.median_ms / 1000.0
         if h.tail_p and self.rng.random() < h.tail_p:
-            s *= float(self.rng.pareto(h.tail_alpha)) + 1.0
+            s *= min(float(self.rng.pareto(h.tail_alpha)) + 1.0, h.tail_cap)
         s += kb / 1024.0 / h.mb_s
         if kb > self.clouds.limit_kb(src, dst):
             s += self.config.claim_check_ms / 1000.0
