@@ -1,4 +1,4 @@
-"""Routing P99 benchmark: ilp against the baselines on Azure traces (issue: routing ILP).
+"""Routing P99 benchmark: ilp against the baselines on Azure traces.
 
 Everything runs in the discrete-event simulator (GPUs EMULATED from
 calibrated roofline profiles) on examples/routing/fleet.yaml

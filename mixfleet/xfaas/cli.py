@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mixfleet.errors import InputError
-from mixfleet.platform.output import console, emit_json, print_table
+from mixfleet.platform.output import check_writable, console, emit_json, print_table
 
 app = typer.Typer(help="Run, plan and benchmark cross-cloud serverless workflows (clouds emulated).",
                   no_args_is_help=True, add_completion=False)
@@ -185,6 +185,7 @@ def bench(
     if rate_scale <= 0:
         raise InputError(f"--rate-scale {rate_scale} must be positive", "e.g. 0.5")
     events = _events(degrade)
+    check_writable(plot, "--plot")
     wf = load_dag(workflow)
     clouds = _clouds(clouds_file, only_clouds)
     wf.check_clouds(clouds)
@@ -232,6 +233,7 @@ def profile(
 
     if runs < 1:
         raise InputError(f"--runs {runs} must be at least 1", "pass --runs 5, for example")
+    check_writable(out, "--out")
     wf = load_dag(workflow)
     clouds = _clouds(clouds_file, only_clouds)
     wf.check_clouds(clouds)
