@@ -137,6 +137,18 @@ def main(dags: list[str]) -> dict:
     return out
 
 
+def headline(o: dict) -> str:
+    """One line for the README: Smart Grid under static, adaptive vs XFaaS's all-Azure deployment."""
+    d = o.get("dags", {}).get("smart_grid")
+    if not d or "static" not in d["workloads"]:
+        return ""
+    st = d["workloads"]["static"]["strategies"]
+    a, z = st["adaptive"], st["azure"]
+    return (f"Smart Grid, static load, world model: ilp_fusion+adaptive p50 {a['p50_latency_s']:.1f} s vs all-Azure "
+            f"{z['p50_latency_s']:.1f} s ({_red(a['p50_latency_s'], z['p50_latency_s']):.0%}), cost "
+            f"{a['cost_usd'] / z['cost_usd'] - 1:+.0%} (emulated)")
+
+
 def _red(a: float, b: float) -> float:
     return 1 - a / b if b else math.nan
 
@@ -231,7 +243,8 @@ def markdown(o: dict) -> str:
         q = o["quantum"]
         lines += ["", f"Quantum workflow under the world model: fidelity {q['fidelity']:.12f} "
                   f"(latency {q['latency_s']:.2f} s emulated, ${q['cost_usd']:.3g}).", ""]
-    lines += ["Plots: " + ", ".join(f"`xfaas_world_{n}.png`, `xfaas_world_{n}_degradation.png`" for n in dags),
+    lines += ["Plots: " + ", ".join(f"[xfaas_world_{n}.png](xfaas_world_{n}.png), "
+                                    f"[xfaas_world_{n}_degradation.png](xfaas_world_{n}_degradation.png)" for n in dags),
               "", f"Reproduce: `{o['command']}`", ""]
     return "\n".join(lines)
 
