@@ -86,6 +86,7 @@ class Kind(StrictModel):
 class WorkflowTruth(StrictModel):
     kinds: dict[str, Kind]
     nodes: dict[str, str]
+    aliases: list[str] = Field(default_factory=list)  # other names of the same workflow (e.g. the example's)
 
 
 class WorldConfig(StrictModel):
@@ -124,6 +125,7 @@ class World:
 
     def __post_init__(self):
         self.rng = np.random.default_rng(self.seed)
+        self._truth = {a: wt for name, wt in self.config.workflows.items() for a in (name, *wt.aliases)}
         # each cloud drifts with its own phase (deterministic from the seed)
         phase_rng = np.random.default_rng(self.seed + 7919)
         self._phase = {c: float(phase_rng.uniform(0, 2 * math.pi)) for c in sorted(self.config.clouds)}
@@ -140,7 +142,7 @@ class World:
 
     # -- functions ------------------------------------------------------------------------------
     def median_exec_s(self, workflow: str, node: str, cloud: str) -> float:
-        wt = self.config.workflows.get(workflow)
+        wt = self._truth.get(workflow)
         if wt is not None and node in wt.nodes:
             kind = wt.kinds[wt.nodes[node]]
             if cloud in kind.ms:
@@ -150,7 +152,7 @@ class World:
         return self.config.default_exec_ms * self.config.default_speed.get(cloud, 1.0) / 1000.0
 
     def output_kb(self, workflow: str, node: str, default: float) -> float:
-        wt = self.config.workflows.get(workflow)
+        wt = self._truth.get(workflow)
         if wt is not None and node in wt.nodes:
             return wt.kinds[wt.nodes[node]].output_kb
         return default
@@ -163,7 +165,7 @@ class World:
         return x * self.speed(cloud, t)
 
     def known(self, workflow: str, node: str) -> bool:
-        wt = self.config.workflows.get(workflow)
+        wt = self._truth.get(workflow)
         return wt is not None and node in wt.nodes
 
     def exec_for(self, workflow: str, node: str, cloud: str, t: float, measured_s: float) -> float:
