@@ -195,8 +195,10 @@ def status(address: str = typer.Option(None, "--address",
            watch: bool = typer.Option(False, "--watch", help="refresh the GPU table like top (Ctrl-C stops)"),
            interval: float = typer.Option(1.0, "--interval", help="seconds between --watch refreshes"),
            count: int = typer.Option(0, "--count", help="with --watch: stop after N refreshes (0: never)"),
-           telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry",
-                                          help="start telemetry agents (kept running, detached) and show GPUs")) -> None:
+           telemetry: bool = typer.Option(None, "--telemetry/--no-telemetry",
+                                          help="start telemetry agents (kept running, detached) and show GPUs; "
+                                               "default: on, except on an autoscaling cluster, where an agent "
+                                               "would keep its node busy")) -> None:
     """Nodes of a running cluster grouped by accelerator type, with live GPU telemetry.
 
     GPUs of emulated nodes show source 'emulated' (no device behind them);
@@ -204,7 +206,13 @@ def status(address: str = typer.Option(None, "--address",
     """
     from mixfleet.platform.bootstrap import connect
     from mixfleet.platform.launcher import published_node_types
-    from mixfleet.platform.status import attach_telemetry, autoscaler_report, by_accelerator, gpu_table, node_rows
+    from mixfleet.platform.status import (
+        attach_telemetry,
+        autoscaler_report,
+        by_accelerator,
+        gpu_table,
+        node_rows,
+    )
 
     if watch and json_out:
         raise InputError("--watch and --json do not mix", "use --json for one snapshot, --watch for a live table")
@@ -212,7 +220,10 @@ def status(address: str = typer.Option(None, "--address",
         raise InputError(f"bad --interval {interval} / --count {count}", "use --interval > 0 and --count >= 0")
     connect(address or _default_address())
     rows = node_rows()
-    scaling = autoscaler_report(published_node_types())
+    node_types = published_node_types()  # recorded by `cluster up`: an autoscaling cluster
+    scaling = autoscaler_report(node_types) if node_types else None
+    if telemetry is None:
+        telemetry = scaling is None
     snap = None
     if telemetry or watch:
         from mixfleet.platform.telemetry import start_agents

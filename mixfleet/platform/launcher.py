@@ -72,7 +72,8 @@ def bootstrap_config(spec: ClusterSpec, gcs_address: str) -> dict[str, Any]:
         if body.get("resources", {}).get("GPU"):
             labels[EMULATED_LABEL] = "true"
         body["labels"] = {**labels, **body.get("labels", {})}
-    config["provider"] = {**config["provider"], "gcs_address": gcs_address}
+    config["provider"] = {"use_node_id_as_ip": True, "disable_node_updaters": True,
+                          "disable_launch_config_check": True, **config["provider"], "gcs_address": gcs_address}
     return config
 
 
@@ -150,6 +151,8 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", LOOPBACK,
            "--port", str(ports["gcs"]), "--autoscaling-config", str(boot), "--temp-dir", str(d / "ray"),
            "--num-cpus", str(int(head.cpus)), "--num-gpus", str(int(head.gpus)),
+           *(["--object-store-memory", str(int(head.resources["object_store_memory"]))]
+             if "object_store_memory" in head.resources else []),
            "--include-dashboard", "true", "--dashboard-host", LOOPBACK, "--dashboard-port", str(ports["dashboard"]),
            "--ray-client-server-port", str(ports["client"]),
            "--dashboard-agent-listen-port", str(ports["agent"]),
@@ -161,8 +164,7 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
            # ~/.ray/auth_token exists; the dashboard listens on loopback only (see docs/platform.md).
            "RAY_AUTH_MODE": "disabled",
            # `python`/`mixfleet` in job entrypoints are this environment's
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_OVERRIDE_LABELS": json.dumps({NODE_TYPE_LABEL: spec.head_node_type})}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     log = d / "up.log"
     with open(log, "wb") as out:

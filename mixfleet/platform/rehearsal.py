@@ -26,6 +26,8 @@ from mixfleet.platform.accelerators import RESOURCE_PREFIX
 from mixfleet.platform.cluster_config import ClusterSpec, NodeType
 
 SECTION = "metadata.mixfleet"
+# Sizing keys a rehearsal may add for one machine (Ray's defaults take 30% of RAM per node).
+LOCAL_SIZING = ("object_store_memory", "memory")
 ACTOR_OPTIONS = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
 
 
@@ -103,9 +105,10 @@ def check_deployments(spec: ClusterSpec) -> None:
 
 def _compare_type(name: str, real: NodeType, rehearsal: NodeType, spec: ClusterSpec, real_path: str) -> None:
     where = f"available_node_types.{name}"
-    if set(real.resources) != set(rehearsal.resources):
-        missing = sorted(set(real.resources) - set(rehearsal.resources))
-        extra = sorted(set(rehearsal.resources) - set(real.resources))
+    mine_keys = {k for k in rehearsal.resources if k not in LOCAL_SIZING or k in real.resources}
+    if set(real.resources) != mine_keys:
+        missing = sorted(set(real.resources) - mine_keys)
+        extra = sorted(mine_keys - set(real.resources))
         what = f"lacks {', '.join(missing)}" if missing else f"adds {', '.join(extra)}"
         raise ConfigError(f"'{where}.resources' in {spec.path} {what} compared with {real_path}",
                           f"declare the same resources as {real_path}: {real.resources}")
