@@ -86,17 +86,19 @@ class OutputPredictor:
     ``oracle=True`` returns the cap (the cap is the true length in that mode).
     """
 
-    def __init__(self, *, oracle: bool = False, window: int = 2000, min_count: int = 20, refresh: int = 50,
+    def __init__(self, *, oracle: bool = False, window: int = 2000, min_count: int = 20, refresh: int = 200,
                  prior: float = 256.0, edges: tuple[int, ...] = PROMPT_BUCKETS) -> None:
         self.oracle = oracle
         self.window, self.min_count, self.refresh, self.prior = window, min_count, refresh, prior
         self.edges = edges
         n = len(edges) + 2  # one per bucket, and the pooled history last
-        self._hist: list[list[int]] = [[] for _ in range(n)]
+        self._hist = np.zeros((n, window))
+        self._count = [0] * n   # samples held (at most window)
         self._pos = [0] * n
+        self._ready = [0] * n   # samples behind the current statistics
+        self._dirty = [False] * n
         self._mean = [prior] * n
         self._q: list[np.ndarray | None] = [None] * n
-        self._count = [0] * n
         self._since = 0
         self.seen = 0
 
@@ -106,32 +108,32 @@ class OutputPredictor:
     def observe(self, prompt: int, output: int) -> None:
         """A request with ``prompt`` tokens finished after generating ``output`` tokens."""
         self.seen += 1
-        for b in (self.bucket(prompt), len(self._hist) - 1):
-            h = self._hist[b]
-            if len(h) < self.window:
-                h.append(output)
-            else:
-                h[self._pos[b]] = output
-                self._pos[b] = (self._pos[b] + 1) % self.window
+        for b in (self.bucket(prompt), len(self._count) - 1):
+            self._hist[b, self._pos[b]] = output
+            self._pos[b] = (self._pos[b] + 1) % self.window
+            self._count[b] = min(self.window, self._count[b] + 1)
+            self._dirty[b] = True
         self._since += 1
         if self._since >= self.refresh or self.seen <= self.min_count:
             self._since = 0
             self._recompute()
 
     def _recompute(self) -> None:
-        for b, h in enumerate(self._hist):
-            self._count[b] = len(h)
-            if h:
-                a = np.asarray(h, dtype=float)
+        pct = np.arange(101) / 100.0
+        for b, n in enumerate(self._count):
+            if self._dirty[b]:
+                self._dirty[b] = False
+                a = np.sort(self._hist[b, :n])
+                self._ready[b] = n
                 self._mean[b] = float(a.mean())
-                self._q[b] = np.percentile(a, np.arange(101))
+                self._q[b] = a[np.round(pct * (n - 1)).astype(int)]
 
     def _source(self, prompt: int) -> int | None:
         b = self.bucket(prompt)
-        if self._count[b] >= self.min_count:
+        if self._ready[b] >= self.min_count:
             return b
-        pooled = len(self._hist) - 1
-        return pooled if self._count[pooled] > 0 else None
+        pooled = len(self._count) - 1
+        return pooled if self._ready[pooled] > 0 else None
 
     def predict(self, prompt: int, cap: int) -> float:
         """Expected output tokens of a request (its mean under the history), at most ``cap``."""

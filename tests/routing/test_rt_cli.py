@@ -70,7 +70,7 @@ def test_bad_inputs_give_one_clear_error_line(cli, conv, tmp_path):
     empty.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
     cases = [
         (["simulate", "--trace", conv, "--fleet", FLEET, "--policy", "pow3"],
-         "unknown policy 'pow3' (did you mean 'pow2'?); valid policys: ilp, least_outstanding"),
+         "unknown policy 'pow3' (did you mean 'pow2'?); valid policys: ilp, kv_aware, least_outstanding"),
         (["simulate", "--trace", str(bad_csv), "--fleet", FLEET], "bad row 3 in trace"),
         (["simulate", "--trace", str(empty), "--fleet", FLEET], "is empty"),
         (["simulate", "--trace", conv, "--fleet", _fleet(tmp_path, "model: llama-3.2-3b\npools: [{gpu: K80}]\n")],
