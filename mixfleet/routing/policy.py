@@ -212,20 +212,23 @@ class RouterState:
 
 
 def least_work(state: RouterState, req: Request, *, penalty: Sequence[float] | None = None,
-               speed_aware: bool = True, among: Sequence[int] | None = None) -> int:
+               speed_aware: bool = True, among: Sequence[int] | None = None,
+               decode_factor: Sequence[float] | None = None, output: float | None = None) -> int:
     """The healthy replica with the least estimated finish time (the one least-work rule every policy shares).
 
     Estimated finish on ``i`` = (outstanding work + the request's own isolated
-    service at the predicted output length) x ``penalty[i]``, divided by the
-    live telemetry speed factor when ``speed_aware``. ``among`` restricts the
-    candidates; returns -1 when none of them is healthy.
+    service at the predicted output length ``output``, its decode part times
+    ``decode_factor[i]``) x ``penalty[i]``, divided by the live telemetry speed
+    factor when ``speed_aware``. ``among`` restricts the candidates; returns -1
+    when none of them is healthy.
     """
-    p, o = req.prompt_tokens, state.expected_output(req)
+    p = req.prompt_tokens
+    o = state.expected_output(req) if output is None else output
     work, inv_p, step, healthy, speed = state.work_s, state.inv_prefill, state.step_s, state.healthy, state.speed
     best, best_v = -1, float("inf")
     for i in (range(len(work)) if among is None else among):
         if healthy[i]:
-            v = work[i] + p * inv_p[i] + o * step[i]
+            v = work[i] + p * inv_p[i] + o * step[i] * (decode_factor[i] if decode_factor is not None else 1.0)
             if penalty is not None:
                 v *= penalty[i]
             if speed_aware:

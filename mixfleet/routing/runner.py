@@ -62,7 +62,7 @@ def simulate(fleet: Fleet | str | Path, trace: str | Path | Trace, policy: str =
     """
     fl = as_fleet(fleet)
     wl = workload or prepare(fl, trace, load, limit)
-    pol = make_policy(policy, fl, seed=seed, workload=wl, **policy_options)
+    pol = make_policy(policy, fl, seed=seed, workload=wl, cap_rule=cap_rule, **policy_options)
     result = Simulation(fl, pol, wl.trace, telemetry_interval_s=telemetry_interval_s, faults=faults,
                         cap_rule=CapRule.for_trace(cap_rule, wl.trace.name), chunked=chunked, reserve=reserve).run()
     result.extra.update(capacity_req_s=wl.capacity_req_s, load=load, rate_req_s=wl.rate_req_s, seed=seed)

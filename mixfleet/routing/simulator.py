@@ -128,6 +128,16 @@ class Simulation:
         last_prof = [0.0] * len(engines)
         req_seq = 0
         on_dispatch, on_complete, choose = state.on_dispatch, state.on_complete, policy.choose
+
+        def dispatch(r: SimRequest, i: int, now: float, seq: int) -> int:
+            on_dispatch(i, r.req)
+            r.replica = i
+            eng = engines[i]
+            end = eng.enqueue(r, now)
+            if end is not None:
+                push(heap, (end, ENGINE, seq, i, eng.version))
+                seq += 1
+            return seq
         while heap:
             t, kind, _, a, b = pop(heap)
             n_events += 1
@@ -161,15 +171,8 @@ class Simulation:
                 r = SimRequest(req_seq, t, prompt, output, req, cap)
                 req_seq += 1
                 state.now = t
-                i = choose(req, state)
-                on_dispatch(i, req)
-                r.replica = i
                 inflight += 1
-                eng = engines[i]
-                end = eng.enqueue(r, t)
-                if end is not None:
-                    push(heap, (end, ENGINE, seq, i, eng.version))
-                    seq += 1
+                seq = dispatch(r, choose(req, state), t, seq)
                 row = next(rows, None)
                 if row is None:
                     arrivals_left = False
