@@ -119,8 +119,9 @@ def run_cmd(
 ) -> None:
     """Run a MapReduce job and commit its output (part-r-NNNNN + _SUCCESS)."""
     from mixfleet.mapreduce.execute import UserCodeError
-    from mixfleet.mapreduce.runner import run
-    from mixfleet.platform.bootstrap import connect
+    from mixfleet.mapreduce.job import check_steps
+    from mixfleet.mapreduce.runner import Interrupted, run
+    from mixfleet.platform.bootstrap import connect, shutdown
 
     cls = load_job_class(job)
     options = dict(output_format=output_format, input_format=input_format, partitioner=partitioner,
@@ -129,6 +130,7 @@ def run_cmd(
     from mixfleet.mapreduce.settings import RunConfig
 
     RunConfig.from_kwargs(num_reducers=reducers, num_workers=workers, **options)  # fail before Ray starts
+    check_steps(cls())
     shipped = None
     try:
         if address:
@@ -147,6 +149,10 @@ def run_cmd(
             console().print(_with_source(exc.user_traceback, sys.modules[cls.__module__]),
                             markup=False, highlight=False, end="")
             raise
+        except Interrupted as exc:  # the job's actors are stopped; stop an embedded Ray too
+            shutdown()
+            print("error: interrupted", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from None
     finally:
         if shipped:
             shutil.rmtree(shipped, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 Everything here runs the discrete-event simulator: GPUs are EMULATED from
 calibrated roofline profiles (see profiles.yaml), and every command says so.
-With ``--json`` one JSON object goes to stdout (DESIGN.md contract).
+With ``--json`` one JSON object goes to stdout (the CLI contract).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import importlib.util
 import typer
 
 from mixfleet.errors import InputError
-from mixfleet.platform.output import console, emit_json, print_table
+from mixfleet.platform.output import check_writable, console, emit_json, print_table
 
 app = typer.Typer(help="Simulate, plan and serve heterogeneity-aware LLM routing.", add_completion=False,
                   no_args_is_help=True)
@@ -137,6 +137,7 @@ def compare(
     opts = _engine_opts(cap_rule, oracle_lengths, prefill_first, kv_reserve)
     if plot_path and not plot_path.lower().endswith(".png"):
         raise InputError(f"plot path '{plot_path}' must end with .png", "e.g. --plot compare.png")
+    check_writable(plot_path, "--plot")
     fl = _fleet(fleet)
     _say(f"[dim]{EMULATED}[/dim]")
     from rich.progress import Progress

@@ -5,7 +5,7 @@ sizes among the requests of each ``window_s`` window (the arrival process
 and the per-window size mix are kept, which request lands when changes),
 and also seeds the policies' RNGs. Every policy sees the same seeded trace.
 
-:func:`compare` returns the ``compare --json`` object of DESIGN.md::
+:func:`compare` returns the ``compare --json`` object (docs/routing.md)::
 
     {"capacity_req_s": ..., "runs": [{"load", "seed",
       "policies": {NAME: {"p50_e2e_s", "p99_e2e_s", "p99_ttft_s", "p99_tpot_s",

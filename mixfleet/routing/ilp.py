@@ -1,6 +1,6 @@
 """The routing plan as a Pyomo model solved by HiGHS, and Mélange-style fleet sizing.
 
-Pure core, thin shell (STYLE.md 9): :func:`build_model` (problem -> Pyomo
+Pure core, thin shell: :func:`build_model` (problem -> Pyomo
 model, no side effects) -> :meth:`PlanSolver.solve` (the shared persistent
 HiGHS path of :mod:`mixfleet.platform.ilp`: ``load_solution=False``,
 termination checked) -> :func:`read_plan` (values -> a plain

@@ -1,7 +1,7 @@
 """The ``ilp`` routing policy: an ILP plan (slow loop) followed per request (fast path).
 
 Two time scales, one object, run unchanged by the simulator and the live
-router (STYLE.md 10):
+router (one code path):
 
 - **Fast path** (:meth:`IlpPolicy.choose`, every request, microseconds, no
   solver call): classify the request (prompt bucket x output bucket) and

@@ -1,6 +1,6 @@
 """Baseline routing policies and the policy registry.
 
-Baselines, weakest to strongest (ANCHORS.md):
+Baselines, weakest to strongest:
 
 - ``round_robin``: healthy replicas in turn.
 - ``pow2``: Ray Serve's default semantics: sample two distinct replicas,

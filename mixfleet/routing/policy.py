@@ -1,6 +1,6 @@
 """The routing policy interface shared by the simulator and the live router.
 
-One code path (STYLE.md 10): a policy object is driven identically by
+One code path: a policy object is driven identically by
 :class:`~mixfleet.routing.simulator.Simulation` and by the live Ray Serve
 router. Both keep a :class:`RouterState`, the router-side view of the fleet:
 

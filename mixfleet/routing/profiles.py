@@ -3,8 +3,8 @@
 EMULATION: there is no GPU here. Prefill and decode iteration times come from
 a roofline model (bytes over memory bandwidth, FLOPs over fp16 FLOP/s, the
 larger wins) whose per-GPU efficiencies are calibrated in ``profiles.yaml``
-so that a 7B fp16 model reproduces the published per-GPU figures in
-ANCHORS.md (T4 ~56 ms decode step / ~2.2k tok/s prefill, ..., H100 ~5.3 ms /
+so that a 7B fp16 model reproduces the published per-GPU figures
+(T4 ~56 ms decode step / ~2.2k tok/s prefill, ..., H100 ~5.3 ms /
 ~53k tok/s). A measured profile table in the same file replaces the
 roofline for one (GPU, model) pair.
 

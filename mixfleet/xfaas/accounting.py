@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixfleet.platform.output import check_json
 from mixfleet.xfaas.runtime import ClaimCheck
 
 
@@ -101,6 +102,8 @@ def account_run(executor, units, cloud_of_unit, tasks, metas, state, attempts, c
     ran_sinks = [s for s in wf.sinks if metas[units.unit_of[s]]["ran"].get(s)]
     values = [ray.get(out_refs[s]) for s in ran_sinks]
     values = [ray.get(v.ref[0]) if isinstance(v, ClaimCheck) else v for v in values]
+    for s, v in zip(ran_sinks, values, strict=True):
+        check_json(v, f"the output of node '{s}' in workflow '{wf.spec.name}'")
     output = values[0] if len(wf.sinks) == 1 and values else dict(zip(ran_sinks, values, strict=False))
     latency = max(finish_v.values())
     return RunResult(wf.spec.name, output, latency, wall, cost, dict(plan.placement), rows, n_claims,

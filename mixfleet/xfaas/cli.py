@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mixfleet.errors import InputError
-from mixfleet.platform.output import console, emit_json, print_table
+from mixfleet.platform.output import check_writable, console, emit_json, print_table
 
 app = typer.Typer(help="Run, plan and benchmark cross-cloud serverless workflows (clouds emulated).",
                   no_args_is_help=True, add_completion=False)
@@ -151,6 +151,7 @@ def bench(
 
     if runs < 1:
         raise InputError(f"--runs {runs} must be at least 1", "pass --runs 20, for example")
+    check_writable(plot, "--plot")
     payload = _input(input)
     wf, clouds, profile = _setup(workflow, clouds_file, only_clouds)
     connect(address)

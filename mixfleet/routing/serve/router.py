@@ -10,7 +10,7 @@ ingress replica) sees every request, keeps the one
 :class:`~mixfleet.routing.policy.RouterState`, and calls the policy exactly
 as :class:`~mixfleet.routing.simulator.Simulation` does: ``choose`` then
 ``on_dispatch``, ``on_complete`` when the request leaves, ``observe`` on
-every telemetry sample (STYLE.md 10: one code path). Each fleet replica is
+every telemetry sample (one code path). Each fleet replica is
 its own one-replica Serve deployment, so the policy's choice of replica
 ``i`` is exactly where the request goes. The ingress also has to parse and
 validate OpenAI/gRPC requests and shape responses anyway; the extra hop
