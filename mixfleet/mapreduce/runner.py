@@ -24,8 +24,8 @@ from mixfleet.errors import InputError, JobError, MixfleetError
 from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inline import inline_splits, run_inline
 from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_splits, resolve_inputs
-from mixfleet.mapreduce.job import Job
-from mixfleet.mapreduce.outputs import abort, prepare_output, read_output
+from mixfleet.mapreduce.job import Job, check_steps
+from mixfleet.mapreduce.outputs import abort, check_output, input_folders, prepare_output, read_output
 from mixfleet.mapreduce.settings import RunConfig
 
 
@@ -156,7 +156,7 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
         job = job()
     if not isinstance(job, Job):
         raise InputError(f"job {job!r} is not a mixfleet.mapreduce.Job", "subclass mixfleet.mapreduce.Job")
-    steps = job.steps()
+    steps = check_steps(job)
     if not steps:
         raise InputError(f"job {type(job).__name__} has no steps", "define mapper/reducer or steps()")
     import cloudpickle
@@ -167,6 +167,7 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     is_dataset = type(inputs).__name__ in ("Dataset", "MaterializedDataset") and hasattr(inputs, "to_arrow_refs")
     files = [] if is_dataset else resolve_inputs(inputs, cfg, filesystem)
     out_fs, out_path = filesystem_for(str(output), filesystem)
+    check_output(out_fs, out_path, str(output), cfg.overwrite, files, input_folders(inputs, filesystem))
 
     if runner == "inline":
         if is_dataset or cfg.checkpoint:
