@@ -27,6 +27,7 @@ from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_split
 from mixfleet.mapreduce.job import Job, check_steps
 from mixfleet.mapreduce.outputs import abort, check_output, input_folders, prepare_output, read_output
 from mixfleet.mapreduce.settings import RunConfig
+from mixfleet.mapreduce.store import start_stores
 
 
 class Interrupted(KeyboardInterrupt):
@@ -231,22 +232,24 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
 def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner: str, reducers: int,
            workers: int, cpus: float, output: tuple, cfg: RunConfig, fp: str,
            progress: Callable[[dict], None] | None) -> dict:
-    """Start the block store and a master, wait for its report; restart a dead master
-    from the checkpoint. The master and the store are killed however this ends (the
+    """Start the block stores and a master, wait for its report; restart a dead master
+    from the checkpoint. The master and the stores are killed however this ends (the
     workers, owned by the master, go with it)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from mixfleet.mapreduce.master import Master
     from mixfleet.mapreduce.store import BlockStore
 
-    store = ray.remote(BlockStore).options(num_cpus=0, max_restarts=0).remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # with the driver
+    stores = start_stores(BlockStore)
     incarnation = 0
     try:
         while True:
             name = f"mixfleet-mapreduce-master-{uuid.uuid4().hex[:8]}-{incarnation}"
-            master = ray.remote(Master).options(num_cpus=0, max_restarts=0, name=name).remote(
+            master = ray.remote(Master).options(num_cpus=0, max_restarts=0, name=name, scheduling_strategy=here).remote(
                 [job_ref], files, splits, num_steps, [partitioner] * num_steps, reducers, workers,
-                min(1.0, cpus / workers), output, store, cfg, fp, incarnation)
+                min(1.0, cpus / workers), output, stores, cfg, fp, incarnation)
             try:
                 return _wait(master, cfg, progress)
             except ray.exceptions.RayActorError:
@@ -257,7 +260,8 @@ def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner:
             finally:
                 ray.kill(master)
     finally:
-        ray.kill(store)
+        for store in stores.values():
+            ray.kill(store)
 
 
 def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> dict:

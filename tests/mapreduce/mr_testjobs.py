@@ -336,3 +336,33 @@ class MapOrder(Job):
 
     def reducer(self, key, ids):
         yield key, ",".join(ids)
+
+
+class NodeGated(Job):
+    """Word count whose map ``s0-m-00000`` waits for ``scratch/go``; every finished map leaves
+    ``mapdone-TASK-NODEID`` (where its blocks were stored), so a test can kill a node that
+    holds map outputs while the map phase is still open."""
+
+    def __init__(self, scratch: str = ""):
+        super().__init__()
+        self.scratch = scratch
+
+    def mapper_init(self):
+        if self.task_id == "s0-m-00000":
+            wait_for_go(self.scratch)
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def mapper_final(self):
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        open(os.path.join(self.scratch, f"mapdone-{self.task_id}-{self.attempt}-{node}"), "w").close()
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
