@@ -20,6 +20,7 @@ the table reports that bound next to the measurement.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import statistics
@@ -32,6 +33,10 @@ from mixfleet.mapreduce import Job
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 WORD = re.compile(r"[A-Za-z]+")
+_spec = importlib.util.spec_from_file_location("bench_mapreduce_faults", Path(__file__).with_name("mapreduce_faults.py"))
+_faults = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_faults)
+build_input = _faults.build_input  # the lab books repeated to a size, one file
 
 
 class SlowWorkerWordCount(Job):
@@ -69,17 +74,6 @@ class SlowWorkerWordCount(Job):
         if self._slow and self._n % 500 == 0:
             self._burn()
         yield word, sum(counts)
-
-
-def build_input(path: Path, mb: float) -> Path:
-    text = "".join(p.read_text() for p in sorted((REPO / "tests" / "data" / "gutenberg").glob("pg-*.txt")))
-    target = int(mb * 1e6)
-    data = (text * (target // len(text) + 1))[:target]
-    data = data[: data.rfind("\n") + 1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.stat().st_size != len(data):
-        path.write_text(data)
-    return path
 
 
 def main() -> int:
