@@ -78,11 +78,15 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
      "xml", {"absent": ["{sb}/mr-out7"]}),
     ("mr-zero-reducers", ["mapreduce", "run", WC, "-i", "{sb}/books", "-o", "{sb}/mr-out8", "--reducers", "0"], 2,
      "reducers", {"absent": ["{sb}/mr-out8"]}),
+    ("mr-job-partitioner", ["mapreduce", "run", "{sb}/jobs.py:BadPartitioner", "-i", "{sb}/books", "-o",
+                            "{sb}/mr-out9"], 2, "unknown partitioner 'modulo'", {"absent": ["{sb}/mr-out9"]}),
     # -- routing --------------------------------------------------------------------------------
     ("rt-trace-plain-gz", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/plain.csv.gz"], 2,
      "is not gzip-compressed", {}),
     ("rt-trace-truncated-gz", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/trunc.csv.gz"], 2,
      "is truncated", {}),
+    ("rt-trace-not-utf8", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/latin1.csv"], 2,
+     "can't be read", {}),
     ("rt-trace-missing", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/none.csv"], 2, "does not exist", {}),
     ("rt-trace-folder", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/books"], 2, "is a folder", {}),
     ("rt-trace-generator", ["routing", "simulate", "--fleet", FLEET, "--trace", "poisson:n=abc"], 2, "poisson", {}),
@@ -122,6 +126,8 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
     ("ee-serve-device", ["earlyexit", "serve", "--sla-ms", "50", "--device-ms", "-1"], 2, "--device-ms -1", {}),
     ("ee-serve-empty-model", ["earlyexit", "serve", "--sla-ms", "50", "--port", "{free}", "--model",
                               "{sb}/empty.pt"], 2, "is empty", {}),
+    ("ee-serve-garbage-model", ["earlyexit", "serve", "--sla-ms", "50", "--port", "{free}", "--model",
+                                "{sb}/garbage.pt"], 2, "is not a saved early-exit model", {}),
     ("ee-bench-empty-model", ["earlyexit", "bench", "--model", "{sb}/empty.pt"], 2, "is empty", {}),
     ("ee-bench-garbage-model", ["earlyexit", "bench", "--model", "{sb}/garbage.pt"], 2,
      "is not a saved early-exit model", {}),
@@ -170,6 +176,10 @@ class StepsString(Job):
 class StepsDict(Job):
     def steps(self):
         return [{"mapper": self.mapper}]
+
+
+class BadPartitioner(Job):
+    partitioner = "modulo"
 '''
 
 WORKFLOW = """name: badout
@@ -209,6 +219,7 @@ def _sandbox(root: Path) -> None:
     rows = "".join(f"2023-11-16 18:{i // 60:02d}:{i % 60:02d}.000000,{100 + i},20\n" for i in range(3000))
     packed = gzip.compress(("TIMESTAMP,ContextTokens,GeneratedTokens\n" + rows).encode())
     (root / "trunc.csv.gz").write_bytes(packed[: len(packed) // 2])
+    (root / "latin1.csv").write_bytes(b"TIMESTAMP,ContextTokens,GeneratedTokens\n\xe9\xff,1,1\n")
     (root / "empty.pt").write_bytes(b"")
     (root / "garbage.pt").write_bytes(b"not a torch file\n" * 10)
     (root / "jobs.py").write_text(JOBS)
