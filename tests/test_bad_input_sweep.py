@@ -400,3 +400,63 @@ def test_overwrite_keeps_the_old_output_until_commit_then_swaps(ray_local, tmp_p
     assert sorted(os.listdir(out)) == ["_SUCCESS", "part-r-00000", "part-r-00001"]
     assert dict(result.read()) == {"to": "2", "be": "2", "or": "1", "not": "1"}
     assert _siblings(tmp_path) == []
+
+
+# -- SIGINT/SIGTERM: the shared mechanism in mixfleet.cli ------------------------------------------
+STUBBORN = '''
+import sys, time
+from pathlib import Path
+from mixfleet import cli
+
+cli.GRACE_S = float(sys.argv[2])
+cli.install_signal_handlers()
+scratch = Path(sys.argv[1])
+(scratch / "ready").touch()
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    (scratch / "cleaning").touch()
+    time.sleep(120)  # a clean-up that hangs
+'''
+
+
+def _stubborn(tmp_path: Path, grace_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN, str(tmp_path), str(grace_s)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ready").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (tmp_path / "ready").exists(), proc.communicate()
+    return proc
+
+
+def _wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists()
+
+
+def test_sigterm_runs_the_clean_up_and_a_second_signal_leaves_at_once(tmp_path):
+    proc = _stubborn(tmp_path, grace_s=600)
+    proc.terminate()
+    _wait_for(tmp_path / "cleaning", proc)  # SIGTERM took the Ctrl-C path: the except block runs
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.splitlines() == ["error: interrupted"]
+
+
+def test_a_hung_clean_up_is_cut_short_after_the_grace_period(tmp_path):
+    proc = _stubborn(tmp_path, grace_s=0.5)
+    proc.send_signal(2)  # SIGINT
+    _, err = proc.communicate(timeout=60)
+    assert (tmp_path / "cleaning").exists()
+    assert proc.returncode == 130 and err.splitlines() == ["error: interrupted"]
+
+
+def test_messages_use_the_fleet_files_gpu_name():
+    from mixfleet.errors import ClusterError
+    from mixfleet.routing.serve.app import placement_accelerator
+
+    with pytest.raises(ClusterError, match=r"GPU type 'A100-80GB' \(Ray accelerator type 'A100-80G'\)"):
+        placement_accelerator("A100-80G", {"T4": 2}, "A100-80GB")
