@@ -169,6 +169,11 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     files = [] if is_dataset else resolve_inputs(inputs, cfg, filesystem)
     out_fs, out_path = filesystem_for(str(output), filesystem)
     check_output(out_fs, out_path, str(output), cfg.overwrite, files, input_folders(inputs, filesystem))
+    partitioner = cfg.partitioner or getattr(job, "partitioner", "hash")
+    if partitioner not in ("hash", "range"):
+        from mixfleet.errors import unknown_name
+
+        raise unknown_name("partitioner", partitioner, ("hash", "range"))
 
     if runner == "inline":
         if is_dataset or cfg.checkpoint:
@@ -183,11 +188,6 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
         splits = dataset_splits(inputs) if is_dataset else plan_splits(files, workers, cfg)
     total = sum(sum(p.size for p in s) for s in splits)
     reducers = cfg.num_reducers or default_reducers(total, workers, cfg)
-    partitioner = cfg.partitioner or getattr(job, "partitioner", "hash")
-    if partitioner not in ("hash", "range"):
-        from mixfleet.errors import unknown_name
-
-        raise unknown_name("partitioner", partitioner, ("hash", "range"))
     job_name = f"{type(job).__module__}.{type(job).__qualname__}"
     fp = ckpt.fingerprint(job_name, files, reducers, str(output), len(steps))
     resuming = False
