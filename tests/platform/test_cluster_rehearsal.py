@@ -88,6 +88,15 @@ def test_rehearsal_file_declares_cluster_yaml_node_types(cli, repo_root):
             assert mine["min_workers"] == 0 and mine["max_workers"] >= 1
 
 
+def test_up_picks_the_ray_command_from_the_provider(cli, tmp_path):
+    r = cli("cluster", "up", LOCAL, "--dry-run")
+    assert r.returncode == 0 and r.stdout.startswith("RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=")
+    r = cli("cluster", "up", "cluster.yaml", "--dry-run")
+    assert r.returncode == 0 and r.stdout.strip() == "ray up cluster.yaml"
+    r = cli("cluster", "down", LOCAL, "--json", env={"MIXFLEET_CLUSTER_DIR": str(tmp_path / "none")})
+    assert r.returncode == 0 and r.json() == {"cluster_name": "mixfleet-local", "stopped": False, "processes": 0}
+
+
 def _ray(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run([str(RAY_BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
