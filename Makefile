@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench docs lint clean
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes.
 # torch==2.13.0 goes in first: a CPU build lies on disk here, and a bare
@@ -30,6 +30,10 @@ test-fast: install
 
 bench: install
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Regenerates every <!-- results:NAME --> block in README.md and docs/*.md from benchmarks/results/NAME.json.
+docs: install
+	$(PY) scripts/make_docs.py
 
 lint: install
 	$(VENV)/bin/ruff check mixfleet tests benchmarks examples

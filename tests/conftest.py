@@ -1,4 +1,4 @@
-"""Shared fixtures, in the tiers of STYLE.md 16.
+"""Shared fixtures, in the test tiers of docs/platform.md (Development).
 
 - unit tests use no fixture from here and no Ray;
 - ``ray_local``: one embedded ``connect(num_cpus=2)`` per session;

@@ -22,7 +22,6 @@ and deploying the replica: :mod:`mixfleet.earlyexit.deploy`.
 
 
 import asyncio
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from mixfleet.earlyexit.device import DeviceClock, EmulatedDevice
 from mixfleet.earlyexit.inputs import parse_instances
 from mixfleet.errors import InputError
 from mixfleet.platform.config import StrictModel, parse_model
+from mixfleet.platform.jsonbody import loads_body
 
 api = FastAPI(title="mixfleet early-exit (KServe V1)", docs_url=None, redoc_url=None)
 
@@ -179,17 +179,15 @@ class EarlyExitServer:
         if self.inflight >= self.opts.queue_bound:
             wait = self.inflight / max(self.opts.max_batch_size, 1) * max(self.planner.stage_s.sum(), 1e-3)
             return _error(429, f"server is at its queue bound ({self.opts.queue_bound} requests)", retry_after=wait)
-        size = int(request.headers.get("content-length") or 0)
+        length = request.headers.get("content-length") or "0"
+        size = int(length) if length.isdigit() else 0  # a bad header: the body's own length is checked below
         if size > self.opts.max_body_bytes:
             return _error(413, f"request body of {size} bytes exceeds {self.opts.max_body_bytes}")
         body = await request.body()
         if len(body) > self.opts.max_body_bytes:
             return _error(413, f"request body of {len(body)} bytes exceeds {self.opts.max_body_bytes}")
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"malformed JSON: {exc}")
-        try:
+            payload = loads_body(body, example='{"instances": [...]}')
             x = parse_instances(payload, self.model.input_shape, self.opts.max_instances)
         except InputError as exc:
             return _error(400, exc.one_line())

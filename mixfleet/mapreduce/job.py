@@ -137,3 +137,24 @@ class Job:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._ctx = TaskContext()
+
+
+def check_steps(job: Job) -> list[Step]:
+    """``job.steps()`` checked before anything starts: a list of :class:`Step` whose functions are callable."""
+    from mixfleet.errors import InputError
+
+    name = type(job).__name__
+    steps = job.steps()
+    hint = "return a list such as [Step(mapper=self.mapper, reducer=self.reducer)]"
+    if not isinstance(steps, (list, tuple)):
+        raise InputError(f"{name}.steps() returned {type(steps).__name__} {steps!r:.40}, not a list of Step", hint)
+    for i, step in enumerate(steps):
+        if not isinstance(step, Step):
+            raise InputError(f"{name}.steps()[{i}] is {type(step).__name__} {step!r:.40}, not a Step", hint)
+        for attr in ("mapper", "combiner", "reducer", "mapper_init", "mapper_final", "reducer_init",
+                      "reducer_final"):
+            fn = getattr(step, attr)
+            if fn is not None and not callable(fn):
+                raise InputError(f"{name}.steps()[{i}].{attr} is {type(fn).__name__} {fn!r:.40}, not a function",
+                                 "pass a method or function (or leave it out)")
+    return list(steps)

@@ -12,8 +12,8 @@ completions it
 - presumes an attempt silent for ``heartbeat_timeout_s`` lost, kills and
   replaces its worker and re-queues the task (a ``RayActorError`` does the
   same at once);
-- launches LATE backup attempts (:mod:`speculation`); the first attempt to
-  finish wins and the others are told to stop at their next claim;
+- launches backup attempts for stragglers (:mod:`speculation`: past 1.5x
+  the phase's median task time); the first attempt to finish wins and the others are told to stop at their next claim;
 - writes the durable checkpoint (:mod:`checkpoint`) at phase transitions
   and every ``checkpoint_every_s`` (:mod:`recovery`).
 
@@ -320,17 +320,22 @@ class Master(Recovery, Reporting):
 
     def _speculate(self, tasks: list[Task], idle: list[int], kind: str) -> tuple[Task, int] | None:
         now = time.monotonic()
-        running = []
+        running, durations, done = [], [], 0
         for t in tasks:
+            if t.state is State.DONE:
+                done += 1
+                durations += [a.finished - a.started for a in t.attempts if a.outcome == "won" and a.finished]
+                continue
             live = t.running_attempts
             if t.state is State.RUNNING and live:
                 first = live[0]
                 running.append(Running(t.id, now - first.started, self.progress.get((t.id, first.number), 0.0),
                                        len(live), first.worker))
-        done = sum(1 for t in tasks if t.state is State.DONE)
-        pick = choose_backup(running, done, len(tasks), idle, self.rates[kind],
-                             threshold=self.cfg.speculation_threshold, cap=self.cfg.speculation_cap,
-                             floor_s=self.cfg.speculation_floor_s, slow_ratio=self.cfg.slow_worker_ratio)
+        cfg = self.cfg
+        pick = choose_backup(running, durations, done, len(tasks), idle, self.rates[kind],
+                             threshold=cfg.speculation_threshold, multiplier=cfg.speculation_multiplier,
+                             cap=cfg.speculation_cap, floor_s=cfg.speculation_floor_s,
+                             slow_ratio=cfg.slow_worker_ratio)
         if pick is None:
             return None
         return self.table.tasks[pick[0]], pick[1]

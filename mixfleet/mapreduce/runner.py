@@ -8,9 +8,12 @@ actor and polls its status for the progress display. It returns a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,9 +23,50 @@ from typing import Any
 from mixfleet.errors import InputError, JobError, MixfleetError
 from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_splits, resolve_inputs
-from mixfleet.mapreduce.job import Job
-from mixfleet.mapreduce.outputs import prepare_output, read_output
+from mixfleet.mapreduce.job import Job, check_steps
+from mixfleet.mapreduce.outputs import abort, check_output, input_folders, prepare_output, read_output
 from mixfleet.mapreduce.settings import RunConfig
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM arrived while a job ran; ``exit_code`` is 128 + the signal.
+
+    Raised by :func:`run` after the job's master (and with it every worker) was
+    stopped and, for a job without ``checkpoint``, the attempt files removed.
+    A checkpointed job keeps its checkpoint (written atomically) and resumes."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
+@contextlib.contextmanager
+def _signals():
+    """While a job runs in the main thread, SIGINT and SIGTERM raise :class:`Interrupted`
+    (Ray's own SIGTERM handler would exit with status 15). The first signal masks both,
+    so that the clean-up it starts is not itself interrupted. Yields a dict whose
+    ``signum`` says which signal came: ``ray.get``/``ray.wait`` turn any exception
+    raised by a handler into a plain ``KeyboardInterrupt``."""
+    caught: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def interrupt(signum, _frame):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        caught["signum"] = signum
+        raise Interrupted(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, interrupt)
+    try:
+        yield caught
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 @dataclass
@@ -101,8 +145,6 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     import cloudpickle
     import ray
 
-    from mixfleet.mapreduce.master import Master
-    from mixfleet.mapreduce.store import BlockStore
     from mixfleet.platform.bootstrap import connect
 
     t0 = time.perf_counter()
@@ -111,12 +153,13 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
         job = job()
     if not isinstance(job, Job):
         raise InputError(f"job {job!r} is not a mixfleet.mapreduce.Job", "subclass mixfleet.mapreduce.Job")
-    steps = job.steps()
+    steps = check_steps(job)
     if not steps:
         raise InputError(f"job {type(job).__name__} has no steps", "define mapper/reducer or steps()")
     is_dataset = type(inputs).__name__ in ("Dataset", "MaterializedDataset") and hasattr(inputs, "to_arrow_refs")
     files = [] if is_dataset else resolve_inputs(inputs, cfg, filesystem)
     out_fs, out_path = filesystem_for(str(output), filesystem)
+    check_output(out_fs, out_path, str(output), cfg.overwrite, files, input_folders(inputs, filesystem))
 
     connect(address)
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -145,17 +188,43 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
 
     _ship_by_value(job)
     job_ref = ray.put(cloudpickle.dumps(job))
+    with _signals() as caught:
+        try:
+            report = _drive(job_ref, files, splits, len(steps), partitioner, reducers, workers, cpus,
+                            (out_fs, out_path, cfg.output_format), cfg, fp, progress)
+        except KeyboardInterrupt:
+            if not cfg.checkpoint:  # nothing to resume from: leave no attempt file behind
+                abort(out_fs, out_path)
+            raise Interrupted(caught.get("signum", signal.SIGINT)) from None
+    if report["status"] != "succeeded":
+        error = report["error"]
+        raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
+    return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],
+                     report["reduce_tasks"], report["attempts"], report["counters"], report["parts"],
+                     cfg.output_format, report["tasks"], out_fs, out_path)
+
+
+def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner: str, reducers: int,
+           workers: int, cpus: float, output: tuple, cfg: RunConfig, fp: str,
+           progress: Callable[[dict], None] | None) -> dict:
+    """Start the block store and a master, wait for its report; restart a dead master
+    from the checkpoint. The master and the store are killed however this ends (the
+    workers, owned by the master, go with it)."""
+    import ray
+
+    from mixfleet.mapreduce.master import Master
+    from mixfleet.mapreduce.store import BlockStore
+
     store = ray.remote(BlockStore).options(num_cpus=0, max_restarts=0).remote()
     incarnation = 0
     try:
         while True:
             name = f"mixfleet-mapreduce-master-{uuid.uuid4().hex[:8]}-{incarnation}"
             master = ray.remote(Master).options(num_cpus=0, max_restarts=0, name=name).remote(
-                [job_ref], files, splits, len(steps), [partitioner] * len(steps), reducers, workers,
-                min(1.0, cpus / workers), (out_fs, out_path, cfg.output_format), store, cfg, fp, incarnation)
+                [job_ref], files, splits, num_steps, [partitioner] * num_steps, reducers, workers,
+                min(1.0, cpus / workers), output, store, cfg, fp, incarnation)
             try:
-                report = _wait(master, cfg, progress)
-                break
+                return _wait(master, cfg, progress)
             except ray.exceptions.RayActorError:
                 if not cfg.checkpoint or incarnation >= cfg.max_master_restarts:
                     raise JobError("the job's master actor died" + ("" if cfg.checkpoint else " and there is no --checkpoint to resume from"),
@@ -165,12 +234,6 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
                 ray.kill(master)
     finally:
         ray.kill(store)
-    if report["status"] != "succeeded":
-        error = report["error"]
-        raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
-    return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],
-                     report["reduce_tasks"], report["attempts"], report["counters"], report["parts"],
-                     cfg.output_format, report["tasks"], out_fs, out_path)
 
 
 def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> dict:

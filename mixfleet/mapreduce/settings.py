@@ -45,8 +45,9 @@ class RunConfig:
     heartbeat_timeout_s: float = 10.0       # a task silent this long is presumed lost
     speculation: bool = True
     speculation_threshold: float = 0.75     # fraction of a phase done before backups start
+    speculation_multiplier: float = 1.5     # a straggler runs longer than this x the median task
     speculation_cap: float = 0.10           # at most this share of running tasks backed up
-    speculation_floor_s: float = 10.0       # never back up a younger attempt
+    speculation_floor_s: float = 0.1        # never back up a younger attempt
     slow_worker_ratio: float = 0.5          # slower than this x median rate: not a backup host
     checkpoint: str | None = None           # URI of the durable task-table checkpoint
     durable_shuffle: bool = False           # also spill map outputs under the checkpoint URI
@@ -59,6 +60,9 @@ class RunConfig:
         for name in ("heartbeat_s", "heartbeat_timeout_s", "checkpoint_every_s"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name}={getattr(self, name)} must be positive", "use a number of seconds > 0")
+        if self.speculation_multiplier < 1 or self.speculation_floor_s < 0:
+            raise InputError(f"speculation_multiplier={self.speculation_multiplier} and speculation_floor_s="
+                             f"{self.speculation_floor_s} must be >= 1 and >= 0", "for example 1.5 and 0.1")
         if not 0 <= self.speculation_threshold <= 1 or not 0 < self.speculation_cap <= 1:
             raise InputError("speculation_threshold must be in [0, 1] and speculation_cap in (0, 1]",
                              "for example 0.75 and 0.1")

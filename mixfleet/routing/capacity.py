@@ -1,6 +1,6 @@
 """Fleet capacity for a workload, and the ``--load F`` arrival scaling.
 
-Method (documented in the README, routing section): a replica's capacity in requests/s
+Method (documented in docs/routing.md): a replica's capacity in requests/s
 for a trace is ``1 / s`` where ``s`` is the replica time one *mean* request
 takes when the replica is saturated:
 

@@ -71,7 +71,7 @@ def slo_met(m: RunMetrics, slo) -> np.ndarray:
 
 def summarize(m: RunMetrics, slo, *, price_per_hour: float, gpu_of: list[str],
               busy_s: list[float], gpu_counts: dict[str, int]) -> dict:
-    """The per-policy figures of ``compare`` and ``simulate`` (see DESIGN.md)."""
+    """The per-policy figures of ``compare`` and ``simulate`` (see docs/routing.md)."""
     if len(m) == 0:
         return {"requests": 0}
     arrival, finish = m.np("arrival"), m.np("finish")

@@ -1,8 +1,9 @@
 """Jobs used by the MapReduce tests (loaded by path; shipped to Ray by value).
 
-``ParallelProbe`` is the lab's timing check: each map/reduce attempt drops a
-file in a scratch folder, watches how many siblings exist for a while and
-reports the most it saw, so the job itself records real parallelism.
+``ParallelProbe`` is the lab's parallelism check: each map/reduce attempt drops a
+file in a scratch folder and waits until it sees a sibling running (or an
+earlier task saw one), and reports the most it saw, so the job itself records
+real parallelism.
 """
 
 import os
@@ -16,24 +17,30 @@ from mixfleet.mapreduce import Job, Step
 WORD = re.compile(r"[A-Za-z]+")
 
 
-def _probe(scratch: str, kind: str, hold_s: float) -> tuple[str, int]:
+def _probe(scratch: str, kind: str, limit_s: float) -> tuple[str, int]:
+    """Wait until a sibling task of the same kind is seen running (or one was seen by an
+    earlier task: the ``ok-KIND`` marker); a handshake, not a fixed hold, so load can't fail it."""
     mine = os.path.join(scratch, f"{kind}-{os.getpid()}-{uuid.uuid4().hex}")
+    ok = os.path.join(scratch, f"ok-{kind}")
     open(mine, "w").close()
     seen = 0
-    deadline = time.monotonic() + hold_s
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and not os.path.exists(ok):
         seen = max(seen, sum(1 for n in os.listdir(scratch) if n.startswith(kind + "-")))
+        if seen >= 2:
+            open(ok, "w").close()
+            break
         time.sleep(0.02)
     return mine, seen
 
 
 class ParallelProbe(Job):
-    def __init__(self, scratch: str = "", hold_s: float = 1.0):
+    def __init__(self, scratch: str = "", limit_s: float = 120.0):
         super().__init__()
-        self.scratch, self.hold_s = scratch, hold_s
+        self.scratch, self.limit_s = scratch, limit_s
 
     def mapper_init(self):
-        self._file, self._seen = _probe(self.scratch, "map", self.hold_s)
+        self._file, self._seen = _probe(self.scratch, "map", self.limit_s)
 
     def mapper(self, _, line):
         for word in WORD.findall(line):
@@ -44,7 +51,7 @@ class ParallelProbe(Job):
         yield "~map-parallel", self._seen
 
     def reducer_init(self):
-        self._rfile, self._rseen = _probe(self.scratch, "reduce", self.hold_s)
+        self._rfile, self._rseen = _probe(self.scratch, "reduce", self.limit_s)
 
     def reducer(self, key, values):
         yield key, max(values) if key.startswith("~") else sum(values)
@@ -204,15 +211,30 @@ class Counted(Job):
         yield word, sum(counts)
 
 
+def wait_for_go(scratch: str, limit_s: float = 300.0) -> None:
+    """Block until the test writes ``scratch/go`` (a handshake, so no test depends on timing)."""
+    deadline = time.monotonic() + limit_s
+    while not os.path.exists(os.path.join(scratch, "go")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test never wrote {scratch}/go")
+        time.sleep(0.02)
+
+
+def announce(scratch: str, kind: str, task_id: str) -> None:
+    """Leave ``KIND-TASK-PID-RANDOM`` in ``scratch`` (tests read the pid to check the process is gone)."""
+    open(os.path.join(scratch, f"{kind}-{task_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"), "w").close()
+
+
 class SlowReduce(Job):
-    """Word count whose reducers announce themselves in ``scratch`` and then take a while.
+    """Word count whose reducers announce themselves in ``scratch`` and then wait for
+    ``scratch/go``, which the test writes once it has done what it tests (kill the master,
+    interrupt the driver): the job cannot finish before that, however loaded the machine.
 
     ``scratch`` defaults to ``$MIXFLEET_TEST_SCRATCH`` (read where the job is built)."""
 
-    def __init__(self, scratch: str | None = None, hold_s: float = 2.0):
+    def __init__(self, scratch: str | None = None):
         super().__init__()
         self.scratch = scratch or os.environ.get("MIXFLEET_TEST_SCRATCH", "")
-        self.hold_s = hold_s
 
     def mapper(self, _, line):
         for word in WORD.findall(line):
@@ -222,8 +244,65 @@ class SlowReduce(Job):
         yield word, sum(counts)
 
     def reducer_init(self):
-        open(os.path.join(self.scratch, f"reduce-{self.task_id}-{uuid.uuid4().hex[:6]}"), "w").close()
-        time.sleep(self.hold_s)
+        announce(self.scratch, "reduce", self.task_id)
+        wait_for_go(self.scratch)
 
     def reducer(self, word, counts):
         yield word, sum(counts)
+
+
+class GatedMap(SlowReduce):
+    """Maps announce themselves and wait for ``scratch/go`` (interrupt mid-map)."""
+
+    def mapper_init(self):
+        announce(self.scratch, "map", self.task_id)
+        wait_for_go(self.scratch)
+
+    def reducer_init(self):
+        pass
+
+
+class Straggler(Job):
+    """Word count where every attempt on worker ``slow`` is a CPU-bound straggler: it burns
+    CPU in a loop (no sleep) until another attempt of the same task has finished (the
+    ``done-TASK`` file), or for ``limit_s``. Only a backup attempt can end such a task early,
+    so which attempt wins does not depend on timing."""
+
+    def __init__(self, scratch: str = "", slow: int = 1, limit_s: float = 120.0):
+        super().__init__()
+        self.scratch, self.slow, self.limit_s = scratch, slow, limit_s
+
+    def _straggle(self):
+        if self.worker_index != self.slow:
+            return
+        done = os.path.join(self.scratch, f"done-{self.task_id}")
+        deadline = time.monotonic() + self.limit_s
+        x = 0
+        while not os.path.exists(done) and time.monotonic() < deadline:
+            for i in range(20_000):
+                x += i * i
+
+    def _done(self):
+        open(os.path.join(self.scratch, f"done-{self.task_id}"), "w").close()
+
+    def mapper_init(self):
+        self._straggle()
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def mapper_final(self):
+        self._done()
+
+    def reducer_init(self):
+        self._straggle()
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+    def reducer_final(self):
+        self._done()

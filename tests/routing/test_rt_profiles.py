@@ -8,7 +8,7 @@ from mixfleet.errors import ConfigError, InputError
 from mixfleet.routing.fleet import fleet_from_dict, load_fleet
 from mixfleet.routing.profiles import load_profiles, run_time, steps_within
 
-# ANCHORS.md: 7B fp16, decode step at batch 1 (ms) / prefill (tok/s)
+# Published 7B fp16 figures:, decode step at batch 1 (ms) / prefill (tok/s)
 ANCHORS = {"T4": (56, 2200), "V100-32GB": (20, 5100), "A100-40GB": (11.6, 16000), "A100-80GB": (8.9, 16400),
            "H100": (5.3, 53000)}
 TOLERANCE = 0.05  # the calibrated roofline must land within 5% of the published figures

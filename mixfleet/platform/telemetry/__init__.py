@@ -21,7 +21,7 @@ A reading's ``speed_factor`` (1.0 unless a slowdown is active) is how a
 control loop sees "this GPU now runs at half speed" -- the same field for
 NVML (clock / max clock under a slowdown reason) and emulation. Readings
 are marked ``stale`` when their node's agent stops reporting. See
-the README (Platform, Telemetry) for the JSON shape.
+docs/platform.md (Telemetry) for the JSON shape.
 """
 
 from mixfleet.platform.telemetry.agent import TelemetryAgent, start_agents

@@ -12,6 +12,7 @@ and stops what it started.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -43,6 +44,7 @@ def serve_command(
     """Serve the fleet live on Ray Serve with heterogeneity-aware routing (Ctrl-C stops)."""
     from pathlib import Path
 
+    from mixfleet.platform.bootstrap import check_port_free
     from mixfleet.platform.config import parse_model
     from mixfleet.routing.fleet import load_fleet
     from mixfleet.routing.policies import check_policy_name
@@ -62,9 +64,14 @@ def serve_command(
     fl = load_fleet(fleet)
     opts = parse_model({"policy": policy, "gpus_per_replica": gpus_per_replica, "max_outstanding": max_outstanding},
                        ServeOptions, source="command-line options")
+    joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    if not emulate and not joining:
+        raise InputError(f"an embedded Ray has none of the fleet's GPU types ({', '.join(p.gpu for p in fl.config.pools)})",
+                         "pass --emulate for an EMULATED fleet, or --address of a cluster with those GPUs")
+    if emulate:  # Serve starts here: its ports must be free
+        check_port_free(port, "--port")
+        check_port_free(grpc_port, "--grpc-port")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     run_serving(fl, opts, emulate=emulate, address=address, port=port, grpc_port=grpc_port, stop=stop,
                 json_out=json_out)
 
@@ -93,7 +100,9 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
             nodes = [EmulatedNode(f"gpu_{acc.lower()}", cpus=1, gpus=n, accelerator_type=acc)
                      for acc, n in gpu_count_for(fleet, opts.gpus_per_replica).items()]
             say(f"[dim]{EMULATED_NOTE}[/dim]")
-            say("starting the emulated cluster: " + ", ".join(f"{n.gpus:g}x{n.accelerator_type}" for n in nodes))
+            names = {r.accelerator: r.gpu for r in fleet.replicas}  # show the fleet file's GPU names
+            say("starting the emulated cluster: " + ", ".join(f"{n.gpus:g}x{names.get(n.accelerator_type, n.accelerator_type)}"
+                                                              for n in nodes))
             cluster = EmulatedCluster(nodes, head_cpus=2).start()
             connect(cluster.address)
         else:
@@ -115,6 +124,11 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
             emit_json(info)
         else:
             print_table("mixfleet live router (Ctrl-C to stop)", ["endpoint", "value"], list(info.items()))
+        if threading.current_thread() is threading.main_thread():
+            # up and serving: Ctrl-C / SIGTERM now mean an orderly stop (exit 0); while starting,
+            # they interrupt at once (the CLI's handler) and the clean-up below still runs
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
         while not stop.wait(0.5):
             pass
         say("stopping ...")
