@@ -42,7 +42,15 @@ import math
 from mixfleet.errors import SolverError
 from mixfleet.routing.lengths import CapRule, OutputPredictor
 from mixfleet.routing.plan import ClassGrid, ClassMix, Plan, build_problem
-from mixfleet.routing.policy import Policy, PolicyContext, Request, RouterState, Telemetry, least_work
+from mixfleet.routing.policy import (
+    Policy,
+    PolicyContext,
+    Request,
+    RouterState,
+    Telemetry,
+    least_work,
+    replica_infos,
+)
 
 log = logging.getLogger("mixfleet.routing.ilp")
 
@@ -121,7 +129,8 @@ class IlpPolicy(Policy):
                  util_weight: float = 10.0, queue_weight: float = 1.0, latency_power: float = 2.0,
                  group_by: str = "gpu", beta: float = 0.5, stall_limit_s: float | None = None,
                  adaptive: bool = True, interference: float = 1.0, interference_tau_s: float = 30.0,
-                 headroom: float = 0.5, oracle_lengths: bool = False, adaptive_interference: bool = True) -> None:
+                 headroom: float = 0.5, oracle_lengths: bool = False, adaptive_interference: bool = True,
+                 reserve_prefill_share: float | None = 0.9, reserve_fill: float = 0.8) -> None:
         if fast_path not in FAST_PATHS:
             from mixfleet.errors import unknown_name
 
@@ -147,7 +156,15 @@ class IlpPolicy(Policy):
         self.adaptive_interference = adaptive_interference
         self.interference_effective = interference
         self._prefill = PrefillLoad(len(fleet.replicas), interference_tau_s)
-        self._inv_prefill = [1.0 / r for r in (replica_prefill_rates(fleet))]
+        infos = replica_infos(fleet)
+        self._inv_prefill = [1.0 / r.prefill_tok_s for r in infos]
+        self._inv_thr = [1.0 / r.throughput_tok_s for r in infos]
+        self._step = [r.decode_step_s for r in infos]
+        self._speeds = [1.0] * len(infos)
+        self.reserve_prefill_share = reserve_prefill_share
+        self.reserve_fill = reserve_fill
+        self.reserved: int | None = None
+        self.reserve_below: int | None = None
         # honest information: the mix's "outputs" are the client caps; plan on the shared predictor's
         # estimate (its prior until completions teach it; the cap itself in oracle mode)
         self._caps = list(self.mix.output)
@@ -209,6 +226,7 @@ class IlpPolicy(Policy):
                 for i in plan.members[g]:
                     pen[row_c][i] = 1.0 + beta * (1.0 - w / wmax)
         self._penalty = pen
+        self._reserve()
         self.plan = plan
         self._members = plan.members
         self._rows = rows  # one reference swap: choose() never sees a half-built plan
@@ -263,6 +281,7 @@ class IlpPolicy(Policy):
         if outputs is not None:
             self._planned_outputs = outputs
         self._planned_speed, self._planned_up = speed, up
+        self._speeds = [s if u else 0.0 for s, u in zip(speed, up, strict=True)]
         self._install(plan)
 
     # -- fast path: one method per strategy, all on the shared least_work rule ----------
@@ -285,9 +304,50 @@ class IlpPolicy(Policy):
 
     def _choose_penalty(self, c: int, row, request: Request, state: RouterState, speed_aware: bool) -> int:
         """Least work left over the fleet; replicas the plan does not prefer for the class look slower,
-        and a replica busy prefilling looks slower to decode on (the interference term)."""
+        a replica busy prefilling looks slower to decode on (the interference term), and a long-prompt
+        class never lands on the decode-reserved replica."""
         factors = self._prefill.factors(state.now, self.interference_effective) if self.interference_effective else None
-        return least_work(state, request, penalty=self._penalty[c], speed_aware=speed_aware, decode_factor=factors)
+        among = self._not_reserved if self._long[c] else None
+        return least_work(state, request, penalty=self._penalty[c], speed_aware=speed_aware, decode_factor=factors,
+                          among=among)
+
+    def _reserve(self) -> None:
+        """Decide the decode reserve: one replica of the fastest pool kept free of long prompts.
+
+        With chunked prefill a replica busy with prompt chunks decodes at the chunk iterations' pace,
+        so when prompts dominate the work (predicted prefill share of the mix on the fastest GPU >=
+        ``reserve_prefill_share``), one fastest replica takes only prompts below a threshold and keeps
+        fast decode steps for the long outputs no router can foresee. The threshold is the smallest
+        prompt-bucket edge whose shorter classes carry at least 1.2x that replica's share of the fleet's
+        capacity (so the reserve does not idle capacity); no such edge, no reserve.
+        """
+        n_o = len(self.grid.output_edges) + 1
+        self._long = [False] * self.grid.size
+        self._not_reserved = None
+        self.reserved = None
+        if self.reserve_prefill_share is None or len(self._speeds) < 2:
+            return
+        mix = self.mix
+        fast = min(range(len(self._speeds)), key=lambda i: self._step[i] / max(self._speeds[i], 1e-9))
+        inv_p, inv_t = self._inv_prefill[fast], self._inv_thr[fast]
+        work = [r * (p * inv_p + o * inv_t) for r, p, o in zip(mix.rate, mix.prompt, mix.output, strict=True)]
+        total = sum(work) or 1.0
+        prefill = sum(r * p * inv_p for r, p in zip(mix.rate, mix.prompt, strict=True)) / total
+        if prefill < self.reserve_prefill_share:
+            return
+        mean_p = sum(r * p for r, p in zip(mix.rate, mix.prompt, strict=True)) / (sum(mix.rate) or 1.0)
+        mean_o = sum(r * o for r, o in zip(mix.rate, mix.output, strict=True)) / (sum(mix.rate) or 1.0)
+        cap = [s / (mean_p * ip + mean_o * it) for s, ip, it in zip(self._speeds, self._inv_prefill, self._inv_thr,
+                                                                  strict=True)]
+        share = cap[fast] / (sum(cap) or 1.0)
+        for b in range(1, len(self.grid.prompt_edges) + 1):
+            short = sum(w for c, w in zip(mix.classes, work, strict=True) if c // n_o < b) / total
+            if short >= self.reserve_fill * share:
+                self.reserved = fast
+                self.reserve_below = self.grid.prompt_edges[b - 1]
+                self._long = [c // n_o >= b for c in range(self.grid.size)]
+                self._not_reserved = [i for i in range(len(self._speeds)) if i != fast]
+                return
 
     def _choose_masked(self, c: int, row, request: Request, state: RouterState, speed_aware: bool) -> int:
         """Least work left among the groups the plan gives the class at least ``weight_floor``."""
@@ -313,12 +373,9 @@ class IlpPolicy(Policy):
         return {"name": self.name, "feedback": self.feedback, "solves": self.solves, "fallbacks": self.fallbacks,
                 "last_solve_time_s": self.plan.solve_time_s if self.plan else None,
                 "max_utilisation": self.plan.max_utilisation if self.plan else None,
-                "beta_effective": self.beta_effective, "interference_effective": self.interference_effective}
-
-
-def replica_prefill_rates(fleet, ref_prompt: int = 1024) -> list[float]:
-    """Profiled prefill tokens/s of every replica at a ``ref_prompt``-token prompt."""
-    return [ref_prompt / r.perf.prefill_time(ref_prompt) for r in fleet.replicas]
+                "beta_effective": self.beta_effective, "interference_effective": self.interference_effective,
+                "decode_reserve": None if self.reserved is None else {"replica": self.reserved,
+                                                                      "prompts_below": self.reserve_below}}
 
 
 def mix_from_workload(workload, grid: ClassGrid | None = None, cap_rule: CapRule | str = "oracle") -> ClassMix:
