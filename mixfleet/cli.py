@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -43,10 +46,81 @@ def _top_help() -> str:
     return "\n".join(lines)
 
 
+# Seconds a command has to wind down after SIGINT/SIGTERM before the process leaves anyway.
+GRACE_S = 8.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: raised in the main thread wherever it is (exit 128 + signal)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def _hard_exit(signum: int) -> None:
+    try:
+        os.write(2, b"error: interrupted\n")
+    finally:
+        os._exit(128 + signum)
+
+
+_received: list[int] = []  # the signals seen, in order (ray.get re-raises ours as a plain KeyboardInterrupt)
+
+
+def _on_signal(signum: int, _frame) -> None:
+    if _received:  # a second signal: leave now
+        _hard_exit(signum)
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def _watchdog(read_fd: int) -> None:
+    """Sees every signal even while the main thread is blocked in C (Ray's connect, ``ray.get``).
+
+    If the command still runs ``GRACE_S`` after the first SIGINT/SIGTERM, or a
+    second one arrives, the process exits with ``128 + signal``. Commands that
+    install their own handler (a server's orderly stop) are left alone.
+    """
+    count = 0
+    while True:
+        try:
+            data = os.read(read_fd, 16)
+        except OSError:
+            return
+        for signum in data:
+            if signum not in (signal.SIGINT, signal.SIGTERM) or signal.getsignal(signum) is not _on_signal:
+                continue
+            count += 1
+            if count >= 2:
+                _hard_exit(signum)
+            timer = threading.Timer(GRACE_S, _hard_exit, args=(signum,))
+            timer.daemon = True
+            timer.start()
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM takes the same path as Ctrl-C: :class:`Interrupted` in the main thread, then a bounded exit."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_watchdog, args=(read_fd,), name="mixfleet-signals", daemon=True).start()
+
+
 def _run_part(name: str, args: list[str]) -> int:
     module = importlib.import_module(PARTS[name][0])
     command = typer.main.get_command(module.app)
-    rv = command.main(args=args, prog_name=f"mixfleet {name}", standalone_mode=False)
+    # make_context + invoke rather than command.main: click would turn EOFError and Ctrl-C into a
+    # blank line plus a generic abort; here they reach main() as they are.
+    try:
+        with command.make_context(f"mixfleet {name}", list(args)) as ctx:
+            rv = command.invoke(ctx)
+    except typer.Exit as exc:
+        return exc.exit_code
     return rv if isinstance(rv, int) else 0
 
 
@@ -72,6 +146,8 @@ def _dispatch(args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        install_signal_handlers()
     json_mode = "--json" in args
     redirect = contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext()
     code = 0
@@ -87,9 +163,9 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except typer.Exit as exc:
         code = exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt) as exc:
         print("error: interrupted", file=sys.stderr)
-        code = 130
+        code = 128 + getattr(exc, "signum", _received[0] if _received else signal.SIGINT)
     except click_exc.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         code = exc.exit_code

@@ -167,3 +167,9 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> InputError:
         f"unknown {kind} '{name}'{did_you_mean(name, valid)}",
         f"valid {kind}s: {', '.join(valid)}",
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``str(exc)``, or the exception's type name when it has no text."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -12,13 +12,14 @@ from pathlib import Path
 import typer
 
 from mixfleet.errors import InputError
-from mixfleet.platform.output import console, emit_json, print_table
+from mixfleet.platform.output import check_writable, console, emit_json, print_table
 
 app = typer.Typer(help="Train, calibrate, benchmark and serve early-exit models.", no_args_is_help=True,
                   add_completion=False)
 
 ARCH_FOR = {"mnist": "mnist_resnet", "digits": "digits_resnet"}
 INPUT_FOR = {"mnist": (1, 28, 28), "digits": (1, 8, 8)}
+SERVE_MODES = ("adaptive", "static", "full", "plain")  # ServeOptions.mode, checked here without importing Serve
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -65,6 +66,7 @@ def train(
         from mixfleet.errors import unknown_name
 
         raise unknown_name("dataset", dataset, ARCH_FOR)
+    check_writable(out, "--out")
     torch.manual_seed(seed)
     exit_list = [e.strip() for e in exits.split(",") if e.strip()]
     model = build_model(ARCH_FOR[key], exits=exit_list, input_shape=INPUT_FOR[key], head=head)  # checks exits
@@ -125,6 +127,8 @@ def calibrate_cmd(
     from mixfleet.earlyexit.persist import default_model_path, load, read, save
     from mixfleet.platform.output import atomic_write_text, to_json
 
+    check_writable(out, "--out")
+    check_writable(curve, "--curve")
     path = model_path or default_model_path()
     payload = read(path)
     model = load(path)
@@ -160,6 +164,7 @@ def bench(
     from mixfleet.earlyexit.bench import compare, plot_tradeoff, tradeoff_curve
     from mixfleet.earlyexit.persist import default_model_path, load, read
 
+    check_writable(plot, "--plot")
     torch.set_num_threads(1)
     path = model_path or default_model_path()
     payload = read(path)
@@ -200,23 +205,40 @@ def serve(
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: embedded)"),
 ) -> None:
     """Serve the model at POST /v1/models/mnist:predict until Ctrl-C."""
-    from mixfleet.earlyexit.serve.app import deploy
-    from mixfleet.platform.bootstrap import connect, shutdown
-    from mixfleet.platform.serving import serving, stop_on_signal, wait_for_signal
+    import os
+
+    from mixfleet.errors import unknown_name
+    from mixfleet.platform.bootstrap import check_port_free, connect, shutdown
+    from mixfleet.platform.serving import serving, wait_for_signal
 
     if sla_ms <= 0:
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "pass the latency objective in ms, e.g. --sla-ms 50")
+    if mode not in SERVE_MODES:
+        raise unknown_name("mode", mode, SERVE_MODES)
+    if queue_bound < 1:
+        raise InputError(f"--queue-bound {queue_bound} must be at least 1", "e.g. --queue-bound 256")
     device = _device(device_ms)
+    if not (address or os.environ.get("RAY_ADDRESS")):  # an embedded Ray starts its own Serve on these ports
+        check_port_free(port, "--port")
+        if grpc_port is not None:
+            check_port_free(grpc_port, "--grpc-port")
+    if model_path is not None:
+        from mixfleet.earlyexit.persist import read
+
+        read(model_path)
+    from mixfleet.earlyexit.serve.app import deploy
+
     connect(address)
     try:
-        with stop_on_signal() as stop, serving(http_port=port, grpc_port=grpc_port) as srv:
+        with serving(http_port=port, grpc_port=grpc_port) as srv:  # registers the early-exit gRPC servicer
             srv.own("earlyexit")
             url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
             console().print(f"serving at {url}/v1/models/mnist:predict" +
                             (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "")
                             + (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "")
                             + " (Ctrl-C to stop)")
-            wait_for_signal(stop)
+            # up and serving: Ctrl-C / SIGTERM is an orderly stop (exit 0); while starting it is an interrupt
+            wait_for_signal()
     finally:
         shutdown()
 
@@ -244,12 +266,21 @@ def bench_sla(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Open-loop Poisson bursts against one replica: full vs static vs adaptive."""
+    from mixfleet.earlyexit.persist import read
     from mixfleet.earlyexit.serve import slabench
     from mixfleet.platform.bootstrap import shutdown
 
+    check_writable(plot, "--plot")
+    if sla_ms <= 0 or phase_s <= 0:
+        raise InputError(f"--sla-ms {sla_ms:g} and --phase-s {phase_s:g} must both be > 0",
+                         "e.g. --sla-ms 200 --phase-s 4")
+    if model_path is not None:
+        read(model_path)
+    device = _device(device_ms)
+
     try:
         out = slabench.run_sla_bench(sla_ms=sla_ms, phase_s=phase_s, seed=seed, queue_bound=queue_bound,
-                                     model_path=model_path, device=_device(device_ms), min_requests=min_requests,
+                                     model_path=model_path, device=device, min_requests=min_requests,
                                      progress=lambda s: console().print(s))
     finally:
         shutdown()

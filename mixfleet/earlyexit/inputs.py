@@ -80,6 +80,21 @@ def check_thresholds(thresholds, n_exits: int, names: Sequence[str] | None = Non
     return values
 
 
+def _numbers_only(nested: list) -> bool:
+    """True if every leaf is an int or float, at the depth of the first leaf (ragged input fails later)."""
+    from itertools import chain
+
+    flat, probe = nested, nested
+    while isinstance(probe, list) and probe:
+        probe = probe[0]
+        if isinstance(probe, list):
+            flat = chain.from_iterable(flat)
+    try:
+        return set(map(type, flat)) <= {float, int}
+    except TypeError:  # a leaf where a list was expected
+        return False
+
+
 def parse_instances(payload, input_shape: tuple[int, ...], max_instances: int) -> np.ndarray:
     """``{"instances": [...]}`` -> float32 ``[n, *input_shape]`` or InputError."""
     if not isinstance(payload, dict) or "instances" not in payload:
@@ -92,8 +107,10 @@ def parse_instances(payload, input_shape: tuple[int, ...], max_instances: int) -
         raise InputError(f"{len(inst)} instances in one request; at most {max_instances} allowed",
                          "split the request")
     try:
+        if not _numbers_only(inst):  # strings, booleans, nulls: not pixel values (numpy would convert them)
+            raise ValueError("not numbers")
         x = np.asarray(inst, dtype=np.float32)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InputError("instances are not equally shaped arrays of numbers",
                          f"each instance must be a {'x'.join(map(str, input_shape[-2:]))} array of floats") from None
     if x.shape[1:] == tuple(input_shape[1:]) and len(input_shape) == 3 and input_shape[0] == 1:

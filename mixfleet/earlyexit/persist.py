@@ -16,7 +16,7 @@ import torch
 
 from mixfleet.earlyexit.attach import attach_exits
 from mixfleet.earlyexit.resnet import digits_resnet, mnist_resnet, resnet18
-from mixfleet.errors import InputError, unknown_name
+from mixfleet.errors import InputError, first_line, unknown_name
 from mixfleet.platform.output import atomic_write_bytes
 
 FORMAT = "mixfleet.earlyexit/1"
@@ -57,10 +57,12 @@ def read(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"model file '{p}' does not exist", "train one with 'mixfleet earlyexit train' or omit --model")
+    if p.stat().st_size == 0:
+        raise InputError(f"model file '{p}' is empty", "pass a file written by 'mixfleet earlyexit train'")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"'{p}' is not a saved early-exit model: {str(exc).splitlines()[0]}",
+        raise InputError(f"'{p}' is not a saved early-exit model ({type(exc).__name__}: {first_line(exc)[:100]})",
                          "pass a file written by 'mixfleet earlyexit train'") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"'{p}' is not a saved early-exit model (format {FORMAT} expected)",

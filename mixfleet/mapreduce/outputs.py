@@ -1,11 +1,14 @@
 """Job output: the existence check, part writers and the atomic job commit.
 
 Layout (Hadoop's convention): ``OUTPUT/part-r-NNNNN`` plus an empty
-``_SUCCESS`` written last. A reduce attempt writes
-``OUTPUT/_temporary/part-r-NNNNN.aA``; only the master commits, renaming the
-winning attempt of every partition once all reduces are done, then writing
-``_SUCCESS``. A failed job removes ``_temporary``, so it leaves no
-``_SUCCESS`` and no ``part-*`` file.
+``_SUCCESS`` written last. The job works in a staging folder beside the
+output, ``.NAME.mixfleet-new`` (:func:`staging_path`): a reduce attempt
+writes ``STAGING/_temporary/part-r-NNNNN.aA``; only the master commits,
+renaming the winning attempt of every partition once all reduces are done,
+writing ``_SUCCESS``, then swapping the staging folder in for the output.
+Until that swap an existing output (``--overwrite``) is untouched; a failed
+job removes the staging folder, so it leaves no ``_SUCCESS``, no ``part-*``
+file and no empty output folder.
 
 Text lines are ``key<TAB>value``: a ``str`` is written as is, anything else
 as JSON.
@@ -18,7 +21,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from mixfleet.errors import InputError, JobError
+from mixfleet.errors import InputError, JobError, first_line
 
 TEMP_DIR = "_temporary"
 SUCCESS = "_SUCCESS"
@@ -29,22 +32,80 @@ def part_name(index: int, fmt: str) -> str:
     return f"part-r-{index:05d}{_EXT[fmt]}"
 
 
-def prepare_output(fs: Any, path: str, uri: str, overwrite: bool) -> None:
-    """Refuse an existing non-empty output unless ``overwrite``; then clear it."""
+def staging_path(path: str) -> str:
+    """The folder beside ``path`` where a job writes until it commits."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return f"{parent}/.{name}.mixfleet-new"
+
+
+def _old_path(path: str) -> str:
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return f"{parent}/.{name}.mixfleet-old"
+
+
+def _inside(child: str, parent: str) -> bool:
+    child, parent = child.rstrip("/"), parent.rstrip("/")
+    return child == parent or child.startswith(parent + "/")
+
+
+def check_output(fs: Any, path: str, uri: str, overwrite: bool, inputs: Iterable[Any] = (),
+                 input_dirs: Iterable[str] = ()) -> None:
+    """Refuse a bad output before anything runs or is deleted.
+
+    An existing file; an existing non-empty folder without ``overwrite``; an
+    output that is, contains or lies inside an input (``inputs``: resolved
+    files with ``fs``/``path``; ``input_dirs``: input folders on ``fs``).
+    """
     import pyarrow.fs as pafs
 
+    for d in input_dirs:
+        if _inside(path, d):
+            where = "is the input folder" if path.rstrip("/") == d.rstrip("/") else "lies inside the input folder"
+            raise InputError(f"output '{uri}' {where} '{d}'",
+                             "choose an --output outside every --input (a rerun would read the output back)")
+    for f in inputs:
+        if type(f.fs) is type(fs) and _inside(f.path, path):
+            where = "is" if f.path.rstrip("/") == path.rstrip("/") else "contains"
+            raise InputError(f"output '{uri}' {where} the input '{f.uri}'", "choose an --output outside every --input")
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
         raise InputError(f"output '{uri}' is an existing file", "pass a folder path for --output")
-    if info.type == pafs.FileType.Directory:
-        entries = fs.get_file_info(pafs.FileSelector(path))
-        if entries and not overwrite:
-            raise InputError(f"output '{uri}' already exists",
-                             "pass --overwrite (overwrite=True) to replace it, or choose another --output")
-        if entries:
-            fs.delete_dir_contents(path)
-    else:
-        fs.create_dir(path, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        from mixfleet.platform.output import check_writable
+
+        check_writable(path, "--output", folder=True)
+    if info.type == pafs.FileType.Directory and not overwrite and fs.get_file_info(pafs.FileSelector(path)):
+        raise InputError(f"output '{uri}' already exists",
+                         "pass --overwrite (overwrite=True) to replace it, or choose another --output")
+
+
+def input_folders(inputs: Any, filesystem: Any = None) -> list[str]:
+    """The input arguments that are folders (globs and datasets are skipped)."""
+    import pyarrow.fs as pafs
+
+    from mixfleet.mapreduce.inputs import filesystem_for
+
+    if not isinstance(inputs, (list, tuple, str)):
+        return []
+    folders = []
+    for uri in [inputs] if isinstance(inputs, str) else inputs:
+        if set("*?[") & set(str(uri)):
+            continue
+        fs, path = filesystem_for(str(uri), filesystem)
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            folders.append(path)
+    return folders
+
+
+def prepare_output(fs: Any, path: str, uri: str, overwrite: bool) -> None:
+    """Check the output (:func:`check_output`) and start a fresh staging folder; the output is not touched."""
+    import pyarrow.fs as pafs
+
+    check_output(fs, path, uri, overwrite)
+    staging = staging_path(path)
+    if fs.get_file_info(staging).type != pafs.FileType.NotFound:  # left by a killed run
+        fs.delete_dir(staging)
+    fs.create_dir(staging, recursive=True)
 
 
 def _text(obj: Any) -> str:
@@ -74,7 +135,7 @@ def encode_part(pairs: Iterable[tuple[Any, Any]], fmt: str) -> tuple[bytes, int]
         raise JobError(f"reduce output {bad} can't be serialised as {fmt}: {exc}",
                        "emit str, numbers, lists or dicts (JSON types)") from None
     except Exception as exc:  # pyarrow type inference on mixed values
-        raise JobError(f"reduce output can't be written as {fmt}: {str(exc).splitlines()[0]}",
+        raise JobError(f"reduce output can't be written as {fmt}: {first_line(exc)}",
                        "emit values of one type per column, or use --format jsonl") from None
     return data, len(rows)
 
@@ -99,7 +160,7 @@ def write_attempt(fs: Any, out_path: str, index: int, attempt: int, fmt: str,
     """
     from itertools import islice
 
-    tmp_dir = f"{out_path}/{TEMP_DIR}"
+    tmp_dir = f"{staging_path(out_path)}/{TEMP_DIR}"
     fs.create_dir(tmp_dir, recursive=True)
     tmp = f"{tmp_dir}/{part_name(index, fmt)}.a{attempt}"
     records = 0
@@ -124,25 +185,54 @@ def write_attempt(fs: Any, out_path: str, index: int, attempt: int, fmt: str,
 
 
 def commit(fs: Any, out_path: str, winners: dict[int, str], fmt: str) -> list[str]:
-    """Rename every winning attempt to its final name, then write ``_SUCCESS``."""
-    parts = []
+    """Rename every winning attempt to its final name, write ``_SUCCESS``, then swap the staging folder in."""
+    import pyarrow.fs as pafs
+
+    staging = staging_path(out_path)
     for index in sorted(winners):
-        final = f"{out_path}/{part_name(index, fmt)}"
-        fs.move(winners[index], final)
-        parts.append(final)
-    abort(fs, out_path)
-    with fs.open_output_stream(f"{out_path}/{SUCCESS}") as f:
+        fs.move(winners[index], f"{staging}/{part_name(index, fmt)}")
+    tmp_dir = f"{staging}/{TEMP_DIR}"
+    if fs.get_file_info(tmp_dir).type == pafs.FileType.Directory:
+        fs.delete_dir(tmp_dir)
+    with fs.open_output_stream(f"{staging}/{SUCCESS}") as f:
         f.write(b"")
-    return parts
+    old = None
+    if fs.get_file_info(out_path).type == pafs.FileType.Directory:
+        old = _old_path(out_path)
+        if fs.get_file_info(old).type != pafs.FileType.NotFound:
+            fs.delete_dir(old)
+        _move_tree(fs, out_path, old)
+    _move_tree(fs, staging, out_path)
+    if old is not None:
+        fs.delete_dir(old)
+    return [f"{out_path}/{part_name(index, fmt)}" for index in sorted(winners)]
+
+
+def _move_tree(fs: Any, src: str, dst: str) -> None:
+    """Rename a folder (one rename on a local disk; file by file where the store has no folder rename)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs.move(src, dst)
+        return
+    except (OSError, NotImplementedError):
+        if isinstance(fs, pafs.LocalFileSystem):
+            raise
+    for info in fs.get_file_info(pafs.FileSelector(src, recursive=True)):
+        if info.type == pafs.FileType.File:
+            target = dst + info.path[len(src.rstrip("/")):]
+            fs.create_dir(target.rpartition("/")[0], recursive=True)
+            fs.move(info.path, target)
+    fs.delete_dir(src)
 
 
 def abort(fs: Any, out_path: str) -> None:
-    """Remove every attempt file (a failed job leaves no part file)."""
+    """Remove the job's staging folder: every attempt file goes, the previous output stays as it was."""
     import pyarrow.fs as pafs
 
-    tmp_dir = f"{out_path}/{TEMP_DIR}"
-    if fs.get_file_info(tmp_dir).type == pafs.FileType.Directory:
-        fs.delete_dir(tmp_dir)
+    staging = staging_path(out_path)
+    if fs.get_file_info(staging).type == pafs.FileType.Directory:
+        fs.delete_dir(staging)
 
 
 def read_output(fs: Any, out_path: str, fmt: str) -> Iterable[tuple[Any, Any]]:

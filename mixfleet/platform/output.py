@@ -45,6 +45,17 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def check_json(obj: Any, what: str) -> None:
+    """Raise a :class:`~mixfleet.errors.JobError` naming ``what`` unless ``obj`` is JSON data (numpy scalars are)."""
+    from mixfleet.errors import JobError
+
+    try:
+        json.dumps(_clean(obj), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JobError(f"{what} is not JSON-serialisable: {exc} ({type(obj).__name__} {obj!r:.60})",
+                       "return JSON data (dict, list, str, numbers, bool, None)") from None
+
+
 def to_json(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_clean(obj), indent=indent, allow_nan=False, default=str)
 
@@ -74,6 +85,32 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
     return str(v)
+
+
+def check_writable(path: str | Path | None, option: str, *, folder: bool = False) -> None:
+    """Fail before any work starts if ``path`` (a file to write, or a ``folder``) could not be written.
+
+    Refused: an existing folder (a file if ``folder``), a parent that is a
+    file, a folder without write permission. Nothing is created: missing
+    folders are made only when the output is written.
+    """
+    from mixfleet.errors import InputError
+
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir() != folder and p.exists():
+        kind = "a file" if folder else "a folder"
+        raise InputError(f"{option} '{path}' is {kind}", f"pass a {'folder' if folder else 'file'} path for {option}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{option} '{path}' can't be written: '{parent}' is a file, not a folder",
+                         f"pass a path in an existing folder for {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} '{path}' can't be written: no write permission in '{parent}'",
+                         f"pass a path in a folder you can write for {option}")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

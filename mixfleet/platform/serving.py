@@ -197,9 +197,17 @@ def serving(*, http_port: int | None = None, grpc_port: int | None = None,
 
 
 @contextmanager
-def stop_on_signal(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[threading.Event]:
-    """An event that SIGINT/SIGTERM set while the block runs (previous handlers restored after)."""
-    stop = threading.Event()
+def stop_on_signal(stop: threading.Event | None = None,
+                   signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[threading.Event]:
+    """An event that SIGINT/SIGTERM set while the block runs: an orderly stop instead of an interrupt.
+
+    Handlers go in only on the main thread (elsewhere the event is just returned) and the
+    previous ones are restored after the block.
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
     try:
         yield stop

@@ -13,6 +13,7 @@ Accepted specs (``--trace``):
 - a path ending ``.jsonl`` / ``.jsonl.gz``: Mooncake format (``timestamp``
   ms, ``input_length``, ``output_length``, ``hash_ids``);
 - ``azure-conv`` / ``azure-code``: the Azure traces bundled in the package;
+  ``mooncake-conv``: the Mooncake conversation trace bundled likewise;
 - ``poisson:n=N,rate=R``, ``gamma:n=N,rate=R,cv=C`` (bursty) and
   ``diurnal:n=N,rate=R,period=S,amplitude=A``; all take ``seed``,
   ``prompt_mean`` and ``output_mean`` (log-normal sizes).
@@ -27,7 +28,8 @@ import gzip
 import io
 import json
 import math
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -35,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mixfleet.errors import InputError, unknown_name
+from mixfleet.errors import InputError, first_line, unknown_name
 
 AZURE_HEADER = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
-BUNDLED = {"azure-conv": "azure_conv_2023.csv.gz", "azure-code": "azure_code_2023.csv.gz"}
+BUNDLED = {"azure-conv": "azure_conv_2023.csv.gz", "azure-code": "azure_code_2023.csv.gz",
+           "mooncake-conv": "mooncake_conversation.jsonl.gz"}
 GENERATORS = ("poisson", "gamma", "diurnal")
 
 
@@ -118,6 +121,18 @@ def _open_text(path: Path):
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8")
     return io.TextIOWrapper(raw, encoding="utf-8")
+
+
+def _guarded(path: Path, rows: Callable[[Path], Iterator[TraceRow]]) -> Iterator[TraceRow]:
+    """``rows(path)``, with unreadable bytes (a truncated gzip, not UTF-8) turned into one InputError."""
+    try:
+        yield from rows(path)
+    except EOFError:
+        raise InputError(f"trace '{path}' is truncated (the gzip stream ends early)",
+                         "copy or download the file again") from None
+    except (OSError, zlib.error, UnicodeDecodeError) as exc:
+        raise InputError(f"trace '{path}' can't be read: {first_line(exc)}",
+                         "give an Azure .csv or Mooncake .jsonl file, as UTF-8 text (optionally gzip-compressed)") from None
 
 
 def _bad(path, row: int, why: str) -> InputError:
@@ -262,7 +277,8 @@ def open_trace(spec: str | Path) -> Trace:
     if text in BUNDLED:
         ref = resources.files("mixfleet.routing").joinpath("data").joinpath(BUNDLED[text])
         path = Path(str(ref))
-        return Trace(text, lambda: _azure_rows(path))
+        rows = _mooncake_rows if text.startswith("mooncake") else _azure_rows
+        return Trace(text, lambda: rows(path))
     kind = text.partition(":")[0]
     if kind in GENERATORS and not Path(text).exists():
         return _parse_generator(text)
@@ -272,9 +288,16 @@ def open_trace(spec: str | Path) -> Trace:
                          f"give a .csv/.jsonl path, one of {', '.join(BUNDLED)}, or a generator "
                          f"({', '.join(g + ':n=...,rate=...' for g in GENERATORS)})")
     name = path.name.lower().removesuffix(".gz")
+    if path.is_dir():
+        raise InputError(f"trace '{text}' is a folder", "give a .csv or .jsonl file (optionally .gz)")
+    if path.suffix == ".gz":
+        with path.open("rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                raise InputError(f"trace '{text}' is not gzip-compressed although it ends in .gz",
+                                 "compress it with gzip, or drop the .gz suffix")
     if name.endswith(".csv"):
-        return Trace(text, lambda: _azure_rows(path))
+        return Trace(text, lambda: _guarded(path, _azure_rows))
     if name.endswith(".jsonl"):
-        return Trace(text, lambda: _mooncake_rows(path))
+        return Trace(text, lambda: _guarded(path, _mooncake_rows))
     raise InputError(f"trace '{text}' has an unknown format",
                      "use an Azure .csv (TIMESTAMP,ContextTokens,GeneratedTokens) or a Mooncake .jsonl")

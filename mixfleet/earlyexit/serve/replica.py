@@ -22,7 +22,6 @@ and deploying the replica: :mod:`mixfleet.earlyexit.serve.app`.
 
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -46,6 +45,7 @@ from mixfleet.errors import (
     http_error,
 )
 from mixfleet.platform.config import StrictModel, parse_model
+from mixfleet.platform.jsonbody import loads_body
 
 api = FastAPI(title="mixfleet early-exit (KServe V1)", docs_url=None, redoc_url=None)
 
@@ -187,17 +187,15 @@ class EarlyExitServer:
             return _error(NotFound(f"model '{name}' is not served here; this server serves '{self.name}'"))
         if self.inflight >= self.opts.queue_bound:
             return _error(self._overloaded())
-        size = int(request.headers.get("content-length") or 0)
+        length = request.headers.get("content-length") or "0"
+        size = int(length) if length.isdigit() else 0  # a bad header: the body's own length is checked below
         if size > self.opts.max_body_bytes:
             return _error(PayloadTooLarge(f"request body of {size} bytes exceeds {self.opts.max_body_bytes}"))
         body = await request.body()
         if len(body) > self.opts.max_body_bytes:
             return _error(PayloadTooLarge(f"request body of {len(body)} bytes exceeds {self.opts.max_body_bytes}"))
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(InputError(f"malformed JSON: {exc}"))
-        try:
+            payload = loads_body(body, example='{"instances": [...]}')
             x = parse_instances(payload, self.model.input_shape, self.opts.max_instances)
         except InputError as exc:
             return _error(exc)

@@ -70,8 +70,15 @@ def resolve_options(fleet, opts: ServeOptions) -> ServeOptions:
 
 
 def advertised_gpus() -> dict[str, float]:
-    """GPUs per accelerator type over the alive nodes of the connected cluster."""
+    """GPUs per accelerator type over the alive nodes of the connected cluster.
+
+    On an autoscaling cluster started by ``mixfleet cluster up``, a GPU type
+    counts with all the GPUs its node type may reach (``max_workers``), alive
+    or not yet launched: the autoscaler launches nodes for the replicas.
+    """
     import ray
+
+    from mixfleet.platform.launcher import launchable_gpus
 
     out: dict[str, float] = {}
     for n in ray.nodes():
@@ -82,18 +89,23 @@ def advertised_gpus() -> dict[str, float]:
             if key.startswith(RESOURCE_PREFIX):
                 name = key[len(RESOURCE_PREFIX):]
                 out[name] = out.get(name, 0.0) + res.get("GPU", 0.0)
+    for name, gpus in launchable_gpus().items():
+        out[name] = max(out.get(name, 0.0), gpus)
     return out
 
 
-def placement_accelerator(accelerator: str, advertised: dict[str, float]) -> str:
-    """The accelerator_type to ask Ray for (exact name, else its family); see module doc."""
+def placement_accelerator(accelerator: str, advertised: dict[str, float], gpu: str | None = None) -> str:
+    """The accelerator_type to ask Ray for (exact name, else its family); see module doc.
+
+    ``gpu`` is the fleet file's name for it (``A100-80GB``), which errors show first."""
     if accelerator in advertised:
         return accelerator
     family = accelerator.split("-")[0]
     if family in advertised:
         return family
     have = ", ".join(sorted(advertised)) or "none"
-    raise ClusterError(f"no node of the cluster has GPU type '{accelerator}' (GPU types present: {have})",
+    named = f"'{gpu}' (Ray accelerator type '{accelerator}')" if gpu and gpu != accelerator else f"'{accelerator}'"
+    raise ClusterError(f"no node of the cluster has GPU type {named} (GPU types present: {have})",
                        "start the emulated fleet with `mixfleet routing serve --emulate`, or add nodes of that type")
 
 
@@ -101,13 +113,14 @@ def placements(fleet, opts: ServeOptions, advertised: dict[str, float] | None) -
     """Accelerator type per replica id; checks each type has GPUs for its replicas."""
     if advertised is None:
         return {r.replica_id: r.accelerator for r in fleet.replicas}
-    out = {r.replica_id: placement_accelerator(r.accelerator, advertised) for r in fleet.replicas}
+    out = {r.replica_id: placement_accelerator(r.accelerator, advertised, r.gpu) for r in fleet.replicas}
+    names = {out[r.replica_id]: r.gpu for r in fleet.replicas}
     need: dict[str, float] = {}
     for acc in out.values():
         need[acc] = need.get(acc, 0.0) + opts.gpus_per_replica
     for acc, n in need.items():
         if n > advertised[acc] + 1e-9:
-            raise ClusterError(f"the fleet needs {n:g} GPUs of type {acc} ({opts.gpus_per_replica:g} per replica) "
+            raise ClusterError(f"the fleet needs {n:g} GPUs of type {names[acc]} ({opts.gpus_per_replica:g} per replica) "
                                f"but the cluster has {advertised[acc]:g}",
                                "use fewer replicas of that type, a smaller --gpus-per-replica, or more nodes")
     return out

@@ -12,6 +12,7 @@ and stops what it started.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import typer
@@ -42,6 +43,7 @@ def serve_command(
     """Serve the fleet live on Ray Serve with heterogeneity-aware routing (Ctrl-C stops)."""
     from pathlib import Path
 
+    from mixfleet.platform.bootstrap import check_port_free
     from mixfleet.platform.config import parse_model
     from mixfleet.routing.fleet import load_fleet
     from mixfleet.routing.policies import check_policy_name
@@ -61,18 +63,23 @@ def serve_command(
     fl = load_fleet(fleet)
     opts = parse_model({"policy": policy, "gpus_per_replica": gpus_per_replica, "max_outstanding": max_outstanding},
                        ServeOptions, source="command-line options")
-    from mixfleet.platform.serving import stop_on_signal
-
-    with stop_on_signal() as stop:  # from the start: Ctrl-C during start-up still tears down cleanly
-        run_serving(fl, opts, emulate=emulate, address=address, port=port, grpc_port=grpc_port, stop=stop,
-                    json_out=json_out)
+    joining = bool(address or os.environ.get("RAY_ADDRESS"))
+    if not emulate and not joining:
+        raise InputError(f"an embedded Ray has none of the fleet's GPU types ({', '.join(p.gpu for p in fl.config.pools)})",
+                         "pass --emulate for an EMULATED fleet, or --address of a cluster with those GPUs")
+    if emulate:  # Serve starts here: its ports must be free
+        check_port_free(port, "--port")
+        check_port_free(grpc_port, "--grpc-port")
+    stop = threading.Event()
+    run_serving(fl, opts, emulate=emulate, address=address, port=port, grpc_port=grpc_port, stop=stop,
+                json_out=json_out)
 
 
 def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, grpc_port: int,
                 stop: threading.Event, json_out: bool = False) -> None:
     """Start (cluster,) Serve and the app; block until ``stop`` is set; tear everything down."""
     from mixfleet.platform.bootstrap import connect, shutdown
-    from mixfleet.platform.serving import serving, wait_for_signal
+    from mixfleet.platform.serving import serving, stop_on_signal, wait_for_signal
     from mixfleet.routing.serve.app import (
         APP_NAME,
         GRPC_SERVICER,
@@ -91,13 +98,18 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
             nodes = [EmulatedNode(f"gpu_{acc.lower()}", cpus=1, gpus=n, accelerator_type=acc)
                      for acc, n in gpu_count_for(fleet, opts.gpus_per_replica).items()]
             say(f"[dim]{EMULATED_NOTE}[/dim]")
-            say("starting the emulated cluster: " + ", ".join(f"{n.gpus:g}x{n.accelerator_type}" for n in nodes))
+            names = {r.accelerator: r.gpu for r in fleet.replicas}  # show the fleet file's GPU names
+            say("starting the emulated cluster: " + ", ".join(f"{n.gpus:g}x{names.get(n.accelerator_type, n.accelerator_type)}"
+                                                              for n in nodes))
             cluster = EmulatedCluster(nodes, head_cpus=2).start()
             connect(cluster.address)
         else:
             connect(address)
         placements(fleet, opts, advertised_gpus())  # fail before starting Serve if a GPU type is missing
-        with serving(http_port=port, grpc_port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]) as srv:
+        with serving(http_port=port, grpc_port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]) as srv, \
+                stop_on_signal(stop):
+            # Serve is up: Ctrl-C / SIGTERM now mean an orderly stop (exit 0) once the deploy returns;
+            # before this, they interrupt at once (the CLI's handler) and the clean-up below still runs
             try:
                 from mixfleet.platform.telemetry import start_agents
 
@@ -120,6 +132,7 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
         shutdown()
         if cluster is not None:
             cluster.shutdown()
+
 
 def register(app: typer.Typer) -> None:
     """Add ``serve`` to the routing CLI."""

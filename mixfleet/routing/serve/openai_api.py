@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 from mixfleet.errors import InputError
+from mixfleet.platform.jsonbody import loads_body
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 CHAT_OVERHEAD_TOKENS = 4  # per message: role and separators of a chat template
@@ -66,27 +67,22 @@ def parse_body(raw: bytes) -> dict:
     if len(raw) > MAX_REQUEST_BYTES:
         raise InputError(f"request body of {len(raw)} bytes is too large (limit {MAX_REQUEST_BYTES})",
                          "send a shorter prompt")
-    if not raw.strip():
-        raise InputError("empty request body", "send a JSON object such as {\"model\": ..., \"prompt\": ...}")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"invalid JSON in the request body: {exc}", "send a JSON object") from None
+    body = loads_body(raw, example="{\"model\": ..., \"prompt\": ...}")
     if not isinstance(body, dict):
         raise InputError(f"the request body is a JSON {type(body).__name__}, not an object",
                          "send a JSON object such as {\"model\": ..., \"prompt\": ...}")
     return body
 
 
-def _prompt_tokens(prompt) -> int:
+def _prompt_tokens(prompt, nested: bool = False) -> int:
     if isinstance(prompt, str):
         return count_tokens(prompt)
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         if any(t < 0 for t in prompt):
             raise _bad("prompt", prompt, "token ids must be >= 0", "send token ids or a string")
         return len(prompt)
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        return _prompt_tokens(prompt[0])
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)) and not nested:
+        return _prompt_tokens(prompt[0], nested=True)  # ["text"] or [[ids]]: one level, as OpenAI's API
     if isinstance(prompt, list) and len(prompt) > 1:
         raise _bad("prompt", prompt, "batched prompts are not supported", "send one prompt per request")
     raise _bad("prompt", prompt, "expected a string or a list of token ids", "e.g. \"prompt\": \"Hello\"")
@@ -106,7 +102,11 @@ def _chat_tokens(messages) -> int:
                        "use system, user, assistant, tool or developer")
         content = m.get("content")
         if isinstance(content, list):  # content parts: count the text parts
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            texts = [p.get("text", "") for p in content if isinstance(p, dict)]
+            if not all(isinstance(t, str) for t in texts):
+                raise _bad(f"messages[{k}].content", content, "a content part's 'text' must be a string",
+                           "e.g. [{\"type\": \"text\", \"text\": \"Hi\"}]")
+            content = " ".join(texts)
         if not isinstance(content, str):
             raise _bad(f"messages[{k}].content", content, "expected a string", "send text content")
         total += count_tokens(content) + CHAT_OVERHEAD_TOKENS
@@ -154,10 +154,14 @@ def parse_request(body: dict, kind: str, *, models: list[str], max_context: int,
     if not isinstance(stream, bool):
         raise _bad("stream", stream, "expected true or false", "e.g. \"stream\": true")
     n = body.get("n", 1)
-    if n != 1:
+    if n is not None and (isinstance(n, bool) or n != 1):
         raise _bad("n", n, "only one choice per request is supported", "send n=1 (or leave it out)")
     opts = body.get("stream_options") or {}
-    include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+    if not isinstance(opts, dict):
+        raise _bad("stream_options", opts, "expected an object", "e.g. \"stream_options\": {\"include_usage\": true}")
+    include_usage = opts.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise _bad("stream_options.include_usage", include_usage, "expected true or false", "e.g. true")
     return GenRequest(kind, model, prompt, max_tokens, stream, include_usage)
 
 
