@@ -225,7 +225,8 @@ def test_an_interrupt_mid_map_stops_the_job_with_its_exit_code(books, tmp_path, 
     assert proc.returncode == code, err
     assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == ["error: interrupted"]
     assert stdout == ""
-    assert sorted(os.listdir(out)) == []  # no _SUCCESS, no part file, no _temporary
+    assert not out.exists() or os.listdir(out) == []  # no _SUCCESS, no part file
+    assert not list(tmp_path.glob(".out*"))  # and no staging folder with attempt files
     _assert_processes_gone(scratch)
 
 
