@@ -236,8 +236,8 @@ def shutdown() -> None:
 # early-exit apps can then share one Serve instance (the proxy imports these
 # lazily, by name).
 GRPC_SERVICERS: tuple[str, ...] = (
-    "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server",
-    "mixfleet.earlyexit.proto.earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server",
+    "mixfleet.platform.grpcraw.add_llm_servicer",
+    "mixfleet.platform.grpcraw.add_earlyexit_servicer",
 )
 
 
