@@ -1,6 +1,8 @@
 """Accounting of one workflow run on the emulated clock: latency, cost, per-node rows.
 
-The clock follows :mod:`mixfleet.xfaas.model` (the planners' model): a unit
+With an executor ``world`` (the CLI's ``run`` always passes one) exec times, hops and cold starts
+are the EMULATED world's draws (:mod:`mixfleet.xfaas.world`). Without one, the clock follows
+:mod:`mixfleet.xfaas.model` (the planners' model, kept for unit tests of the executor): a unit
 starts when its last taken input has arrived (upstream finish + hop latency,
 with lognormal noise from the executor's RNG) plus any cold start and the
 time lost in failed attempts and backoffs; it runs for the longest path of
@@ -47,6 +49,7 @@ def account_run(executor, units, cloud_of_unit, tasks, metas, state, attempts, c
 
     wf, clouds, prof = executor.workflow, executor.clouds, executor.profile
     emulation, rng = executor.emulation, executor.rng
+    world = getattr(executor, "world", None)
     sig = clouds.config.noise
     finish_v: dict[int, float] = {}
     cost = 0.0
@@ -69,18 +72,25 @@ def account_run(executor, units, cloud_of_unit, tasks, metas, state, attempts, c
             src_members = [m for m in units.members[a] if any(units.unit_of.get(s) == i for s in wf.succs[m])]
             kb = max((metas[a]["out_kb"].get(m, wf.nodes[m].output_kb) for m in src_members), default=0.0)
             kb = max(kb, max(wf.nodes[m].output_kb for m in src_members))
-            hop = 0.0 if emulation == "off" else prof.hop_s(cloud_of_unit[a], c, kb)
-            hop *= float(rng.lognormal(0.0, sig.hop_sigma)) if sig.hop_sigma else 1.0
+            if world is not None:
+                hop = 0.0 if emulation == "off" else world.hop_s(cloud_of_unit[a], c, kb, finish_v[a])
+            else:
+                hop = 0.0 if emulation == "off" else prof.hop_s(cloud_of_unit[a], c, kb)
+                hop *= float(rng.lognormal(0.0, sig.hop_sigma)) if sig.hop_sigma else 1.0
             hop_obs.append((cloud_of_unit[a], c, kb, hop))
             start = max(start, finish_v[a] + hop)
             cost += clouds.hop_usd(cloud_of_unit[a], c, kb)
             if kb > clouds.limit_kb(cloud_of_unit[a], c):
                 n_claims += 1
-        start += failed_v[i] + (clouds.get(c).cold_start_s if cold[i] and emulation != "off" else 0.0)
+        if cold[i] and emulation != "off":
+            start += world.cold_start_s(c, units.memory_mb[i], start) if world is not None else clouds.get(c).cold_start_s
+        start += failed_v[i]
 
-        def exec_v(m: str, cloud: str, meta=meta) -> float:
+        def exec_v(m: str, cloud: str, meta=meta, t=start) -> float:
             if "async_s" in meta:
                 return meta["async_s"]
+            if world is not None:
+                return world.exec_for(wf.spec.name, m, cloud, t, meta["exec_s"].get(m, 0.0))
             if wf.nodes[m].exec_ms or (m, cloud) in prof.overrides:  # a benchmark profile: the planner's model
                 e = prof.exec_s(m, cloud)
             else:
@@ -88,7 +98,7 @@ def account_run(executor, units, cloud_of_unit, tasks, metas, state, attempts, c
             return e * (float(rng.lognormal(0.0, sig.exec_sigma)) if sig.exec_sigma else 1.0)
 
         member_v = {m: exec_v(m, c) for m in units.members[i] if meta["ran"].get(m)}
-        ex = units.unit_exec_s(i, c, lambda m, _c, mv=member_v: mv.get(m, 0.0))
+        ex = units.unit_exec_s(i, c, lambda m, _c, mv=member_v: mv.get(m, 0.0), clouds)
         finish_v[i] = start + ex
         run_cost = clouds.run_usd(c, ex, units.memory_mb[i]) * attempts[i]
         cost += run_cost

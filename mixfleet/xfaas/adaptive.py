@@ -84,7 +84,7 @@ class AdaptivePlacer:
     def _maybe_replan(self) -> bool:
         from mixfleet.xfaas.planner import make_plan
 
-        units = UnitGraph(self.workflow, self.plan.groups)
+        units = UnitGraph(self.workflow, self.plan.groups, self.plan.fusion)
         cur_lat, cur_cost = predict(units, [self.plan.placement[g[0]] for g in units.members], self.model)
         cand = make_plan(self.workflow, "ilp_fusion" if self.fuse else "ilp", profile=self.model, lam=self.lam)
         cur = cur_lat + self.lam * cur_cost
@@ -97,3 +97,105 @@ class AdaptivePlacer:
         self.history.append({"predicted_current_s": cur_lat, "predicted_best_s": cand.predicted_latency_s,
                              "replanned": changed})
         return changed
+
+
+class DriftController:
+    """Adaptive re-planning under load from telemetry, with hysteresis and a minimum dwell.
+
+    It keeps a belief of each cloud's slowdown (1.0 = as benchmarked): the median over the last
+    ``window_s`` of observed exec time / benchmarked exec time of every function that ran there
+    (probes of one cheap function keep the clouds the plan does not use observed). A belief moves
+    only when the estimate leaves the band [belief / band, belief * band] on ``confirm``
+    consecutive control ticks, and snaps back to 1.0 inside [1 / band, band] (no drift creep).
+    When a belief moved, it re-places the fusion groups of the current and of the initial plan
+    under it (a local search from every single-cloud start and from their own placement: a few
+    milliseconds, where a full fusion re-plan takes seconds that the degraded runs would wait
+    for); the best candidate is taken only if it is predicted ``gain`` (relative) faster than
+    the current plan under the same belief, and no sooner than ``dwell_s`` after the last
+    change. Reads telemetry rows, never the world.
+    """
+
+    def __init__(self, workflow, prior: Profile, strategy: str = "ilp_fusion", *, lam: float = 0.0,
+                 window_s: float = 8.0, band: float = 1.6, confirm: int = 2, gain: float = 0.05,
+                 dwell_s: float = 20.0, min_samples: int = 3, probe_every_s: float = 2.0, plan: Plan | None = None):
+        from mixfleet.xfaas.planner import make_plan
+
+        self.workflow, self.prior, self.strategy, self.lam = workflow, prior, strategy, lam
+        self.window_s, self.band, self.confirm, self.gain = window_s, band, confirm, gain
+        self.dwell_s, self.min_samples, self.probe_every_s = dwell_s, min_samples, probe_every_s
+        self.model = Profile(workflow, prior.clouds, default_exec_s=prior.default_exec_s)
+        self.model.overrides = dict(prior.overrides)
+        self.model.hop_scale = dict(prior.hop_scale)
+        self.plan: Plan = plan or make_plan(workflow, strategy, profile=self.model, lam=lam)
+        self.initial = self.plan
+        self.obs: deque = deque()  # (t, cloud, ratio)
+        self.pending: dict[str, int] = defaultdict(int)
+        self.dirty = False
+        self.last_change = -1e18
+        self.last_probe: dict[str, float] = {}
+        self.changes: list[dict] = []
+        self.probe_node = {c: min(workflow.nodes, key=lambda n, c=c: prior.base_exec_s(n, c))
+                           for c in prior.clouds.general()}
+
+    def _replan(self) -> Plan:
+        from mixfleet.xfaas.fusion import _local_search
+        from mixfleet.xfaas.placement import unit_allowed
+
+        best = None
+        for base in (self.plan, self.initial):
+            units = UnitGraph(self.workflow, base.groups, base.fusion)
+            allowed = unit_allowed(self.workflow, units, self.model.clouds)
+            starts = [[base.placement[g[0]] for g in units.members]]
+            starts += [[c if c in a else a[0] for a in allowed] for c in self.model.clouds.general()]
+            for start in starts:
+                lat, cost, where = _local_search(units, list(start), allowed, self.model, self.lam)
+                if best is None or lat + self.lam * cost < best.predicted_latency_s + self.lam * best.predicted_cost_usd:
+                    placement = {n: where[u] for u, g in enumerate(units.members) for n in g}
+                    best = Plan("adaptive", placement, [list(g) for g in units.members], lat, cost,
+                                status="local search", fusion=base.fusion)
+        return best
+
+    def update(self, t: float, rows: list[dict]) -> Plan | None:
+        for r in rows:
+            if "exec_s" in r:
+                base = self.prior.base_exec_s(r["node"], r["cloud"])
+                if base > 0:
+                    self.obs.append((r["t"], r["cloud"], r["exec_s"] / base))
+        while self.obs and self.obs[0][0] < t - self.window_s:
+            self.obs.popleft()
+        by_cloud: dict[str, list[float]] = defaultdict(list)
+        for _, c, ratio in self.obs:
+            by_cloud[c].append(ratio)
+        for c, ratios in by_cloud.items():
+            if len(ratios) < self.min_samples:
+                continue
+            est, belief = statistics.median(ratios), self.model.slowdown.get(c, 1.0)
+            if belief / self.band <= est <= belief * self.band:
+                self.pending[c] = 0
+                continue
+            self.pending[c] += 1
+            if self.pending[c] >= self.confirm:
+                self.model.slowdown[c] = 1.0 if 1 / self.band <= est <= self.band else est
+                self.pending[c], self.dirty = 0, True
+        if not self.dirty or t - self.last_change < self.dwell_s:
+            return None
+        self.dirty = False
+        cand = self._replan()
+        units = UnitGraph(self.workflow, self.plan.groups, self.plan.fusion)
+        cur, _ = predict(units, [self.plan.placement[g[0]] for g in units.members], self.model)
+        if cur <= 0 or (cur - cand.predicted_latency_s) / cur <= self.gain:
+            return None
+        self.plan, self.last_change = cand, t
+        self.changes.append({"t": t, "belief": dict(self.model.slowdown), "predicted_before_s": cur,
+                             "predicted_after_s": cand.predicted_latency_s})
+        return cand
+
+    def probes(self, t: float) -> list[tuple[str, str]]:
+        """(cloud, node) probes to send now: clouds the plan does not use, every ``probe_every_s``."""
+        used = set(self.plan.placement.values())
+        out = []
+        for c, node in self.probe_node.items():
+            if c not in used and t - self.last_probe.get(c, -1e18) >= self.probe_every_s:
+                self.last_probe[c] = t
+                out.append((c, node))
+        return out

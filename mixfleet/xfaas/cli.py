@@ -74,7 +74,10 @@ def run(
     payload = _input(input)
     wf, clouds, profile = _setup(workflow, clouds_file, only_clouds)
     plan = make_plan(wf, placement, profile=profile)
-    executor = Executor(wf, clouds=clouds, profile=profile, emulation=emulation, rng=np.random.default_rng(seed))
+    from mixfleet.xfaas.world import load_world
+
+    executor = Executor(wf, clouds=clouds, profile=profile, emulation=emulation, rng=np.random.default_rng(seed),
+                        world=load_world(clouds=clouds, seed=seed))
     connect(address)
     from rich.progress import BarColumn, Progress, TextColumn
 
@@ -133,35 +136,117 @@ def plan(
                     f"solve {p.solve_time_s * 1000:.1f} ms ({p.status})")
 
 
+def _events(spec: str | None):
+    """``CLOUD:START:END:FACTOR`` -> one world event (a cloud that degrades mid-run and recovers)."""
+    from mixfleet.xfaas.world import Event
+
+    if not spec:
+        return []
+    parts = spec.split(":")
+    try:
+        cloud, start, end, factor = parts[0].lower(), float(parts[1]), float(parts[2]), float(parts[3])
+    except (IndexError, ValueError):
+        raise InputError(f"--degrade '{spec}' is not CLOUD:START:END:FACTOR",
+                         "e.g. --degrade gcp:75:165:3 (gcp 3x slower from 75 s to 165 s, emulated)") from None
+    if not 0 <= start < end or factor <= 0:
+        raise InputError(f"--degrade '{spec}': need 0 <= START < END and FACTOR > 0", "e.g. gcp:75:165:3")
+    return [Event(cloud, start, end, factor)]
+
+
 @app.command()
 def bench(
-    workflow: str = typer.Argument(..., help="workflow YAML/JSON"),
-    input: str = typer.Option("{}", "--input", help="the input payload: a JSON literal or a .json file"),
-    runs: int = typer.Option(20, help="workflow runs per strategy"),
-    plot: str = typer.Option("xfaas_bench.png", help="PNG of the latency-cost plane"),
+    workflow: str = typer.Argument(..., help="smart_grid, math or text (packaged XFaaS DAGs), or a workflow file"),
+    workload: str = typer.Option("static", "--workload", help="alibaba, sawtooth, step or static (XFaaS shapes)"),
+    strategies: str = typer.Option(",".join(("aws", "azure", "gcp", "xfaas_cut", "ilp", "xfaas_fusion",
+                                             "ilp_fusion", "adaptive")), help="comma-separated strategies"),
+    time_scale: float = typer.Option(0.05, "--time-scale", help="real seconds per emulated second"),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply every request rate"),
+    duration: float = typer.Option(1.0, help="static/step rows: seconds multiplier (XFaaS --duration)"),
+    max_rps: float = typer.Option(1.0, "--max-rps", help="static/step rows: rate multiplier (XFaaS --max-rps)"),
+    degrade: str | None = typer.Option(None, help="CLOUD:START:END:FACTOR, a cloud slowing down mid-run"),
+    benchmark: str | None = typer.Option(None, help="the planner's benchmark (`mixfleet xfaas profile` JSON)"),
+    plot: str | None = typer.Option(None, "--plot", help="write a PNG of latency over time and prediction vs measurement"),
     address: str | None = typer.Option(None, help="Ray address (default: an embedded local Ray)"),
     clouds_file: str | None = CLOUDS_OPT,
     only_clouds: str | None = ONLY_OPT,
-    seed: int = typer.Option(0, help="seed for emulated noise"),
+    seed: int = typer.Option(0, help="seed of the world"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Compare, in one run, single clouds, the XFaaS cut, ILP, ILP+fusion and adaptive (clouds emulated)."""
+    """Serve WORKFLOW under an XFaaS workload shape with every strategy side by side, in the EMULATED
+    world (delays injected as scaled real time on Ray); measured figures next to the planner's prediction."""
     from mixfleet.platform.bootstrap import connect
-    from mixfleet.xfaas.bench import compare_strategies, plot_plane
+    from mixfleet.xfaas.loadbench import bench_load, load_dag, plot_load
+    from mixfleet.xfaas.workloads import SHAPES
+
+    if workload not in SHAPES:
+        raise InputError(f"--workload '{workload}' is not a known shape", f"valid: {', '.join(SHAPES)}")
+    if not 0 < time_scale <= 10:
+        raise InputError(f"--time-scale {time_scale} must be in (0, 10]", "e.g. 0.05 (300 emulated s in 15 s)")
+    if rate_scale <= 0:
+        raise InputError(f"--rate-scale {rate_scale} must be positive", "e.g. 0.5")
+    events = _events(degrade)
+    check_writable(plot, "--plot")
+    wf = load_dag(workflow)
+    clouds = _clouds(clouds_file, only_clouds)
+    wf.check_clouds(clouds)
+    names = [x.strip().lower() for x in strategies.split(",") if x.strip()]
+    from mixfleet.xfaas.planner import strategy_names
+
+    for n in names:
+        if n not in strategy_names(clouds):
+            raise InputError(f"--strategies: unknown strategy '{n}'", f"valid: {', '.join(strategy_names(clouds))}")
+    for e in events:
+        clouds.check(e.cloud)
+    connect(address)
+    res = bench_load(wf, clouds, workload, strategies=names, time_scale=time_scale, rate_scale=rate_scale,
+                     duration=duration, max_rps=max_rps, events=events, benchmark=benchmark, seed=seed)
+    if plot:
+        res["plot"] = str(plot_load([res], plot))
+    if json_out:
+        emit_json(res)
+        return
+    print_table(f"{wf.spec.name} under '{workload}': {res['requests']} requests (clouds EMULATED)",
+                ["strategy", "p50 s", "p95 s", "cost USD/run", "predicted s", "pred. error", "cold/run", "plan changes"],
+                [(k, v["p50_latency_s"], v["p95_latency_s"], v["cost_usd"], v["predicted_latency_s"],
+                  f"{v['prediction_error_p50']:+.0%}", v["cold_starts_per_run"], v["plan_changes"])
+                 for k, v in res["strategies"].items()])
+    if plot:
+        console().print(f"plot: {res['plot']}")
+
+
+@app.command()
+def profile(
+    workflow: str = typer.Argument(..., help="smart_grid, math or text (packaged XFaaS DAGs), or a workflow file"),
+    out: str | None = typer.Option(None, "--out", help="write the benchmark JSON here (the planner's input)"),
+    runs: int = typer.Option(5, help="samples per function and cloud, and per cloud pair"),
+    clouds_file: str | None = CLOUDS_OPT,
+    only_clouds: str | None = ONLY_OPT,
+    seed: int = typer.Option(1000, help="seed of the world sampled"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Benchmark every function on every cloud and every cloud pair in the EMULATED world (as XFaaS
+    benchmarks before it plans); the planner reads the result via `bench --benchmark FILE`."""
+    from mixfleet.platform.output import atomic_write_text, to_json
+    from mixfleet.xfaas.loadbench import load_dag
+    from mixfleet.xfaas.profiling import profile_world
+    from mixfleet.xfaas.world import load_world
 
     if runs < 1:
-        raise InputError(f"--runs {runs} must be at least 1", "pass --runs 20, for example")
-    check_writable(plot, "--plot")
-    payload = _input(input)
-    wf, clouds, profile = _setup(workflow, clouds_file, only_clouds)
-    connect(address)
-    res = compare_strategies(wf, clouds, payload, runs=runs, seed=seed)
-    plot_plane(res, plot, title=f"{wf.spec.name}: latency vs cost per strategy (emulated clouds)")
-    out = {"workflow": wf.spec.name, "runs": runs, "emulated": True, "plot": plot, **res}
+        raise InputError(f"--runs {runs} must be at least 1", "pass --runs 5, for example")
+    check_writable(out, "--out")
+    wf = load_dag(workflow)
+    clouds = _clouds(clouds_file, only_clouds)
+    wf.check_clouds(clouds)
+    bench = profile_world(wf, load_world(clouds=clouds, seed=seed), runs=runs)
+    if out:
+        atomic_write_text(out, to_json(bench, indent=2) + "\n")
     if json_out:
-        emit_json(out)
+        emit_json(bench)
         return
-    print_table(f"{wf.spec.name}: {runs} runs per strategy (clouds emulated)",
-                ["strategy", "p50 latency s", "p95 latency s", "cost USD"],
-                [(k, v["p50_latency_s"], v["p95_latency_s"], v["cost_usd"]) for k, v in res["strategies"].items()])
-    console().print(f"plot: {plot}")
+    clouds_seen = sorted({c for v in bench["NodeBenchmarks"].values() for c in v})
+    print_table(f"{wf.spec.name}: median exec ms per cloud ({runs} samples, EMULATED world)",
+                ["node", *clouds_seen, "output KB"],
+                [(n, *[v.get(c, {}).get("Latency", "-") for c in clouds_seen], bench["DataTransferSize"][n])
+                 for n, v in bench["NodeBenchmarks"].items()])
+    if out:
+        console().print(f"benchmark: {out}")

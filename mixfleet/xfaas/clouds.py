@@ -36,6 +36,20 @@ class CloudConfig(StrictModel):
     egress_usd_per_gb: float = Field(ge=0)
     hop_usd: float = Field(ge=0)
     accelerator: str | None = None
+    # vCPUs bought by a memory size: memory / mb_per_vcpu (capped at vcpu_max) when set, else the
+    # value of the largest vcpu_tiers key <= memory (documented per cloud in clouds.yaml, [V])
+    mb_per_vcpu: float | None = Field(default=None, gt=0)
+    vcpu_max: float = Field(default=8.0, gt=0)
+    vcpu_tiers: dict[int, float] = Field(default_factory=lambda: {0: 1.0})
+
+    def vcpus(self, memory_mb: float) -> float:
+        if self.mb_per_vcpu:
+            return min(self.vcpu_max, memory_mb / self.mb_per_vcpu)
+        return max((v for k, v in self.vcpu_tiers.items() if k <= memory_mb), default=min(self.vcpu_tiers.values()))
+
+    def parallel_slots(self, memory_mb: float) -> int:
+        """How many members of a fused unit run at once: floor(vCPUs), at least one (the fusion rule)."""
+        return max(1, int(self.vcpus(memory_mb) + 1e-9))
 
 
 class HopModel(StrictModel):

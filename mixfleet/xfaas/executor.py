@@ -14,7 +14,10 @@ cloud is a logical placement. Latency and cost are charged on an emulated
 clock (:mod:`mixfleet.xfaas.model`): ``emulation="virtual"`` (default)
 computes them without sleeping, ``"sleep"`` also injects the hop, cold-start
 and exec delays for real (scaled by ``sleep_scale``), ``"off"`` charges no
-hop latency (for measuring orchestration overhead).
+hop latency (for measuring orchestration overhead). With ``world=`` (a
+:class:`mixfleet.xfaas.world.World`) the virtual clock is charged by the world's draws (exec,
+hops, cold starts) instead of the planner's model, so a run measures the plan rather than
+restating its prediction.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class Executor:
     def __init__(self, workflow, *, clouds=None, profile: Profile | None = None, emulation: str = "virtual",
                  sleep_scale: float = 1.0, rng: np.random.Generator | None = None,
                  clock: Callable[[], float] = time.monotonic, keep_alive_s: float = 600.0,
-                 telemetry: bool = True):
+                 telemetry: bool = True, world=None):
         from mixfleet.errors import InputError
         from mixfleet.xfaas.clouds import load_clouds
         from mixfleet.xfaas.functions import resolve_all
@@ -64,6 +67,7 @@ class Executor:
         workflow.check_clouds(self.clouds)
         self.profile = profile or Profile(workflow, self.clouds)
         self.emulation, self.sleep_scale = emulation, sleep_scale
+        self.world = world  # when set, runs are charged by the EMULATED world, not the planner's model
         self.rng = rng or np.random.default_rng(0)
         self.clock, self.keep_alive_s, self.telemetry = clock, keep_alive_s, telemetry
         self.fns = resolve_all(workflow)  # raises before anything runs
@@ -127,7 +131,7 @@ class Executor:
         import ray
 
         wf, clouds, prof = self.workflow, self.clouds, self.profile
-        units = UnitGraph(wf, plan.groups)
+        units = UnitGraph(wf, plan.groups, plan.fusion)
         cloud_of_unit = [plan.placement[g[0]] for g in units.members]
         for m in wf.nodes:
             clouds.check(plan.placement[m])
@@ -241,15 +245,19 @@ class Executor:
                 if eager_ok(i, j):
                     dispatch(j, eager=True)
 
-        def fail(i: int, cause: str, lost_v: float) -> None:
+        def fail(i: int, cause: str, lost_v: float, transient: bool = True) -> None:
             nonlocal seq
             pol, _ = policy(i)
             failed_v[i] += lost_v
             if attempts[i] >= pol.max_attempts:
                 for ref in list(inflight):
                     ray.cancel(ref, force=True)
+                hint = ("a retry may fix this (timeout, I/O or a lost worker): raise retries.max_attempts "
+                        "or timeout_s" if transient else
+                        "the function itself raised on its input, which a retry will not fix: fix the function "
+                        "or its input")
                 raise JobError(f"node '{tasks[i].name}' failed on attempt {attempts[i]}/{pol.max_attempts} "
-                               f"in workflow '{wf.spec.name}': {cause}", "see the cause; raise retries or timeout_s")
+                               f"in workflow '{wf.spec.name}': {cause}", hint)
             delay = min(pol.backoff_max_s, pol.backoff_s * 2 ** (attempts[i] - 1))
             delay *= 1 + pol.jitter * self.rng.uniform(-1, 1)
             failed_v[i] += delay
@@ -290,7 +298,7 @@ class Executor:
                     state[i] = "waiting_upstream"  # the upstream unit's own failure decides the run
                     continue
                 if meta.get("error"):
-                    fail(i, meta["error"], 0.0)
+                    fail(i, meta["error"], 0.0, meta.get("transient", True))
                     continue
                 if kind == "run":
                     metas[i] = meta

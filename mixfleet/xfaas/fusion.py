@@ -38,7 +38,7 @@ def critical_path(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) 
             t = finish[a] + profile.hop_s(cloud_of_unit[a], cloud_of_unit[i], units.edges[(a, i)])
             if t > start:
                 start, arg = t, a
-        finish[i] = start + units.unit_exec_s(i, cloud_of_unit[i], profile.exec_s)
+        finish[i] = start + units.unit_exec_s(i, cloud_of_unit[i], profile.exec_s, profile.clouds)
         via[i] = arg
     node = max(finish, key=finish.get)
     path = [node]
@@ -75,9 +75,10 @@ def _fusable(workflow, group: list[str]) -> bool:
     return all(workflow.nodes[n].async_ is None for n in group)
 
 
-def _candidates(workflow, groups: list[list[str]], placement: dict[str, str], profile: Profile, lam: float):
+def _candidates(workflow, groups: list[list[str]], placement: dict[str, str], profile: Profile, lam: float,
+                fusion: str = "vcpu", pairs_only: bool = False):
     """Every candidate merge with its best placement: yields (new_groups, placement, lat, cost)."""
-    units = UnitGraph(workflow, groups)
+    units = UnitGraph(workflow, groups, fusion)
     cloud_of_unit = [placement[g[0]] for g in units.members]
     path = critical_path(units, cloud_of_unit, profile)
     succ: dict[int, list[int]] = {i: [] for i in range(len(units.members))}
@@ -86,15 +87,16 @@ def _candidates(workflow, groups: list[list[str]], placement: dict[str, str], pr
         succ[x].append(y)
         pred[y].append(x)
     cands = list(zip(path, path[1:], strict=False))  # XFaaS: consecutive pairs on the critical path
-    cands += [(a, *succ[a]) for a in path if len(succ[a]) > 1]  # a fan-out with all its branches
-    cands += [(*pred[b], b) for b in path if len(pred[b]) > 1]  # a fan-in with all its inputs
+    if not pairs_only:
+        cands += [(a, *succ[a]) for a in path if len(succ[a]) > 1]  # a fan-out with all its branches
+        cands += [(*pred[b], b) for b in path if len(pred[b]) > 1]  # a fan-in with all its inputs
     for cand in cands:
         merged = [n for k in cand for n in units.members[k]]
         if not _fusable(workflow, merged):
             continue
         new_groups = [g for k, g in enumerate(units.members) if k not in cand] + [merged]
         try:
-            new_units = UnitGraph(workflow, new_groups)
+            new_units = UnitGraph(workflow, new_groups, fusion)
             allowed = unit_allowed(workflow, new_units, profile.clouds)
         except InputError:  # a cycle between units, or no common cloud
             continue
@@ -120,31 +122,37 @@ def _best(options, cur_lat: float, cur_cost: float, cap: float):
 
 
 def plan_fusion(workflow, profile: Profile, *, lam: float = 0.0, budget: float | None = None,
-                cost_cap: float = 1.2, max_rounds: int = 200) -> Plan:
+                cost_cap: float = 1.2, max_rounds: int = 200, fusion: str = "vcpu", pairs_only: bool = False,
+                strategy: str = "ilp_fusion") -> Plan:
     """Greedy fusion + ILP placement. When no single merge helps, one two-merge lookahead is tried
-    (a merge that only pays off once its neighbour is merged too) before stopping."""
+    (a merge that only pays off once its neighbour is merged too) before stopping.
+
+    ``fusion`` is the rule fused units run by (``vcpu``: branches in parallel up to the vCPUs the
+    unit's memory buys; ``sequential``: one member at a time, as XFaaS's generated code does);
+    ``pairs_only`` keeps XFaaS's candidate set (consecutive pairs on the critical path)."""
     t0 = time.perf_counter()
-    base = solve_ilp(workflow, profile, lam=lam, budget=budget)
+    base = solve_ilp(workflow, profile, lam=lam, budget=budget, fusion=fusion)
     cap = cost_cap * base.predicted_cost_usd
     groups = [list(g) for g in base.groups]
     plan = base
     for _ in range(max_rounds):
         cur_lat, cur_cost = plan.predicted_latency_s, plan.predicted_cost_usd
-        options = list(_candidates(workflow, groups, plan.placement, profile, lam))
+        options = list(_candidates(workflow, groups, plan.placement, profile, lam, fusion, pairs_only))
         best = _best(options, cur_lat, cur_cost, cap)
         if best is None:  # lookahead: the best improving second merge after any first one
             for g1, p1, _lat, cost1 in options:
                 if cost1 <= cap * (1 + 1e-9):
-                    b2 = _best(_candidates(workflow, g1, p1, profile, lam), cur_lat, cur_cost, cap)
+                    b2 = _best(_candidates(workflow, g1, p1, profile, lam, fusion, pairs_only), cur_lat, cur_cost,
+                               cap)
                     if b2 is not None and (best is None or b2[0] < best[0]):
                         best = b2
         if best is None:
             break
         groups = best[1]
-        candidate = solve_ilp(workflow, profile, groups, lam=lam, budget=budget, strategy="ilp_fusion")
+        candidate = solve_ilp(workflow, profile, groups, lam=lam, budget=budget, strategy=strategy, fusion=fusion)
         if candidate.predicted_latency_s > cur_lat + 1e-9:
             break  # the ILP could not keep the gain (e.g. under a budget): stop at the last good plan
         plan = candidate
-    plan.strategy = "ilp_fusion"
+    plan.strategy = strategy
     plan.solve_time_s = time.perf_counter() - t0
     return plan

@@ -7,8 +7,10 @@ starts; runs after the first are warm).
 
 Notation (used by ``placement`` too):
   U          units (a node, or a fused group of nodes that runs as one invocation)
-  E(u, c)    execution time of unit u on cloud c = longest path of its members'
-             exec times inside the unit (members on independent branches run on threads)
+  E(u, c)    execution time of unit u on cloud c = its members' exec times list-scheduled on
+             floor(vCPUs) slots, the vCPUs its memory buys on c (at least one slot; see
+             ``CloudConfig.parallel_slots``); ``fusion="sequential"`` (XFaaS's generated fused
+             functions) always uses one slot
   H(e,c,c')  hop latency of unit edge e = (u, v) carrying kb(e) from c to c'
   K(e,c,c')  hop price (orchestration + egress + claim check)
   R(u, c)    invocation price of u on c (request + GB-s at the unit's max memory)
@@ -32,7 +34,8 @@ class Profile:
     def __init__(self, workflow, clouds, *, default_exec_s: float = 0.005):
         self.workflow, self.clouds, self.default_exec_s = workflow, clouds, default_exec_s
         self.overrides: dict[tuple[str, str], float] = {}
-        self.slowdown: dict[str, float] = {}  # emulated degradation of a cloud (exec and hops)
+        self.slowdown: dict[str, float] = {}  # believed (or emulated) degradation of a cloud (exec and hops)
+        self.hop_scale: dict[tuple[str, str], float] = {}  # benchmarked hop / clouds.yaml hop model, per pair
 
     def base_exec_s(self, node: str, cloud: str) -> float:
         if (node, cloud) in self.overrides:
@@ -49,7 +52,25 @@ class Profile:
 
     def hop_s(self, src: str, dst: str, kb: float) -> float:
         f = max(self.slowdown.get(src, 1.0), self.slowdown.get(dst, 1.0))
-        return self.clouds.hop_s(src, dst, kb) * f
+        return self.clouds.hop_s(src, dst, kb) * f * self.hop_scale.get((src, dst), 1.0)
+
+    def apply_benchmark(self, bench: dict) -> Profile:
+        """Take a benchmark run's medians (``mixfleet xfaas profile`` output): per-(node, cloud) exec
+        times, per-pair hop latencies and per-node payload sizes. Returns ``self``."""
+        for node, per_cloud in bench.get("NodeBenchmarks", {}).items():
+            for cloud, v in per_cloud.items():
+                if node in self.workflow.nodes and cloud in self.clouds.names:
+                    self.overrides[(node, cloud)] = float(v["Latency"]) / 1000.0
+        for node, kb in bench.get("DataTransferSize", {}).items():
+            if node in self.workflow.nodes:  # node specs are frozen: swap in a copy
+                self.workflow.nodes[node] = self.workflow.nodes[node].model_copy(update={"output_kb": float(kb)})
+        for pair, v in bench.get("EdgeBenchmarks", {}).items():
+            src, _, dst = pair.partition("->")
+            if src in self.clouds.names and dst in self.clouds.names:
+                model = self.clouds.hop_s(src, dst, float(v["kb"]))
+                if model > 0:
+                    self.hop_scale[(src, dst)] = float(v["Latency"]) / 1000.0 / model
+        return self
 
 
 @dataclass
@@ -64,10 +85,11 @@ class Plan:
     solve_time_s: float = 0.0
     status: str = "optimal"
     warnings: list[str] = field(default_factory=list)
+    fusion: str = "vcpu"  # how a fused unit runs its branches: "vcpu" (up to its vCPUs) or "sequential"
 
     def to_json(self) -> dict:
         return {"strategy": self.strategy, "placement": dict(self.placement),
-                "fusion_groups": [g for g in self.groups if len(g) > 1],
+                "fusion_groups": [g for g in self.groups if len(g) > 1], "fusion_rule": self.fusion,
                 "predicted_latency_s": self.predicted_latency_s, "predicted_cost_usd": self.predicted_cost_usd,
                 "solve_time_s": self.solve_time_s, "status": self.status, "warnings": list(self.warnings)}
 
@@ -75,8 +97,8 @@ class Plan:
 class UnitGraph:
     """The workflow contracted by fusion groups (singletons when unfused)."""
 
-    def __init__(self, workflow, groups: list[list[str]] | None = None):
-        self.workflow = workflow
+    def __init__(self, workflow, groups: list[list[str]] | None = None, fusion: str = "vcpu"):
+        self.workflow, self.fusion = workflow, fusion
         groups = groups or [[n] for n in workflow.order]
         self.unit_of: dict[str, int] = {}
         for i, g in enumerate(groups):
@@ -116,14 +138,32 @@ class UnitGraph:
             raise InputError("fusion groups create a cycle between groups", "fuse along edges only")
         return out
 
-    def unit_exec_s(self, i: int, cloud: str, exec_s) -> float:
-        """Longest path of member exec times inside unit ``i`` (``exec_s(node, cloud)``)."""
+    def unit_exec_s(self, i: int, cloud: str, exec_s, clouds=None) -> float:
+        """Makespan of unit ``i`` on ``cloud``: members list-scheduled (in topological order, each as
+        soon as its inputs inside the unit are done) on the slots the unit's memory buys there."""
         members = self.members[i]
-        inside = set(members)
+        if len(members) == 1:
+            return exec_s(members[0], cloud)
+        return self.schedule(i, cloud, {m: exec_s(m, cloud) for m in members}, clouds)
+
+    def slots(self, i: int, cloud: str, clouds=None) -> int:
+        if self.fusion == "sequential":
+            return 1
+        if clouds is None:
+            from mixfleet.xfaas.clouds import load_clouds
+
+            clouds = load_clouds()
+        return clouds.get(cloud).parallel_slots(self.memory_mb[i])
+
+    def schedule(self, i: int, cloud: str, durations: dict[str, float], clouds=None) -> float:
+        inside = set(self.members[i])
+        free = [0.0] * self.slots(i, cloud, clouds)
         finish: dict[str, float] = {}
-        for n in members:
-            start = max((finish[p] for p in self.workflow.preds[n] if p in inside), default=0.0)
-            finish[n] = start + exec_s(n, cloud)
+        for n in self.members[i]:
+            ready = max((finish[p] for p in self.workflow.preds[n] if p in inside), default=0.0)
+            k = min(range(len(free)), key=free.__getitem__)
+            finish[n] = max(ready, free[k]) + durations.get(n, 0.0)
+            free[k] = finish[n]
         return max(finish.values())
 
 
@@ -142,16 +182,16 @@ def predict(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) -> tup
             kb = units.edges[(a, i)]
             start = max(start, finish[a] + profile.hop_s(cloud_of_unit[a], c, kb))
             cost += clouds.hop_usd(cloud_of_unit[a], c, kb)
-        ex = units.unit_exec_s(i, c, profile.exec_s)
+        ex = units.unit_exec_s(i, c, profile.exec_s, clouds)
         finish[i] = start + ex
         cost += clouds.run_usd(c, ex, units.memory_mb[i])
     return max(finish.values()), cost
 
 
 def evaluate(workflow, profile: Profile, placement: dict[str, str], groups: list[list[str]] | None = None,
-             strategy: str = "fixed") -> Plan:
+             strategy: str = "fixed", fusion: str = "vcpu") -> Plan:
     """A :class:`Plan` for a given placement, with predicted figures."""
-    units = UnitGraph(workflow, groups)
+    units = UnitGraph(workflow, groups, fusion)
     cloud_of_unit = [placement[g[0]] for g in units.members]
     lat, cost = predict(units, cloud_of_unit, profile)
-    return Plan(strategy, dict(placement), [list(g) for g in units.members], lat, cost)
+    return Plan(strategy, dict(placement), [list(g) for g in units.members], lat, cost, fusion=fusion)

@@ -61,7 +61,7 @@ def build_model(workflow, profile: Profile, units: UnitGraph, *, lam: float = 0.
     X = [(u, c) for u in U for c in allowed[u]]
     edges = list(units.edges)
     Z = [(k, c, d) for k, (u, v) in enumerate(edges) for c in allowed[u] for d in allowed[v]]
-    E = {(u, c): units.unit_exec_s(u, c, profile.exec_s) for u, c in X}
+    E = {(u, c): units.unit_exec_s(u, c, profile.exec_s, clouds) for u, c in X}
     H = {(k, c, d): profile.hop_s(c, d, units.edges[edges[k]]) for k, c, d in Z}
     K = {(k, c, d): clouds.hop_usd(c, d, units.edges[edges[k]]) for k, c, d in Z}
     R = {(u, c): clouds.run_usd(c, E[u, c], units.memory_mb[u]) for u, c in X}
@@ -129,15 +129,16 @@ def _expand(units: UnitGraph, cloud_of_unit: list[str]) -> dict[str, str]:
 
 
 def solve_ilp(workflow, profile: Profile, groups: list[list[str]] | None = None, *, lam: float = 0.0,
-              budget: float | None = None, time_limit_s: float = 10.0, strategy: str = "ilp") -> Plan:
+              budget: float | None = None, time_limit_s: float = 10.0, strategy: str = "ilp",
+              fusion: str = "vcpu") -> Plan:
     """Solve the placement ILP; an infeasible budget names the cheapest feasible cost."""
-    units = UnitGraph(workflow, groups)
+    units = UnitGraph(workflow, groups, fusion)
     model = build_model(workflow, profile, units, lam=lam, budget=budget)
     try:
         res = _solve(model, "xfaas placement ILP", time_limit_s)
     except SolverError as exc:
         if budget is not None and "infeasible" in exc.message:
-            cheapest = solve_min_cost(workflow, profile, groups)
+            cheapest = solve_min_cost(workflow, profile, groups, fusion)
             raise InputError(
                 f"cost budget theta=${budget:.3g} per run is infeasible: the binding constraint is the budget; "
                 f"the cheapest placement that respects the pins and QPU needs costs ${cheapest:.3g}",
@@ -145,21 +146,21 @@ def solve_ilp(workflow, profile: Profile, groups: list[list[str]] | None = None,
         if "infeasible" in exc.message:
             raise InputError("placement is infeasible: pins and QPU needs cannot all hold",
                              "check the pins against the clouds file") from None
-        single = best_single_cloud(workflow, profile, groups)
+        single = best_single_cloud(workflow, profile, groups, fusion)
         single.warnings.append(f"ILP solver failed ({exc.message}); fell back to the best single cloud")
         log.warning(single.warnings[-1])
         return single
     cloud_of_unit = read_plan(model, units)
     lat, cost = predict(units, cloud_of_unit, profile)
     return Plan(strategy, _expand(units, cloud_of_unit), [list(g) for g in units.members], lat, cost,
-                res.solve_time_s, res.status)
+                res.solve_time_s, res.status, fusion=fusion)
 
 
-def solve_min_cost(workflow, profile: Profile, groups=None) -> float:
+def solve_min_cost(workflow, profile: Profile, groups=None, fusion: str = "vcpu") -> float:
     """The cheapest feasible cost per run (used to explain an infeasible budget)."""
     import pyomo.environ as pyo
 
-    units = UnitGraph(workflow, groups)
+    units = UnitGraph(workflow, groups, fusion)
     model = build_model(workflow, profile, units)
     model.obj.deactivate()
     model.cost_obj = pyo.Objective(expr=model.cost, sense=pyo.minimize)
@@ -167,7 +168,7 @@ def solve_min_cost(workflow, profile: Profile, groups=None) -> float:
     return float(pyo.value(model.cost))
 
 
-def single_cloud(workflow, profile: Profile, cloud: str, groups=None) -> Plan:
+def single_cloud(workflow, profile: Profile, cloud: str, groups=None, fusion: str = "vcpu") -> Plan:
     """Every node on ``cloud`` except those whose pin or need forbids it."""
     clouds = profile.clouds
     clouds.check(cloud)
@@ -175,13 +176,13 @@ def single_cloud(workflow, profile: Profile, cloud: str, groups=None) -> Plan:
     for n in workflow.nodes:
         allowed = workflow.allowed_clouds(n, clouds)
         placement[n] = cloud if cloud in allowed else allowed[0]
-    units = UnitGraph(workflow, groups)
+    units = UnitGraph(workflow, groups, fusion)
     lat, cost = predict(units, [placement[g[0]] for g in units.members], profile)
-    return Plan(cloud, placement, [list(g) for g in units.members], lat, cost, 0.0, "fixed")
+    return Plan(cloud, placement, [list(g) for g in units.members], lat, cost, 0.0, "fixed", fusion=fusion)
 
 
-def best_single_cloud(workflow, profile: Profile, groups=None) -> Plan:
-    plans = [single_cloud(workflow, profile, c, groups) for c in profile.clouds.general()]
+def best_single_cloud(workflow, profile: Profile, groups=None, fusion: str = "vcpu") -> Plan:
+    plans = [single_cloud(workflow, profile, c, groups, fusion) for c in profile.clouds.general()]
     best = min(plans, key=lambda p: p.predicted_latency_s)
     best.strategy = "best_single_cloud"
     return best

@@ -2,8 +2,10 @@
 
 Strategies: a cloud name (everything there, pins and QPU needs respected),
 ``xfaas_cut`` (XFaaS's single cut), ``ilp`` (the placement ILP),
-``ilp_fusion`` (fusion planner + ILP) and ``adaptive`` (the ILP re-solved
-from telemetry; its first plan is the ILP's).
+``ilp_fusion`` (fusion planner + ILP; fused branches run in parallel up to the vCPUs the
+unit's memory buys), ``xfaas_fusion`` (XFaaS-style: consecutive pairs on the critical path,
+fused code runs its members one after another) and ``adaptive`` (the ILP re-solved from
+telemetry; its first plan is the ILP's).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from mixfleet.errors import unknown_name
 from mixfleet.xfaas.model import Plan, Profile
 
-STRATEGIES = ("xfaas_cut", "ilp", "ilp_fusion", "adaptive")
+STRATEGIES = ("xfaas_cut", "ilp", "ilp_fusion", "xfaas_fusion", "adaptive")
 
 
 def strategy_names(clouds) -> list[str]:
@@ -37,4 +39,9 @@ def make_plan(workflow, strategy: str, *, profile: Profile, lam: float = 0.0, bu
         from mixfleet.xfaas.fusion import plan_fusion
 
         return plan_fusion(workflow, profile, lam=lam, budget=budget, cost_cap=cost_cap)
+    if name == "xfaas_fusion":
+        from mixfleet.xfaas.fusion import plan_fusion
+
+        return plan_fusion(workflow, profile, lam=lam, budget=budget, cost_cap=cost_cap, fusion="sequential",
+                           pairs_only=True, strategy="xfaas_fusion")
     raise unknown_name("placement", strategy, strategy_names(clouds))

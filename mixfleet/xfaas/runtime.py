@@ -126,8 +126,10 @@ def run_unit(task: UnitTask, *args: Any):
             _run_threaded(task, run_member)
     except _MemberFailed as exc:
         meta["error"] = f"{exc.member}: {exc.cause}"
+        meta["transient"] = exc.transient
     except Exception as exc:  # a user function raised: report, the driver decides on retries
         meta["error"] = f"{current}: {type(exc).__name__}: {exc}"
+        meta["transient"] = is_transient(exc)
     meta.update(ran={m: bool(ran.get(m)) for m in task.members}, exec_s=exec_s, take=take, out_kb={}, claim={})
     if meta["error"]:
         return (meta, *[UpstreamFailed() for _ in task.exports])
@@ -148,10 +150,19 @@ def run_unit(task: UnitTask, *args: Any):
     return (meta, *exports)
 
 
+# errors a second attempt can fix: the environment, not the function's logic on its input
+TRANSIENT = (TimeoutError, ConnectionError, OSError, MemoryError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a retry can fix ``exc`` (I/O, network, timeouts); a ``KeyError`` in the user's code cannot."""
+    return isinstance(exc, TRANSIENT) or bool(getattr(exc, "transient", False))
+
+
 class _MemberFailed(Exception):
-    def __init__(self, member: str, cause: str):
+    def __init__(self, member: str, cause: str, transient: bool = False):
         super().__init__(cause)
-        self.member, self.cause = member, cause
+        self.member, self.cause, self.transient = member, cause, transient
 
 
 def _run_threaded(task: UnitTask, run_member: Callable[[str], None]) -> None:
@@ -168,7 +179,7 @@ def _run_threaded(task: UnitTask, run_member: Callable[[str], None]) -> None:
         except _MemberFailed:
             raise
         except Exception as exc:
-            raise _MemberFailed(m, f"{type(exc).__name__}: {exc}") from None
+            raise _MemberFailed(m, f"{type(exc).__name__}: {exc}", is_transient(exc)) from None
 
     with ThreadPoolExecutor(max_workers=len(task.members)) as pool:
         for m in task.members:  # topological order: a member's futures exist before it waits on them
@@ -183,6 +194,6 @@ def run_poll(poll: Callable, handle: Any):
     try:
         done, result = poll(handle)
     except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}", "done": False}, None
+        return {"error": f"{type(exc).__name__}: {exc}", "done": False, "transient": is_transient(exc)}, None
     meta = {"error": None, "done": bool(done), "out_kb": payload_kb(result) if done else 0.0}
     return meta, (result if done else None)

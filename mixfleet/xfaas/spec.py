@@ -142,34 +142,32 @@ class Workflow:
         return [n for n in self.nodes if not self.succs[n]]
 
     @cached_property
+    def graph(self):
+        """The DAG as a ``networkx.DiGraph`` (nodes in spec order)."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(self.nodes)
+        g.add_edges_from((u, v) for u, v, _ in self.edges)
+        return g
+
+    @cached_property
     def order(self) -> list[str]:
         """Topological order, ties broken by spec order (deterministic)."""
-        indeg = {n: len(self.preds[n]) for n in self.nodes}
+        import networkx as nx
+
         rank = {n: i for i, n in enumerate(self.nodes)}
-        ready = [n for n in self.nodes if indeg[n] == 0]
-        out: list[str] = []
-        while ready:
-            ready.sort(key=rank.__getitem__)
-            n = ready.pop(0)
-            out.append(n)
-            for s in self.succs[n]:
-                indeg[s] -= 1
-                if indeg[s] == 0:
-                    ready.append(s)
-        return out
+        return list(nx.lexicographical_topological_sort(self.graph, key=rank.__getitem__))
 
     def _check_acyclic(self) -> None:
-        if len(self.order) == len(self.nodes):
+        import networkx as nx
+
+        try:
+            cycle = [u for u, _ in nx.find_cycle(self.graph)]
+        except nx.NetworkXNoCycle:
             return
-        left = [n for n in self.nodes if n not in set(self.order)]
-        # walk one cycle among the remaining nodes to name it
-        succ = {n: [s for s in self.succs[n] if s in left] for n in left}
-        path, node = [], left[0]
-        while node not in path:
-            path.append(node)
-            node = succ[node][0]
-        cycle = path[path.index(node):] + [node]
-        raise ConfigError(f"cycle in {self.source}: {' -> '.join(cycle)}", "a workflow must be a DAG; remove one edge")
+        path = " -> ".join([*cycle, cycle[0]])
+        raise ConfigError(f"cycle in {self.source}: {path}", "a workflow must be a DAG; remove one edge")
 
     def check_clouds(self, clouds) -> None:
         """Pins and per-cloud profiles must name known clouds; QPU needs must be satisfiable."""
