@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click_exc.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "mixfleet"
-        print(" ".join(f"error: {exc.format_message()} (see '{where} --help')".split()), file=sys.stderr)
+        what = exc.format_message() or "missing a command"  # no arguments: the help went to stdout
+        print(" ".join(f"error: {what} (see '{where} --help')".split()), file=sys.stderr)
         code = 2
     except typer.Exit as exc:
         code = exc.exit_code

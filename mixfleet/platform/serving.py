@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 LOOPBACK = "127.0.0.1"
 
 # Serve fixes its gRPC servicers when it starts; the proxy imports these lazily, by name.
+# They take raw request bytes (mixfleet.platform.grpcraw), so a malformed message is INVALID_ARGUMENT.
 GRPC_SERVICERS: tuple[str, ...] = (
-    "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server",
-    "mixfleet.earlyexit.serve.proto.earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server",
+    "mixfleet.platform.grpcraw.add_llm_servicer",
+    "mixfleet.platform.grpcraw.add_earlyexit_servicer",
 )
 
 

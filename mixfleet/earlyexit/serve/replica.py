@@ -216,6 +216,13 @@ class EarlyExitServer:
             return pb.PredictResponse()
 
         arrival = time.monotonic()
+        if isinstance(request, (bytes, bytearray)):  # registered raw (mixfleet.platform.grpcraw)
+            from google.protobuf.message import DecodeError
+
+            try:
+                request = pb.PredictRequest.FromString(bytes(request))
+            except DecodeError:
+                return fail(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid PredictRequest message")
         if request.model and request.model != self.name:
             return fail(NotFound(f"model '{request.model}' is not served here ('{self.name}')"))
         if self.inflight >= self.opts.queue_bound:
@@ -343,4 +350,4 @@ class EarlyExitServer:
             self.m_threshold.set(t, tags={"exit": str(k)})
 
 
-GRPC_SERVICER = "mixfleet.earlyexit.serve.proto.earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server"
+GRPC_SERVICER = "mixfleet.platform.grpcraw.add_earlyexit_servicer"  # requests arrive as bytes: see Predict

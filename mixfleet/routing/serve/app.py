@@ -34,7 +34,7 @@ from mixfleet.platform.accelerators import RESOURCE_PREFIX
 from mixfleet.platform.config import StrictModel, parse_model
 
 APP_NAME = "mixfleet-llm"
-GRPC_SERVICER = "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server"
+GRPC_SERVICER = "mixfleet.platform.grpcraw.add_llm_servicer"  # requests arrive as bytes (Ingress decodes them)
 
 
 class ServeOptions(StrictModel):

@@ -297,6 +297,16 @@ class Ingress:
 
     # -- gRPC (through Serve's gRPC proxy) -------------------------------------------------------
     def _grpc_request(self, request) -> oa.GenRequest:
+        if isinstance(request, (bytes, bytearray)):  # registered raw (mixfleet.platform.grpcraw)
+            from google.protobuf.message import DecodeError
+
+            from mixfleet.routing.serve.proto import llm_pb2
+
+            try:
+                request = llm_pb2.GenerateRequest.FromString(bytes(request))
+            except DecodeError:
+                raise InputError("the request is not a valid GenerateRequest message",
+                                 "send a mixfleet.serve.GenerateRequest (llm.proto)") from None
         body = {"model": request.model, "max_tokens": request.max_tokens or None}
         body["prompt"] = list(request.prompt_token_ids) if len(request.prompt_token_ids) else request.prompt
         if body["prompt"] == "":
