@@ -78,11 +78,15 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
      "xml", {"absent": ["{sb}/mr-out7"]}),
     ("mr-zero-reducers", ["mapreduce", "run", WC, "-i", "{sb}/books", "-o", "{sb}/mr-out8", "--reducers", "0"], 2,
      "reducers", {"absent": ["{sb}/mr-out8"]}),
+    ("mr-job-partitioner", ["mapreduce", "run", "{sb}/jobs.py:BadPartitioner", "-i", "{sb}/books", "-o",
+                            "{sb}/mr-out9"], 2, "unknown partitioner 'modulo'", {"absent": ["{sb}/mr-out9"]}),
     # -- routing --------------------------------------------------------------------------------
     ("rt-trace-plain-gz", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/plain.csv.gz"], 2,
      "is not gzip-compressed", {}),
     ("rt-trace-truncated-gz", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/trunc.csv.gz"], 2,
      "is truncated", {}),
+    ("rt-trace-not-utf8", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/latin1.csv"], 2,
+     "can't be read", {}),
     ("rt-trace-missing", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/none.csv"], 2, "does not exist", {}),
     ("rt-trace-folder", ["routing", "simulate", "--fleet", FLEET, "--trace", "{sb}/books"], 2, "is a folder", {}),
     ("rt-trace-generator", ["routing", "simulate", "--fleet", FLEET, "--trace", "poisson:n=abc"], 2, "poisson", {}),
@@ -122,6 +126,8 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
     ("ee-serve-device", ["earlyexit", "serve", "--sla-ms", "50", "--device-ms", "-1"], 2, "--device-ms -1", {}),
     ("ee-serve-empty-model", ["earlyexit", "serve", "--sla-ms", "50", "--port", "{free}", "--model",
                               "{sb}/empty.pt"], 2, "is empty", {}),
+    ("ee-serve-garbage-model", ["earlyexit", "serve", "--sla-ms", "50", "--port", "{free}", "--model",
+                                "{sb}/garbage.pt"], 2, "is not a saved early-exit model", {}),
     ("ee-bench-empty-model", ["earlyexit", "bench", "--model", "{sb}/empty.pt"], 2, "is empty", {}),
     ("ee-bench-garbage-model", ["earlyexit", "bench", "--model", "{sb}/garbage.pt"], 2,
      "is not a saved early-exit model", {}),
@@ -170,6 +176,10 @@ class StepsString(Job):
 class StepsDict(Job):
     def steps(self):
         return [{"mapper": self.mapper}]
+
+
+class BadPartitioner(Job):
+    partitioner = "modulo"
 '''
 
 WORKFLOW = """name: badout
@@ -209,6 +219,7 @@ def _sandbox(root: Path) -> None:
     rows = "".join(f"2023-11-16 18:{i // 60:02d}:{i % 60:02d}.000000,{100 + i},20\n" for i in range(3000))
     packed = gzip.compress(("TIMESTAMP,ContextTokens,GeneratedTokens\n" + rows).encode())
     (root / "trunc.csv.gz").write_bytes(packed[: len(packed) // 2])
+    (root / "latin1.csv").write_bytes(b"TIMESTAMP,ContextTokens,GeneratedTokens\n\xe9\xff,1,1\n")
     (root / "empty.pt").write_bytes(b"")
     (root / "garbage.pt").write_bytes(b"not a torch file\n" * 10)
     (root / "jobs.py").write_text(JOBS)
@@ -389,3 +400,63 @@ def test_overwrite_keeps_the_old_output_until_commit_then_swaps(ray_local, tmp_p
     assert sorted(os.listdir(out)) == ["_SUCCESS", "part-r-00000", "part-r-00001"]
     assert dict(result.read()) == {"to": "2", "be": "2", "or": "1", "not": "1"}
     assert _siblings(tmp_path) == []
+
+
+# -- SIGINT/SIGTERM: the shared mechanism in mixfleet.cli ------------------------------------------
+STUBBORN = '''
+import sys, time
+from pathlib import Path
+from mixfleet import cli
+
+cli.GRACE_S = float(sys.argv[2])
+cli.install_signal_handlers()
+scratch = Path(sys.argv[1])
+(scratch / "ready").touch()
+try:
+    time.sleep(120)
+except KeyboardInterrupt:
+    (scratch / "cleaning").touch()
+    time.sleep(120)  # a clean-up that hangs
+'''
+
+
+def _stubborn(tmp_path: Path, grace_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN, str(tmp_path), str(grace_s)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ready").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (tmp_path / "ready").exists(), proc.communicate()
+    return proc
+
+
+def _wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists()
+
+
+def test_sigterm_runs_the_clean_up_and_a_second_signal_leaves_at_once(tmp_path):
+    proc = _stubborn(tmp_path, grace_s=600)
+    proc.terminate()
+    _wait_for(tmp_path / "cleaning", proc)  # SIGTERM took the Ctrl-C path: the except block runs
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.splitlines() == ["error: interrupted"]
+
+
+def test_a_hung_clean_up_is_cut_short_after_the_grace_period(tmp_path):
+    proc = _stubborn(tmp_path, grace_s=0.5)
+    proc.send_signal(2)  # SIGINT
+    _, err = proc.communicate(timeout=60)
+    assert (tmp_path / "cleaning").exists()
+    assert proc.returncode == 130 and err.splitlines() == ["error: interrupted"]
+
+
+def test_messages_use_the_fleet_files_gpu_name():
+    from mixfleet.errors import ClusterError
+    from mixfleet.routing.serve.app import placement_accelerator
+
+    with pytest.raises(ClusterError, match=r"GPU type 'A100-80GB' \(Ray accelerator type 'A100-80G'\)"):
+        placement_accelerator("A100-80G", {"T4": 2}, "A100-80GB")

@@ -149,7 +149,9 @@ class WorldHost:
     async def _invoke(self, version: int, t_arr: float) -> None:
         await self._sleep(t_arr - self.now())
         units, where = self.plans[version]
-        rec = {"t": t_arr, "version": version, "cost_usd": 0.0, "cold_starts": 0, "queue_s": 0.0, "throttles": 0}
+        # lag: how late the emulator started this invocation (its own CPU, not the clouds); a health check
+        rec = {"t": t_arr, "version": version, "cost_usd": 0.0, "cold_starts": 0, "queue_s": 0.0, "throttles": 0,
+               "lag_s": max(0.0, self.now() - t_arr)}
         preds: dict[int, list[int]] = {i: [] for i in range(len(units.members))}
         for a, b in units.edges:
             preds[b].append(a)
@@ -271,6 +273,7 @@ def summarize(out: dict, plan: Plan, window: tuple[float, float] | None = None) 
            "p99_latency_s": pct(lat, 99), "cost_usd": float(np.mean(cost)) if cost else math.nan,
            "cold_starts_per_run": float(np.mean([r["cold_starts"] for r in recs])) if recs else math.nan,
            "queue_s_p95": pct([r["queue_s"] for r in recs], 95),
+           "emulator_lag_s_p95": pct([r.get("lag_s", 0.0) for r in recs], 95),
            "throttles": int(sum(r["throttles"] for r in recs))}
     if window is None:
         res["cost_usd"] += out.get("probe_cost_usd", 0.0) / n  # probes are paid by the runs they serve

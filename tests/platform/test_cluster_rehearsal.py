@@ -88,6 +88,15 @@ def test_rehearsal_file_declares_cluster_yaml_node_types(cli, repo_root):
             assert mine["min_workers"] == 0 and mine["max_workers"] >= 1
 
 
+def test_up_picks_the_ray_command_from_the_provider(cli, tmp_path):
+    r = cli("cluster", "up", LOCAL, "--dry-run")
+    assert r.returncode == 0 and r.stdout.startswith("RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=")
+    r = cli("cluster", "up", "cluster.yaml", "--dry-run")
+    assert r.returncode == 0 and r.stdout.strip() == "ray up cluster.yaml"
+    r = cli("cluster", "down", LOCAL, "--json", env={"MIXFLEET_CLUSTER_DIR": str(tmp_path / "none")})
+    assert r.returncode == 0 and r.json() == {"cluster_name": "mixfleet-local", "stopped": False, "processes": 0}
+
+
 def _ray(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run([str(RAY_BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout,
@@ -151,10 +160,15 @@ def _accelerators_answering(port: int, n: int) -> list[str]:
     return seen
 
 
-def _serve_ready(port: int):
+def _serve_ready(dashboard: str, port: int):
+    """The app is RUNNING (every replica up, so the router sees both GPU types), then answers."""
     import httpx
 
     try:
+        apps = httpx.get(f"{dashboard}/api/serve/applications/", timeout=30).json().get("applications") or {}
+        status = (apps.get("mixfleet-llm") or {}).get("status")
+        if status != "RUNNING":
+            return False, status
         r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", timeout=30,
                        json={"model": "llama-3.2-3b", "prompt": [11, 12], "max_tokens": 2})
     except httpx.HTTPError as exc:
@@ -208,7 +222,7 @@ def test_up_job_submit_serve_deploy_autoscale_and_down(cli, repo_root, data_dir)
         assert {"A100", "T4"} <= set(status["by_accelerator"]) and "V100" not in status["by_accelerator"]
         assert {r["node_type"] for r in status["nodes"] if r["emulated_gpus"]} == {"gpu_a100", "gpu_t4"}
 
-        _wait_for("the router to answer", lambda: _serve_ready(port))
+        _wait_for("the router to be running and answer", lambda: _serve_ready(dashboard, port))
         assert {"A100-80GB", "T4"} <= set(_accelerators_answering(port, 6))
 
         # 3. delete the app: the GPU nodes go after the idle timeout
