@@ -1,19 +1,31 @@
-"""Word count at 0.25-4 GiB: mixfleet vs a single-process Python reference vs Ray Data.
+"""Word count, side by side with the tools a data engineer would pick instead; and scaling to 4 GiB.
 
 Builds the input by repeating the 8 lab books (tests/data/gutenberg) into
-64 MiB files, then, in one run on the same data and the same embedded Ray
-(``--cpus``, default 2):
+64 MiB files. ``--peers`` (the default mode) runs, in one invocation on the
+same ``--peer-size`` GiB of files and with ``--cpus`` (2) cores for everyone:
 
-- mixfleet ``WordCount`` (examples/mapreduce/wordcount.py) at every size,
-  recording elapsed time, MB/s and the peak RSS of every worker actor;
-- the single-process reference: the same mapper, combiner and reducer in a
-  plain Python loop (combining every 100k lines, a fair, strong baseline);
-- Ray Data: ``read_text`` -> ``flat_map`` (one row per word) -> ``groupby("word").count()``.
+- ``script``: a single-process Python script, 4 MiB chunks, ``findall`` + ``Counter.update``;
+- ``reference``: the same mapper/combiner/reducer as ``examples/mapreduce/wordcount.py``
+  in a plain single-process loop (combining every 100k lines);
+- ``spark_df``: Spark DataFrame on ``local[N]`` (split / explode / groupBy count;
+  skipped with a line saying so where ``java`` is missing);
+- ``spark_rdd``: PySpark RDD with the same Python regex (``flatMap`` / ``reduceByKey``);
+- ``dask_bag``: Dask bag, processes scheduler, N workers (``map(findall).flatten().frequencies()``);
+- ``ray_data``: Ray Data with map-side combining (``map_batches`` over whole blocks
+  with a ``Counter``, then ``groupby("word").sum("count")``);
+- ``mixfleet_line``: mixfleet, per-line API (``examples/mapreduce/wordcount.py``);
+- ``mixfleet_chunk``: mixfleet, chunk API (``examples/mapreduce/wordcount_fast.py``).
 
-Outputs are checked equal. Writes ``benchmarks/results/mapreduce_wordcount.{json,md}``.
+Every output is checked equal to the script's. Times are of the query, with the
+engine already started (Ray connected, Spark session up), and include reading
+the input and collecting the counts. ``--scaling`` runs mixfleet (chunk API) at
+each of ``--sizes`` GiB and records the peak RSS of every worker actor.
 
-    python benchmarks/mapreduce_wordcount.py                  # sizes 0.25,0.5,1,4 GiB; peers at 1 GiB
-    python benchmarks/mapreduce_wordcount.py --sizes 0.25 --peer-size 0.25   # quick look
+Writes ``benchmarks/results/mapreduce_wordcount.{json,md}`` (a mode keeps the
+other mode's last results).
+
+    flock /tmp/mixfleet-heavy.lock python benchmarks/mapreduce_wordcount.py --peers
+    flock /tmp/mixfleet-heavy.lock python benchmarks/mapreduce_wordcount.py --scaling
 """
 
 from __future__ import annotations
@@ -21,19 +33,37 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
+import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 GiB, MiB = 1 << 30, 1 << 20
 FILE_BYTES = 64 * MiB
+WORD = re.compile(r"[A-Za-z]+")
+BARS = {"mixfleet_line": {"reference": 1.6, "dask_bag": 1.3}, "mixfleet_chunk": {"script": 1.6, "spark_df": 1.2}}
+LABELS = {
+    "script": "single-process script (4 MiB chunks, findall + Counter.update)",
+    "reference": "single-process, same mapper/combiner/reducer as wordcount.py",
+    "spark_df": "Spark DataFrame local[{cpus}] (split, explode, groupBy count)",
+    "spark_rdd": "PySpark RDD local[{cpus}] (flatMap findall, reduceByKey)",
+    "dask_bag": "Dask bag, processes scheduler, {cpus} workers (map findall, flatten, frequencies)",
+    "ray_data": "Ray Data, map_batches Counter per block, groupby sum",
+    "mixfleet_line": "mixfleet, per-line mapper (wordcount.py)",
+    "mixfleet_chunk": "mixfleet, chunk mapper (wordcount_fast.py)",
+}
 
-spec = importlib.util.spec_from_file_location("bench_wordcount", REPO / "examples" / "mapreduce" / "wordcount.py")
-wordcount = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(wordcount)
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "examples" / "mapreduce" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def build_input(folder: Path, total_gib: float) -> list[Path]:
@@ -67,36 +97,34 @@ class RssSampler:
         self.thread.join()
 
     def _run(self):
-        import psutil
-
+        proc = Path("/proc")
         while not self._stop.is_set():
-            for proc in psutil.process_iter(["pid", "cmdline"]):
+            for d in proc.iterdir():
+                if not d.name.isdigit():
+                    continue
                 try:
-                    cmd = " ".join(proc.info["cmdline"] or [])
-                    if cmd.startswith("ray::Worker"):
-                        rss = proc.memory_info().rss
-                        self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0), rss)
-                except Exception:  # a process that just exited
+                    if not (d / "cmdline").read_bytes().startswith(b"ray::Worker"):
+                        continue
+                    rss = int((d / "statm").read_text().split()[1]) * 4096
+                    self.peaks[int(d.name)] = max(self.peaks.get(int(d.name), 0), rss)
+                except OSError:  # a process that just exited
                     continue
             time.sleep(self.period_s)
 
 
-def run_mixfleet(files: list[Path], out: Path) -> dict:
-    from mixfleet.mapreduce import run
+# --- the systems ----------------------------------------------------------------------------
+def run_script(files: list[Path], cpus: int) -> dict:
+    counts: Counter = Counter()
+    for path in files:
+        with open(path, "rb") as f:
+            while chunk := f.read(4 * MiB):
+                chunk += f.readline()  # whole lines only
+                counts.update(WORD.findall(chunk.decode("utf-8", errors="replace")))
+    return dict(counts)
 
-    with RssSampler() as rss:
-        t0 = time.perf_counter()
-        result = run(wordcount.WordCount, [str(f) for f in files], str(out), overwrite=True)
-        elapsed = time.perf_counter() - t0
-    counts = {k: int(v) for k, v in result.read()}
-    return {"elapsed_s": elapsed, "map_tasks": result.map_tasks, "reduce_tasks": result.reduce_tasks,
-            "worker_peak_rss_mib": sorted(round(v / MiB, 1) for v in rss.peaks.values()), "counts": counts}
 
-
-def run_reference(files: list[Path]) -> dict:
-    """The same mapper/combiner/reducer in one Python process."""
-    job = wordcount.WordCount()
-    t0 = time.perf_counter()
+def run_reference(files: list[Path], cpus: int) -> dict:
+    job = _load("wordcount").WordCount()
     groups: dict[str, list[int]] = {}
     n = 0
     for path in files:
@@ -115,127 +143,216 @@ def run_reference(files: list[Path]) -> dict:
     for k in sorted(groups):
         for k2, v in job.reducer(k, groups[k]):
             counts[k2] = v
-    return {"elapsed_s": time.perf_counter() - t0, "counts": counts}
+    return counts
 
 
-def run_ray_data(files: list[Path], timeout_s: float) -> dict:
-    """Ray Data's groupby yields nothing until the whole shuffle is done, so the time
-    limit is enforced from outside: the query runs in a thread and is abandoned
-    (the process exits soon after) when it overruns."""
+def _spark(cpus: int):
+    from pyspark.sql import SparkSession
+
+    return (SparkSession.builder.master(f"local[{cpus}]").appName("mixfleet-bench")
+            .config("spark.driver.memory", "4g").config("spark.sql.shuffle.partitions", str(2 * cpus))
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").getOrCreate())
+
+
+def run_spark_df(files: list[Path], cpus: int, spark) -> dict:
+    from pyspark.sql import functions as F
+
+    df = spark.read.text([str(f) for f in files])
+    words = df.select(F.explode(F.split(F.col("value"), "[^A-Za-z]+")).alias("word")).where(F.col("word") != "")
+    return {r["word"]: r["count"] for r in words.groupBy("word").count().collect()}
+
+
+def run_spark_rdd(files: list[Path], cpus: int, spark) -> dict:
+    from operator import add
+
+    word = WORD
+    rdd = spark.sparkContext.textFile(",".join(str(f) for f in files))
+    return dict(rdd.flatMap(word.findall).map(lambda w: (w, 1)).reduceByKey(add, 2 * cpus).collect())
+
+
+def run_dask_bag(files: list[Path], cpus: int) -> dict:
+    import dask.bag as db
+
+    word = WORD
+    bag = db.read_text([str(f) for f in files], blocksize=FILE_BYTES)
+    return dict(bag.map(word.findall).flatten().frequencies().compute(scheduler="processes", num_workers=cpus))
+
+
+def run_ray_data(files: list[Path], cpus: int) -> dict:
     import ray.data
 
-    word = wordcount.WORD
+    word = WORD
 
-    def words(row: dict) -> list[dict]:
-        return [{"word": w} for w in word.findall(row["text"])]
+    def count(batch: dict) -> dict:
+        c: Counter = Counter()
+        for line in batch["text"]:
+            c.update(word.findall(line))
+        return {"word": list(c), "count": list(c.values())}
 
-    box: dict = {}
+    ds = ray.data.read_text([str(f) for f in files]).map_batches(count, batch_size=None)
+    counts = {}
+    for batch in ds.groupby("word", num_partitions=2 * cpus).sum("count").iter_batches(batch_size=65536, batch_format="pyarrow"):
+        counts.update(zip(batch.column("word").to_pylist(), batch.column("sum(count)").to_pylist(), strict=True))
+    return counts
 
-    def query() -> None:
-        ds = ray.data.read_text([str(f) for f in files]).flat_map(words).groupby("word").count()
-        counts = {}
-        for batch in ds.iter_batches(batch_size=65536, batch_format="pyarrow"):
-            for w, c in zip(batch.column("word").to_pylist(), batch.column("count()").to_pylist(), strict=True):
-                counts[w] = c
-        box["counts"] = counts
 
-    t0 = time.perf_counter()
-    thread = threading.Thread(target=query, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        return {"elapsed_s": None, "timed_out_after_s": timeout_s, "counts": None}
-    return {"elapsed_s": time.perf_counter() - t0, "counts": box.get("counts")}
+def run_mixfleet(files: list[Path], cpus: int, example: str, cls: str, out: Path) -> dict:
+    from mixfleet.mapreduce import run
+
+    result = run(getattr(_load(example), cls), [str(f) for f in files], str(out), overwrite=True)
+    counts = {k: int(v) for k, v in result.read()}
+    shutil.rmtree(out, ignore_errors=True)
+    return counts
+
+
+# --- modes ---------------------------------------------------------------------------------
+def peers(args, files: list[Path], out_root: Path) -> dict:
+    systems = {
+        "script": lambda: run_script(files, args.cpus),
+        "reference": lambda: run_reference(files, args.cpus),
+        "mixfleet_line": lambda: run_mixfleet(files, args.cpus, "wordcount", "WordCount", out_root / "out-line"),
+        "mixfleet_chunk": lambda: run_mixfleet(files, args.cpus, "wordcount_fast", "WordCountFast",
+                                               out_root / "out-chunk"),
+        "ray_data": lambda: run_ray_data(files, args.cpus),
+        "dask_bag": lambda: run_dask_bag(files, args.cpus),
+    }
+    skipped = {}
+    spark = None
+    if shutil.which("java") is None:
+        skipped["spark_df"] = skipped["spark_rdd"] = "java is not installed on this machine: Spark skipped"
+        print("spark: skipped, `java` not found on PATH", file=sys.stderr)
+    else:
+        spark = _spark(args.cpus)
+        systems["spark_df"] = lambda: run_spark_df(files, args.cpus, spark)
+        systems["spark_rdd"] = lambda: run_spark_rdd(files, args.cpus, spark)
+    results, truth = {}, None
+    for name, fn in systems.items():
+        t0 = time.perf_counter()
+        counts = fn()
+        elapsed = time.perf_counter() - t0
+        truth = truth if truth is not None else counts
+        results[name] = {"elapsed_s": round(elapsed, 2), "output_equal": counts == truth}
+        print(f"  {name:15s} {elapsed:7.1f} s  equal={counts == truth}", file=sys.stderr)
+    if spark is not None:
+        spark.stop()
+    ratios = {api: {peer: round(results[peer]["elapsed_s"] / results[api]["elapsed_s"], 2)
+                    for peer in bars if peer in results} for api, bars in BARS.items()}
+    return {"systems": results, "skipped": skipped, "ratios": ratios, "distinct_words": len(truth or {}),
+            "java": _java_version()}
+
+
+def scaling(args, all_files: list[Path], out_root: Path) -> list[dict]:
+    rows = []
+    for gib in [float(s) for s in args.sizes.split(",")]:
+        files = all_files[: int(round(gib * GiB / FILE_BYTES))]
+        with RssSampler() as rss:
+            t0 = time.perf_counter()
+            run_mixfleet(files, args.cpus, "wordcount_fast", "WordCountFast", out_root / "out-scaling")
+            elapsed = time.perf_counter() - t0
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        rows.append({"gib": gib, "mb": round(mb, 1), "elapsed_s": round(elapsed, 2), "mb_per_s": round(mb / elapsed, 2),
+                     "worker_peak_rss_mib": sorted(round(v / MiB, 1) for v in rss.peaks.values())})
+        print(f"  scaling {gib} GiB: {elapsed:.1f} s, peak RSS per worker {rows[-1]['worker_peak_rss_mib']}",
+              file=sys.stderr)
+    return rows
+
+
+def _java_version() -> str | None:
+    import subprocess
+
+    if shutil.which("java") is None:
+        return None
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True)
+    return (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else "java"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="0.25,0.5,1,4", help="GiB sizes for the mixfleet scaling runs")
-    ap.add_argument("--peer-size", type=float, default=1.0, help="GiB size of the side-by-side comparison")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--peers", action="store_true", help="the side-by-side comparison (default)")
+    mode.add_argument("--scaling", action="store_true", help="mixfleet (chunk API) at each of --sizes")
+    ap.add_argument("--sizes", default="0.25,0.5,1,2,4", help="GiB sizes for --scaling")
+    ap.add_argument("--peer-size", type=float, default=1.0, help="GiB of input for --peers")
     ap.add_argument("--data-dir", default="/tmp/mixfleet-bench-wordcount")
     ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--ray-data-timeout", type=float, default=1800)
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. machine contention)")
     args = ap.parse_args()
-    sizes = [float(s) for s in args.sizes.split(",")]
+
+    import logging
 
     from mixfleet.platform import connect
 
     connect(num_cpus=args.cpus)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     data = Path(args.data_dir)
-    all_files = build_input(data / "in", max(sizes + [args.peer_size]))
-    per_file = all_files[0].stat().st_size
-    take = lambda gib: all_files[: int(round(gib * GiB / FILE_BYTES))]  # noqa: E731
-
-    peer_files = take(args.peer_size)
-    peer_mb = len(peer_files) * per_file / 1e6
-    print(f"side by side on {peer_mb:.0f} MB ({len(peer_files)} files), {args.cpus} CPUs", file=sys.stderr)
-    mix = run_mixfleet(peer_files, data / "out-peer")
-    print(f"  mixfleet   {mix['elapsed_s']:.1f} s", file=sys.stderr)
-    ref = run_reference(peer_files)
-    print(f"  reference  {ref['elapsed_s']:.1f} s", file=sys.stderr)
-    assert mix["counts"] == ref["counts"], "mixfleet and the reference disagree"
-
-    scaling = []
-    for gib in sizes:
-        files = take(gib)
-        r = mix if files == peer_files else run_mixfleet(files, data / f"out-{gib}")
-        mb = len(files) * per_file / 1e6
-        scaling.append({"gib": gib, "mb": round(mb, 1), "elapsed_s": round(r["elapsed_s"], 2),
-                        "mb_per_s": round(mb / r["elapsed_s"], 2), "map_tasks": r["map_tasks"],
-                        "reduce_tasks": r["reduce_tasks"], "worker_peak_rss_mib": r["worker_peak_rss_mib"]})
-        print(f"  scaling {gib} GiB: {r['elapsed_s']:.1f} s, peak RSS/worker {r['worker_peak_rss_mib']}",
-              file=sys.stderr)
-
-    rd = run_ray_data(peer_files, args.ray_data_timeout)  # last: an overrunning query is abandoned
-    print(f"  ray data   {rd['elapsed_s']} s", file=sys.stderr)
-    rd_equal = rd["counts"] == ref["counts"] if rd["counts"] is not None else None
-
-    def rate(x):
-        return round(peer_mb / x["elapsed_s"], 2) if x["elapsed_s"] else None
-
-    out = {
-        "benchmark": "mapreduce_wordcount",
-        "command": "python benchmarks/mapreduce_wordcount.py " + " ".join(sys.argv[1:]),
-        "cpus": args.cpus, "note": args.note, "peer_mb": round(peer_mb, 1),
-        "mixfleet": {"elapsed_s": round(mix["elapsed_s"], 2), "mb_per_s": rate(mix)},
-        "reference": {"elapsed_s": round(ref["elapsed_s"], 2), "mb_per_s": rate(ref)},
-        "ray_data": {"elapsed_s": round(rd["elapsed_s"], 2) if rd["elapsed_s"] else None, "mb_per_s": rate(rd),
-                     "timed_out_after_s": rd.get("timed_out_after_s"), "output_equal": rd_equal},
-        "ratio_vs_reference": round(ref["elapsed_s"] / mix["elapsed_s"], 2),
-        "ratio_vs_ray_data": round(rd["elapsed_s"] / mix["elapsed_s"], 2) if rd["elapsed_s"] else None,
-        "bars": {"vs_reference": 1.6, "vs_ray_data": 1.5},
-        "scaling": scaling,
-        "distinct_words": len(ref["counts"]),
-    }
+    sizes = [float(s) for s in args.sizes.split(",")] if args.scaling else [args.peer_size]
+    all_files = build_input(data / "in", max(sizes))
+    path = RESULTS / "mapreduce_wordcount.json"
+    out = json.loads(path.read_text()) if path.exists() else {}
+    if not all(isinstance(out.get(k, {}), dict) for k in ("peers", "scaling")):
+        out = {}  # results of an older version of this script
+    out["benchmark"] = "mapreduce_wordcount"
+    command = "python benchmarks/mapreduce_wordcount.py " + " ".join(sys.argv[1:])
+    if args.scaling:
+        out["scaling"] = {"command": command, "cpus": args.cpus, "note": args.note,
+                          "rows": scaling(args, all_files, data)}
+    else:
+        files = all_files[: int(round(args.peer_size * GiB / FILE_BYTES))]
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"side by side on {mb:.0f} MB ({len(files)} files), {args.cpus} CPUs", file=sys.stderr)
+        out["peers"] = {"command": command, "cpus": args.cpus, "note": args.note, "mb": round(mb, 1),
+                        "bars": BARS, **peers(args, files, data)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "mapreduce_wordcount.json").write_text(json.dumps(out, indent=2) + "\n")
+    path.write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / "mapreduce_wordcount.md").write_text(markdown(out))
     print(markdown(out))
-    print(f"reproduce: {out['command']}")
     return 0
 
 
+def headline(r: dict) -> str:
+    """One line for the README's summary table."""
+    p = r.get("peers")
+    if not p:
+        return ""
+    ratio = p["ratios"]
+    parts = [f"{api.split('_')[1]} API {got}x {peer}" for api in ratio for peer, got in ratio[api].items()]
+    return f"{p['mb']:.0f} MB on {p['cpus']} CPUs: " + ", ".join(parts)
+
+
 def markdown(r: dict) -> str:
-    rd = r["ray_data"]
-    rd_time = f"{rd['elapsed_s']:.1f}" if rd["elapsed_s"] else f"> {rd['timed_out_after_s']:.0f} (stopped)"
-    lines = [
-        f"### MapReduce word count, {r['peer_mb']:.0f} MB, {r['cpus']} CPUs", "",
-        "| system | time (s) | MB/s | mixfleet speed-up | bar |", "| --- | ---: | ---: | ---: | ---: |",
-        f"| mixfleet | {r['mixfleet']['elapsed_s']:.1f} | {r['mixfleet']['mb_per_s']:.1f} | 1.00 | |",
-        f"| single-process Python (same mapper/combiner/reducer) | {r['reference']['elapsed_s']:.1f} | "
-        f"{r['reference']['mb_per_s']:.1f} | {r['ratio_vs_reference']:.2f} | >= 1.6 |",
-        f"| Ray Data (read_text, flat_map, groupby count) | {rd_time} | {rd['mb_per_s'] or '-'} | "
-        f"{r['ratio_vs_ray_data'] or '-'} | >= 1.5 |",
-        "", "| input (GiB) | time (s) | MB/s | maps | reduces | peak RSS per worker (MiB) |",
-        "| ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for s in r["scaling"]:
-        lines.append(f"| {s['gib']} | {s['elapsed_s']} | {s['mb_per_s']} | {s['map_tasks']} | {s['reduce_tasks']} | "
-                     f"{', '.join(str(x) for x in s['worker_peak_rss_mib'])} |")
-    if r.get("note"):
-        lines += ["", f"Note: {r['note']}"]
-    lines += ["", f"Reproduce: `{r['command']}`", ""]
+    lines: list[str] = []
+    p = r.get("peers")
+    if p:
+        cpus = p["cpus"]
+        lines += [f"### Word count side by side: {p['mb']:.0f} MB, {cpus} CPUs, one run", "",
+                  "| system | time (s) | MB/s | same output |", "| --- | ---: | ---: | --- |"]
+        for name, s in sorted(p["systems"].items(), key=lambda kv: kv[1]["elapsed_s"]):
+            label = LABELS[name].format(cpus=cpus)
+            lines.append(f"| {label} | {s['elapsed_s']:.1f} | {p['mb'] / s['elapsed_s']:.1f} | "
+                         f"{'yes' if s['output_equal'] else 'NO'} |")
+        for name, why in p.get("skipped", {}).items():
+            lines.append(f"| {LABELS[name].format(cpus=cpus)} | skipped | | {why} |")
+        lines += ["", "| mixfleet API | vs | speed-up | bar | met |", "| --- | --- | ---: | ---: | --- |"]
+        for api, bars in p["bars"].items():
+            for peer, bar in bars.items():
+                got = p["ratios"].get(api, {}).get(peer)
+                met = "-" if got is None else ("yes" if got >= bar else "**no**")
+                lines.append(f"| {api} | {peer} | {got if got is not None else '-'} | >= {bar} | {met} |")
+        if p.get("java"):
+            lines += ["", f"Spark ran on {p['java']}."]
+        if p.get("note"):
+            lines += ["", f"Note: {p['note']}"]
+        lines += ["", f"Reproduce: `flock /tmp/mixfleet-heavy.lock {p['command'].strip()}`", ""]
+    s = r.get("scaling")
+    if s:
+        lines += [f"### mixfleet scaling (chunk API), {s['cpus']} CPUs", "",
+                  "| input (GiB) | time (s) | MB/s | peak RSS per worker (MiB) |", "| ---: | ---: | ---: | --- |"]
+        for row in s["rows"]:
+            lines.append(f"| {row['gib']} | {row['elapsed_s']} | {row['mb_per_s']} | "
+                         f"{', '.join(str(x) for x in row['worker_peak_rss_mib'])} |")
+        if s.get("note"):
+            lines += ["", f"Note: {s['note']}"]
+        lines += ["", f"Reproduce: `flock /tmp/mixfleet-heavy.lock {s['command'].strip()}`", ""]
     return "\n".join(lines)
 
 

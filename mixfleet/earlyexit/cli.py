@@ -236,10 +236,11 @@ def serve(
                         (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "") +
                         (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "") +
                         " (Ctrl-C to stop)")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        try:  # up and serving: Ctrl-C / SIGTERM is an orderly stop (exit 0); while starting it is an interrupt
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
     finally:
         shutdown()
 

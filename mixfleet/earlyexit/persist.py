@@ -62,7 +62,7 @@ def read(path: str | Path) -> dict:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"'{p}' is not a saved early-exit model: {first_line(exc)}",
+        raise InputError(f"'{p}' is not a saved early-exit model ({type(exc).__name__}: {first_line(exc)[:100]})",
                          "pass a file written by 'mixfleet earlyexit train'") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"'{p}' is not a saved early-exit model (format {FORMAT} expected)",

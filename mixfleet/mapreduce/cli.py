@@ -76,16 +76,19 @@ class _Bars:
                                  TextColumn("{task.completed:.0f}/{task.total:.0f}"),
                                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
                                  TextColumn("ETA"), TimeRemainingColumn(), console=console(), transient=False)
-        self.ids: dict[str, int] = {}
+        self.ids: dict[str, int] | None = None
 
     def __enter__(self):
-        self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.ids is not None:
+            self.progress.stop()
 
     def update(self, st: dict) -> None:
+        if self.ids is None:  # started on the first report, so an input error prints nothing but its line
+            self.ids = {}
+            self.progress.start()
         mbps = st["bytes_done"] / 1e6 / max(st["elapsed_s"], 1e-6)
         step = f" step {st['step'] + 1}/{st['steps']}" if st["steps"] > 1 else ""
         for kind, counts in (("map", st["maps"]), ("reduce", st["reduces"])):

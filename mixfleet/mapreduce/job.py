@@ -11,6 +11,11 @@ Invariants:
 - For text input the mapper gets ``key=None`` and one line without its
   newline; for JSONL a parsed object; for Parquet and Ray Datasets a row dict.
   Steps after the first get the previous step's ``(key, value)`` pairs.
+- A job may define ``mapper_chunk(self, chunk)`` instead (mrjob's
+  ``mapper_raw``, Spark's ``mapPartitions``): it is called once per block the
+  map reads (``chunk_bytes``, 4 MiB), with one ``str`` of whole lines
+  (newlines kept) for text input, or the list of records otherwise. Combiner,
+  counters, retries and backups work the same.
 - Counters and status go to the attempt's :class:`TaskContext`; the master
   keeps only the counters of winning attempts.
 - This module does not import Ray: a job file can be imported anywhere.
@@ -30,6 +35,7 @@ class Step:
     """One map[-combine]-reduce step; any missing function is an identity."""
 
     mapper: Callable[..., Pairs] | None = None
+    mapper_chunk: Callable[[Any], Pairs] | None = None
     combiner: Callable[..., Pairs] | None = None
     reducer: Callable[..., Pairs] | None = None
     mapper_init: Callable[[], Pairs] | None = None
@@ -89,6 +95,7 @@ class Job:
         """The job's steps; one step of this class's own methods by default."""
         return [Step(
             mapper=self.mapper,
+            mapper_chunk=self._own("mapper_chunk"),
             combiner=self._own("combiner"),
             reducer=self.reducer,
             mapper_init=self._own("mapper_init"),
@@ -127,6 +134,18 @@ class Job:
 
     def _bind(self, ctx: TaskContext) -> None:
         self._ctx = ctx
+
+    def _note_sources(self) -> None:
+        """Remember where the job's methods are defined (the driver has the file; a job
+        shipped by value may not), for errors that name the user's file and line."""
+        import inspect
+
+        files = {}
+        for name, fn in inspect.getmembers(type(self), inspect.isfunction):
+            code = getattr(fn, "__code__", None)
+            if code is not None and not fn.__module__.startswith("mixfleet."):
+                files[name] = code.co_filename
+        self._source_files = files
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -47,8 +47,13 @@ from mixfleet.mapreduce.reporting import Reporting
 from mixfleet.mapreduce.settings import RunConfig
 from mixfleet.mapreduce.speculation import Running, choose_backup
 from mixfleet.mapreduce.splitting import steal
+from mixfleet.mapreduce.store import store_for
 from mixfleet.mapreduce.tasks import State, Task, TaskTable
 from mixfleet.mapreduce.worker import Worker
+
+
+class Recompute(Exception):
+    """Raised by a phase once its running attempts ended after a reduce found map outputs lost."""
 
 
 class JobFailed(Exception):
@@ -60,8 +65,9 @@ class JobFailed(Exception):
 class Master(Recovery, Reporting):
     def __init__(self, job_ref: list, files: list, splits: list[list[Piece]], num_steps: int,
                  partitioners: list[str], num_reducers: int, num_workers: int, worker_cpus: float,
-                 output: tuple, store: Any, cfg: RunConfig, fingerprint: str = "", incarnation: int = 0):
-        self.job_ref, self.files, self.cfg, self.store = job_ref, files, cfg, store
+                 output: tuple, stores: dict, cfg: RunConfig, fingerprint: str = "", incarnation: int = 0):
+        self.job_ref, self.files, self.cfg, self.stores = job_ref, files, cfg, stores
+        self.recompute: set[str] = set()  # map tasks whose outputs a reduce could not fetch
         self.splits, self.num_steps, self.partitioners = splits, num_steps, partitioners
         self.num_reducers, self.output = num_reducers, output
         self.fingerprint, self.incarnation = fingerprint, incarnation
@@ -98,7 +104,7 @@ class Master(Recovery, Reporting):
         me = ray.get_runtime_context().current_actor
         shuffle = (self.ckpt_fs, self.ckpt_path) if self.cfg.durable_shuffle else None
         handle = ray.remote(Worker).options(num_cpus=self.worker_cpus, max_restarts=0, max_concurrency=1).remote(
-            self.job_ref, self.files, me, self.store, self.cfg, i, shuffle)
+            self.job_ref, self.files, me, self.stores, self.cfg, i, shuffle)
         self.workers[i] = handle
         self.where[i] = None  # set by the first task it starts
 
@@ -145,18 +151,26 @@ class Master(Recovery, Reporting):
                     boundaries = st["boundaries"] = await self._sample(step, pieces)
                 maps = self._map_tasks(step, pieces, saved.get("maps"))
                 st["maps"] = maps
-                self.phase = "map"
-                await self._phase(maps, lambda t, a, w, s=step, b=boundaries: self.workers[w].map.remote(
-                    t.id, a.number, s, list(t.pieces), self.num_reducers, b))
-                self._save(force=True)
-                self.reduce_records = []
-                reduces = self._reduce_tasks(step, saved.get("reduces"), last)
-                st["reduces"] = reduces
-                self.phase = "reduce"
-                out = self.output if last else None
-                shuffle_fs = self.ckpt_fs if self.cfg.durable_shuffle else None
-                await self._phase(reduces, lambda t, a, w, s=step, o=out, ms=maps, sf=shuffle_fs: self.workers[w].reduce.remote(
-                    t.id, a.number, s, t.index, [self._source(m, t.index) for m in ms], o, sf))
+                reduces = None
+                while True:  # map, reduce, and back to the maps whose outputs were lost
+                    self.phase = "map"
+                    await self._phase(maps, lambda t, a, w, s=step, b=boundaries: self.workers[w].map.remote(
+                        t.id, a.number, s, list(t.pieces), self.num_reducers, b))
+                    self._save(force=True)
+                    if reduces is None:
+                        self.reduce_records = []
+                        reduces = st["reduces"] = self._reduce_tasks(step, saved.get("reduces"), last)
+                    self.phase = "reduce"
+                    out = self.output if last else None
+                    shuffle_fs = self.ckpt_fs if self.cfg.durable_shuffle else None
+                    try:
+                        await self._phase(reduces, lambda t, a, w, s=step, o=out, ms=maps, sf=shuffle_fs:
+                                          self.workers[w].reduce.remote(t.id, a.number, s, t.index,
+                                                                        [self._source(m, t.index) for m in ms], o, sf))
+                        self.recompute = set()
+                        break
+                    except Recompute:
+                        self._recompute_lost(maps)
                 self._save(force=True)
                 if last:
                     winners = {t.index: t.result["path"] for t in reduces}
@@ -177,12 +191,13 @@ class Master(Recovery, Reporting):
                 if w is not None:
                     ray.kill(w)
 
-    def _source(self, m: Task, index: int) -> Any:
+    def _source(self, m: Task, index: int) -> tuple[str, Any]:
+        """``(map task id, ObjectRef or durable file or None)`` of map ``m``'s block for ``index``."""
         ref = m.result["refs"][index] if m.result.get("refs") else None
         if ref is not None:
-            return ref
+            return m.id, ref
         files = m.result.get("files")
-        return files[index] if files else None
+        return m.id, files[index] if files else None
 
     def _map_tasks(self, step: int, pieces: list[list[Piece]], saved: list | None) -> list[Task]:
         if saved and step == 0:  # the saved pieces include stolen tails
@@ -206,8 +221,13 @@ class Master(Recovery, Reporting):
         kind = tasks[0].kind if tasks else "map"
         while True:
             self._check_silence(inflight)
-            idle = sorted((i for i in range(len(self.workers)) if i not in self.busy),
-                          key=lambda i: self.where[i] is None)  # workers known to be up first
+            if self.recompute:  # let the running attempts end, then go back to the maps
+                if not inflight:
+                    raise Recompute()
+                idle = []
+            else:
+                idle = sorted((i for i in range(len(self.workers)) if i not in self.busy),
+                              key=lambda i: self.where[i] is None)  # workers known to be up first
             for i in list(idle):
                 task = next((t for t in tasks if t.state is State.PENDING), None)
                 if task is None and self.cfg.steal and kind == "map":
@@ -242,17 +262,25 @@ class Master(Recovery, Reporting):
         inflight[fut] = (task, attempt, handle)
 
     async def _drain(self, inflight: dict) -> None:
-        """Losing attempts still running: count their time as wasted, replace their workers
-        (they may be stuck in user code) and wait until they are gone, so that no loser
-        writes an attempt file after the commit."""
+        """Losing attempts still running: count their time as wasted and make sure they are
+        gone, so that no loser writes an attempt file after the commit. A losing map stops by
+        itself at its next claim: it gets ``drain_grace_s`` to do so and keeps its worker (a
+        new actor costs seconds); a losing reduce, or a map stuck in user code, has its worker
+        replaced."""
+        if not inflight:
+            return
+        maps = [f for f, (task, _a, _h) in inflight.items() if task.kind == "map"]
+        if maps:
+            await asyncio.wait(maps, timeout=self.cfg.drain_grace_s)
         now = time.monotonic()
         gone = []
         for fut, (_task, attempt, handle) in list(inflight.items()):
             self.spec["wasted_ms"] += int(1000 * (now - attempt.started))
             self.busy.pop(attempt.worker, None)
-            self._replace(attempt.worker, handle)
-            gone.append(fut)
             del inflight[fut]
+            if not fut.done():
+                self._replace(attempt.worker, handle)
+                gone.append(fut)
         if gone:
             await asyncio.wait(gone, timeout=max(10.0, self.cfg.heartbeat_timeout_s))
 
@@ -289,6 +317,9 @@ class Master(Recovery, Reporting):
                 self._lost(task, attempt)
             return
         elapsed = time.monotonic() - attempt.started
+        if "lost" in result:
+            self._outputs_lost(task, attempt, result["lost"])
+            return
         if attempt.outcome == "cancelled":  # another attempt already won
             self.spec["wasted_ms"] += int(1000 * elapsed)
             return
@@ -300,7 +331,7 @@ class Master(Recovery, Reporting):
             self.spec["backups_won"] += int(attempt.speculative)
             self._merge_counters(result["counters"])
             if task.kind == "map":
-                self.store.register.remote(task.id, result["refs"])
+                store_for(self.stores, result.get("node", ""))[1].register.remote(task.id, result["refs"])
                 for key, n in result.get("hot", {}).items():
                     self.hot[key] = self.hot.get(key, 0) + n
             else:

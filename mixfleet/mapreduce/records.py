@@ -7,8 +7,9 @@ through ``claim(pos, want) -> (granted, end)`` so that the master can hand
 the unclaimed remainder to an idle worker; a claim never shrinks below what
 was already granted, so no line is read twice or skipped.
 
-A batch is ``(offset, records)``: the byte offset of its first line (or the
-row index for Parquet and blocks) and a list of values for the mapper.
+A batch is ``(offset, records, bytes)``: the byte offset of its first line (or
+the row index for Parquet and blocks), a list of values for the mapper (or,
+``raw``, one ``str`` block of whole lines) and the bytes it was read from.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def _finish_line(f: Any, data: bytes, pos: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def iter_lines(entry: InputFile, piece: Piece, chunk: int, claim: Claim | None = None
-               ) -> Iterator[tuple[int, list[str]]]:
-    """Batches of lines (without newline) of one byte range, claimed chunk by chunk."""
+def _iter_text(entry: InputFile, piece: Piece, chunk: int, claim: Claim | None, raw: bool
+               ) -> Iterator[tuple[int, Any, int]]:
+    """``(offset, lines or text, bytes)`` of one byte range, claimed chunk by chunk."""
     with entry.fs.open_input_file(entry.path) as f:
         size = f.size()
         end = min(piece.end, size)
@@ -74,30 +75,39 @@ def iter_lines(entry: InputFile, piece: Piece, chunk: int, claim: Claim | None =
             if not data:
                 break
             text = data.decode("utf-8", errors="replace")
-            lines = text.split("\n")
-            if lines and lines[-1] == "":
-                lines.pop()
-            if "\r" in text:
-                lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-            yield pos, lines
+            if raw:
+                yield pos, text, len(data)
+            else:
+                lines = text.split("\n")
+                if lines and lines[-1] == "":
+                    lines.pop()
+                if "\r" in text:
+                    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+                yield pos, lines, len(data)
             pos += len(data)
 
 
-def iter_records(entry: InputFile | None, piece: Piece, chunk: int, claim: Claim | None = None
-                 ) -> Iterator[tuple[int, list[Any]]]:
-    """Batches of mapper values for any kind of piece (see module docstring)."""
-    if piece.block_kind == "pairs":
-        import ray
+def iter_lines(entry: InputFile, piece: Piece, chunk: int, claim: Claim | None = None
+               ) -> Iterator[tuple[int, list[str]]]:
+    """Batches of lines (without newline) of one byte range, claimed chunk by chunk."""
+    for pos, lines, _ in _iter_text(entry, piece, chunk, claim, raw=False):
+        yield pos, lines
 
-        pairs = pickle.loads(ray.get(piece.block))
-        yield 0, pairs
+
+def iter_records(entry: InputFile | None, piece: Piece, chunk: int, claim: Claim | None = None,
+                 raw: bool = False) -> Iterator[tuple[int, Any, int]]:
+    """``(offset, batch, bytes)`` for any kind of piece (see module docstring).
+
+    ``raw``: a text batch is one ``str`` of whole lines (newlines kept) instead of
+    a list of lines, for ``mapper_chunk``; other kinds are lists either way."""
+    if piece.block_kind == "pairs":
+        data = piece.block if isinstance(piece.block, bytes) else _get(piece.block)
+        yield 0, pickle.loads(data), len(data)
         return
     if piece.block_kind == "arrow":
-        import ray
-
-        table = ray.get(piece.block)
+        table = _get(piece.block)
         for offset, batch in _arrow_batches(table):
-            yield offset, batch
+            yield offset, batch, 0
         return
     assert entry is not None
     if entry.fmt == "parquet":
@@ -108,14 +118,20 @@ def iter_records(entry: InputFile | None, piece: Piece, chunk: int, claim: Claim
             row = sum(pf.metadata.row_group(i).num_rows for i in range(piece.start))
             for rg in range(piece.start, piece.end):
                 for offset, batch in _arrow_batches(pf.read_row_group(rg)):
-                    yield row + offset, batch
+                    yield row + offset, batch, 0
                 row += pf.metadata.row_group(rg).num_rows
         return
-    for offset, lines in iter_lines(entry, piece, chunk, claim):
-        if entry.fmt == "jsonl":
-            yield offset, _parse_jsonl(entry, offset, lines)
-        else:
-            yield offset, lines
+    if entry.fmt == "jsonl":
+        for offset, lines, nbytes in _iter_text(entry, piece, chunk, claim, raw=False):
+            yield offset, _parse_jsonl(entry, offset, lines), nbytes
+        return
+    yield from _iter_text(entry, piece, chunk, claim, raw=raw)
+
+
+def _get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref)
 
 
 def _arrow_batches(table: Any, rows: int = 65536) -> Iterator[tuple[int, list[dict]]]:

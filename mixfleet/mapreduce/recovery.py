@@ -1,9 +1,16 @@
-"""Recovery for the master: restore finished tasks from a checkpoint, and save one.
+"""Recovery for the master: lineage for lost map outputs, restore from a checkpoint, save one.
 
 A mixin of :class:`~mixfleet.mapreduce.master.Master` (it uses the master's
-table, store, file systems and counters). A task recorded done is restored
-only if its output is still reachable: map blocks held by the block store,
-durable shuffle files, or a reduce attempt file under ``_temporary``.
+table, stores, file systems and counters).
+
+- Lineage: when a reduce cannot fetch a map block because the node (and so
+  the block store) holding it died, the reduce attempt is retried and every
+  finished map whose blocks lived in that store runs again (as Spark and
+  Hadoop re-run the maps of a lost node); their old counters are taken back
+  so that counters stay those of one winning attempt per task.
+- Restore: a task recorded done is restored only if its output is still
+  reachable: map blocks held by a block store, durable shuffle files, or a
+  reduce attempt file under ``_temporary``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,24 @@ from mixfleet.mapreduce.tasks import State, Task
 
 
 class Recovery:
+    # --- lineage ----------------------------------------------------------------------
+    def _outputs_lost(self, task: Task, attempt, lost: list[str]) -> None:
+        """A reduce attempt could not fetch the blocks of maps ``lost``: retry it after those
+        maps (and every map whose blocks lived in the same, dead, store) ran again."""
+        self._lost(task, attempt)
+        nodes = {t.result.get("node") for t in self.table.of_kind("map") if t.id in lost and t.result}
+        self.recompute |= {t.id for t in self.table.of_kind("map")
+                           if t.state is State.DONE and t.result and t.result.get("refs")
+                           and (t.id in lost or t.result.get("node") in nodes)}
+
+    def _recompute_lost(self, maps: list[Task]) -> None:
+        for t in maps:
+            if t.id in self.recompute and t.state is State.DONE:
+                self._merge_counters(t.result["counters"], sign=-1)
+                self.table.recompute(t)
+                self.spec["maps_recomputed"] = self.spec.get("maps_recomputed", 0) + 1
+        self.recompute = set()
+
     def _restore_done(self, tasks: list[Task], saved: list, kind: str) -> None:
         """Mark tasks done whose checkpointed output is still reachable."""
         import pyarrow.fs as pafs
@@ -24,7 +49,7 @@ class Recovery:
         done = {s["id"]: s for s in saved if s.get("state") == "done"}
         if not done:
             return
-        refs = ray.get(self.store.lookup.remote(list(done))) if kind == "map" else {}
+        refs = self._lookup(list(done)) if kind == "map" else {}
         for task in tasks:
             s = done.get(task.id)
             if s is None:
@@ -46,6 +71,16 @@ class Recovery:
             self._merge_counters(result["counters"])
             for key, n in result.get("hot", {}).items():
                 self.hot[key] = self.hot.get(key, 0) + n
+
+    def _lookup(self, task_ids: list[str]) -> dict[str, list]:
+        """The kept block references of ``task_ids``, from every store still alive."""
+        refs: dict[str, list] = {}
+        for store in self.stores.values():
+            try:
+                refs.update(ray.get(store.lookup.remote(task_ids)))
+            except ray.exceptions.RayActorError:  # its node is gone, and its blocks with it
+                continue
+        return refs
 
     # --- checkpoint -------------------------------------------------------------------
     def _restore_stats(self) -> None:

@@ -20,11 +20,12 @@ import time
 
 
 class Reporting:
-    def _merge_counters(self, counters: dict) -> None:
+    def _merge_counters(self, counters: dict, sign: int = 1) -> None:
+        """Add a winner's counters (``sign=-1`` takes back those of a map that runs again)."""
         for group, names in counters.items():
             bucket = self.counters.setdefault(group, {})
             for name, n in names.items():
-                bucket[name] = bucket.get(name, 0) + n
+                bucket[name] = bucket.get(name, 0) + sign * n
 
     def status(self) -> dict:
         """The live status the runner polls (progress bars, ``--json`` progress)."""

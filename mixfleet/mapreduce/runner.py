@@ -22,10 +22,12 @@ from typing import Any
 
 from mixfleet.errors import InputError, JobError, MixfleetError
 from mixfleet.mapreduce import checkpoint as ckpt
+from mixfleet.mapreduce.inline import inline_splits, run_inline
 from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_splits, resolve_inputs
 from mixfleet.mapreduce.job import Job, check_steps
 from mixfleet.mapreduce.outputs import abort, check_output, input_folders, prepare_output, read_output
 from mixfleet.mapreduce.settings import RunConfig
+from mixfleet.mapreduce.store import start_stores
 
 
 class Interrupted(KeyboardInterrupt):
@@ -135,19 +137,21 @@ def default_reducers(total_bytes: int, workers: int, cfg: RunConfig) -> int:
 
 def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None = None,
         num_workers: int | None = None, *, address: str | None = None, filesystem: Any = None,
-        progress: Callable[[dict], None] | None = None, **options: Any) -> JobResult:
+        progress: Callable[[dict], None] | None = None, runner: str = "ray", **options: Any) -> JobResult:
     """Run ``job`` over ``inputs`` (URIs, globs, or a ``ray.data.Dataset``) into ``output``.
 
     Options are the fields of :class:`RunConfig` (``output_format``,
-    ``overwrite``, ``partitioner``, ``reduce_memory_bytes``, ...). Raises
-    :class:`InputError` for bad inputs and :class:`JobError` if the job fails.
+    ``overwrite``, ``partitioner``, ``reduce_memory_bytes``, ...). ``runner="inline"``
+    runs the job in this process without Ray (:mod:`~mixfleet.mapreduce.inline`).
+    Raises :class:`InputError` for bad inputs, :class:`JobError` if the job fails
+    (leaving no part file and no ``_temporary``) and :class:`Interrupted` on
+    Ctrl-C / SIGTERM.
     """
-    import cloudpickle
-    import ray
-
-    from mixfleet.platform.bootstrap import connect
-
     t0 = time.perf_counter()
+    if runner not in ("ray", "inline"):
+        from mixfleet.errors import unknown_name
+
+        raise unknown_name("runner", runner, ("ray", "inline"))
     cfg = RunConfig.from_kwargs(num_reducers=num_reducers, num_workers=num_workers, **options)
     if isinstance(job, type):
         job = job()
@@ -156,22 +160,34 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     steps = check_steps(job)
     if not steps:
         raise InputError(f"job {type(job).__name__} has no steps", "define mapper/reducer or steps()")
+    import cloudpickle
+    import ray
+
+    from mixfleet.platform.bootstrap import connect
+
     is_dataset = type(inputs).__name__ in ("Dataset", "MaterializedDataset") and hasattr(inputs, "to_arrow_refs")
     files = [] if is_dataset else resolve_inputs(inputs, cfg, filesystem)
     out_fs, out_path = filesystem_for(str(output), filesystem)
     check_output(out_fs, out_path, str(output), cfg.overwrite, files, input_folders(inputs, filesystem))
-
-    connect(address)
-    cpus = ray.cluster_resources().get("CPU", 1)
-    workers = cfg.num_workers or max(1, int(cpus))
-    splits = dataset_splits(inputs) if is_dataset else plan_splits(files, workers, cfg)
-    total = sum(sum(p.size for p in s) for s in splits)
-    reducers = cfg.num_reducers or default_reducers(total, workers, cfg)
     partitioner = cfg.partitioner or getattr(job, "partitioner", "hash")
     if partitioner not in ("hash", "range"):
         from mixfleet.errors import unknown_name
 
         raise unknown_name("partitioner", partitioner, ("hash", "range"))
+
+    if runner == "inline":
+        if is_dataset or cfg.checkpoint:
+            raise InputError("the inline runner reads files and keeps no checkpoint",
+                             "pass input files and no checkpoint, or use runner='ray'")
+        cpus, workers = 2, 2
+        splits = inline_splits(files, cfg)
+    else:
+        connect(address)
+        cpus = ray.cluster_resources().get("CPU", 1)
+        workers = cfg.num_workers or max(1, int(cpus))
+        splits = dataset_splits(inputs) if is_dataset else plan_splits(files, workers, cfg)
+    total = sum(sum(p.size for p in s) for s in splits)
+    reducers = cfg.num_reducers or default_reducers(total, workers, cfg)
     job_name = f"{type(job).__module__}.{type(job).__qualname__}"
     fp = ckpt.fingerprint(job_name, files, reducers, str(output), len(steps))
     resuming = False
@@ -186,17 +202,26 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
     if not resuming:
         prepare_output(out_fs, out_path, str(output), cfg.overwrite)
 
-    _ship_by_value(job)
-    job_ref = ray.put(cloudpickle.dumps(job))
-    with _signals() as caught:
-        try:
-            report = _drive(job_ref, files, splits, len(steps), partitioner, reducers, workers, cpus,
-                            (out_fs, out_path, cfg.output_format), cfg, fp, progress)
-        except KeyboardInterrupt:
-            if not cfg.checkpoint:  # nothing to resume from: leave no attempt file behind
-                abort(out_fs, out_path)
-            raise Interrupted(caught.get("signum", signal.SIGINT)) from None
+    job._note_sources()
+    if runner == "inline":
+        report = run_inline(job, files, splits, partitioner, reducers, (out_fs, out_path, cfg.output_format), cfg)
+    else:
+        _ship_by_value(job)
+        job_ref = ray.put(cloudpickle.dumps(job))
+        with _signals() as caught:
+            try:
+                report = _drive(job_ref, files, splits, len(steps), partitioner, reducers, workers, cpus,
+                                (out_fs, out_path, cfg.output_format), cfg, fp, progress)
+            except KeyboardInterrupt:
+                if not cfg.checkpoint:  # nothing to resume from: leave no attempt file behind
+                    abort(out_fs, out_path)
+                raise Interrupted(caught.get("signum", signal.SIGINT)) from None
+            except JobError:
+                if not cfg.checkpoint:
+                    abort(out_fs, out_path)
+                raise
     if report["status"] != "succeeded":
+        abort(out_fs, out_path)  # again, now that the master and its workers are gone
         error = report["error"]
         raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
     return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],
@@ -207,22 +232,24 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
 def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner: str, reducers: int,
            workers: int, cpus: float, output: tuple, cfg: RunConfig, fp: str,
            progress: Callable[[dict], None] | None) -> dict:
-    """Start the block store and a master, wait for its report; restart a dead master
-    from the checkpoint. The master and the store are killed however this ends (the
+    """Start the block stores and a master, wait for its report; restart a dead master
+    from the checkpoint. The master and the stores are killed however this ends (the
     workers, owned by the master, go with it)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from mixfleet.mapreduce.master import Master
     from mixfleet.mapreduce.store import BlockStore
 
-    store = ray.remote(BlockStore).options(num_cpus=0, max_restarts=0).remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # with the driver
+    stores = start_stores(BlockStore)
     incarnation = 0
     try:
         while True:
             name = f"mixfleet-mapreduce-master-{uuid.uuid4().hex[:8]}-{incarnation}"
-            master = ray.remote(Master).options(num_cpus=0, max_restarts=0, name=name).remote(
+            master = ray.remote(Master).options(num_cpus=0, max_restarts=0, name=name, scheduling_strategy=here).remote(
                 [job_ref], files, splits, num_steps, [partitioner] * num_steps, reducers, workers,
-                min(1.0, cpus / workers), output, store, cfg, fp, incarnation)
+                min(1.0, cpus / workers), output, stores, cfg, fp, incarnation)
             try:
                 return _wait(master, cfg, progress)
             except ray.exceptions.RayActorError:
@@ -233,7 +260,8 @@ def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner:
             finally:
                 ray.kill(master)
     finally:
-        ray.kill(store)
+        for store in stores.values():
+            ray.kill(store)
 
 
 def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> dict:

@@ -49,6 +49,7 @@ class RunConfig:
     speculation_cap: float = 0.10           # at most this share of running tasks backed up
     speculation_floor_s: float = 0.1        # never back up a younger attempt
     slow_worker_ratio: float = 0.5          # slower than this x median rate: not a backup host
+    drain_grace_s: float = 2.0              # a losing map has this long to stop before its worker is replaced
     checkpoint: str | None = None           # URI of the durable task-table checkpoint
     durable_shuffle: bool = False           # also spill map outputs under the checkpoint URI
     checkpoint_every_s: float = 5.0

@@ -2,7 +2,7 @@
 
 States and the only legal moves::
 
-    pending --start--> running --finish--> done
+    pending --start--> running --finish--> done --recompute (output lost)--> pending
                           |  \\--fail(final)--> failed
                           \\--lose (worker lost, attempts left)--> pending
 
@@ -29,7 +29,7 @@ class State(str, Enum):
 _MOVES = {
     State.PENDING: {State.RUNNING},
     State.RUNNING: {State.DONE, State.FAILED, State.PENDING},
-    State.DONE: set(),
+    State.DONE: {State.PENDING},  # only through recompute(): a map whose output was lost
     State.FAILED: set(),
 }
 
@@ -123,6 +123,13 @@ class TaskTable:
         task.move(State.PENDING)
         task.claimed.clear()
         return True
+
+    def recompute(self, task: Task) -> None:
+        """A finished map's output was lost (its node died): run it again (lineage)."""
+        assert task.state is State.DONE and task.kind == "map", task.id
+        task.move(State.PENDING)
+        task.result = None
+        task.claimed.clear()
 
     def fail(self, task: Task, attempt: Attempt) -> None:
         attempt.outcome, attempt.finished = "failed", self.clock()

@@ -7,8 +7,8 @@ and reports back. A background thread sends a heartbeat with the running
 attempt's progress every ``heartbeat_s``; the reply says whether the attempt
 lost (another attempt won), and the map stops reading at its next claim.
 
-Map blocks are owned by the block store (see :mod:`store`), so they outlive
-this worker; with durable shuffle they are also written under the
+Map blocks are owned by the block store of this worker's node (see
+:mod:`store`), so they outlive this worker; with durable shuffle they are also written under the
 checkpoint URI. User errors come back as a result with ``error`` set (not
 as an exception), so that the master can tell them from a lost worker.
 """
@@ -23,12 +23,12 @@ from typing import Any
 
 import ray
 
-from mixfleet.mapreduce.execute import BUILTIN, run_map, run_reduce
+from mixfleet.mapreduce.execute import reduce_counters, run_map, run_reduce, sample_keys
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import hash_partitioner, range_partitioner
 from mixfleet.mapreduce.outputs import write_attempt
-from mixfleet.mapreduce.records import iter_records
 from mixfleet.mapreduce.settings import RunConfig
+from mixfleet.mapreduce.store import store_for
 
 
 def _error(exc: BaseException) -> dict:
@@ -41,16 +41,23 @@ def _error(exc: BaseException) -> dict:
     return {"error": exc}
 
 
+class _Lost(Exception):
+    def __init__(self, map_id: str):
+        super().__init__(map_id)
+        self.map_id = map_id
+
+
 class Worker:
     """One per CPU by default; tasks run one at a time on it."""
 
-    def __init__(self, job_ref: list, files: list, master: Any, store: Any, cfg: RunConfig, index: int,
+    def __init__(self, job_ref: list, files: list, master: Any, stores: dict, cfg: RunConfig, index: int,
                  shuffle_dir: tuple | None = None):
         import cloudpickle
 
         self.job = cloudpickle.loads(ray.get(job_ref[0]))
         self.steps = self.job.steps()
-        self.files, self.master, self.store, self.cfg, self.index = files, master, store, cfg, index
+        self.files, self.master, self.cfg, self.index = files, master, cfg, index
+        self.node, self.store = store_for(stores, ray.get_runtime_context().get_node_id())
         self.shuffle_dir = shuffle_dir
         self.current: tuple[str, int] | None = None
         self.progress = 0.0
@@ -93,13 +100,7 @@ class Worker:
             return _error(exc)
         finally:
             self.current = None
-        counters = out.counters
-        builtin = counters.setdefault(BUILTIN, {})
-        builtin["map_input_records"] = out.input_records
-        builtin["map_input_bytes"] = out.input_bytes
-        builtin["map_output_records"] = out.output_records
-        builtin["shuffle_bytes"] = sum(len(b) for b in out.blocks if b is not None)
-        return {"refs": refs, "files": files, "counters": counters, "status": out.status, "hot": _top(out.hot),
+        return {"refs": refs, "files": files, "node": self.node, "counters": out.all_counters(), "status": out.status, "hot": _top(out.hot),
                 "elapsed_s": time.perf_counter() - t0, "worker": self.index, "bytes": total}
 
     def _claims(self, task_id: str, attempt: int, pieces: list[Piece], total: int):
@@ -140,21 +141,26 @@ class Worker:
     # --- reduce ------------------------------------------------------------------
     def reduce(self, task_id: str, attempt: int, step: int, index: int, sources: list, output: tuple | None,
                shuffle_fs: Any = None) -> dict:
-        """Reduce one partition from ``sources`` (ObjectRefs or durable block paths);
-        ``output=(fs, path, fmt)`` writes a part attempt, ``None`` returns a block."""
+        """Reduce one partition from ``sources``, ``(map task id, ObjectRef or durable block
+        path)`` pairs; ``output=(fs, path, fmt)`` writes a part attempt, ``None`` returns a
+        block. A block that can't be fetched because its node or store died is reported as
+        ``{"lost": [map task id]}``, for the master to recompute that map."""
         t0 = time.perf_counter()
         self._start(task_id, attempt)
         try:
-            live = [s for s in sources if s is not None]
+            live = [(m, s) for m, s in sources if s is not None]
 
             def fetch():
-                for i, src in enumerate(live):
+                for i, (map_id, src) in enumerate(live):
                     self.progress = 0.5 * i / max(1, len(live))
                     if isinstance(src, str):
                         with shuffle_fs.open_input_file(src) as f:
                             yield f.read()
                     else:
-                        yield ray.get(src)
+                        try:
+                            yield ray.get(src)
+                        except ray.exceptions.ObjectLostError:  # its owner (a store) or its node died
+                            raise _Lost(map_id) from None
 
             stream, merger, ctx = run_reduce(self.job, self.steps[step], task_id, fetch(),
                                              self.cfg.reduce_memory_bytes, attempt=attempt, worker=self.index)
@@ -167,31 +173,21 @@ class Worker:
                 fs, path, fmt = output
                 tmp, n = write_attempt(fs, path, index, attempt, fmt, stream)
                 result = {"path": tmp, "records": n}
+        except _Lost as lost:
+            return {"lost": [lost.map_id], "elapsed_s": time.perf_counter() - t0, "worker": self.index, "bytes": 0}
         except Exception as exc:
             return _error(exc)
         finally:
             self.current = None
-        builtin = ctx.counters.setdefault(BUILTIN, {})
-        builtin["reduce_input_records"] = merger.input_records
-        builtin["reduce_output_records"] = result["records"]
-        builtin["spilled_runs"] = merger.spilled_runs
-        result.update(counters=ctx.counters, status=ctx.status, elapsed_s=time.perf_counter() - t0,
+        result.update(counters=reduce_counters(ctx, merger, result["records"]), status=ctx.status, elapsed_s=time.perf_counter() - t0,
                       worker=self.index, bytes=len(live))
         return result
 
     # --- sampling (range partitioner) -------------------------------------------------
     def sample(self, step: int, piece: Piece, n: int) -> list:
         """Keys the mapper emits for up to ``n`` records from ``piece``."""
-        mapper = self.steps[step].mapper
-        keys: list = []
         entry = self.files[piece.file] if piece.file >= 0 else None
-        for _, batch in iter_records(entry, piece, self.cfg.chunk_bytes):
-            for rec in batch:
-                pairs = mapper(*rec) if piece.block_kind == "pairs" else mapper(None, rec)
-                keys += [k for k, _ in pairs or ()]
-                if len(keys) >= n:
-                    return keys
-        return keys
+        return sample_keys(self.steps[step], entry, piece, self.cfg.chunk_bytes, n)
 
 
 def _top(hot: dict, n: int = 20) -> dict:

@@ -93,6 +93,16 @@ def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
         _check_gcs(address, timeout_s)
 
 
+def _auto_address() -> str | None:
+    """What Ray's ``"auto"`` resolves to (RAY_ADDRESS, else the last cluster started here), or ``None``."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address("auto")
+    except Exception:  # no cluster recorded: ray.init raises its own clear ConnectionError
+        return None
+
+
 def _check_gcs(address: str, timeout_s: float) -> None:
     """A gRPC server answered: make sure it is Ray's GCS (CheckAlive), not another gRPC service."""
     import grpc
@@ -187,6 +197,9 @@ def connect(
             kwargs["object_store_memory"] = object_store_memory
     else:
         del kwargs["include_dashboard"]
+        resolved = _auto_address() if address == "auto" else None
+        if resolved:  # a stale /tmp/ray/ray_current_cluster must fail fast too
+            _check_reachable(resolved)
     try:
         # "local": never join a cluster named in /tmp/ray/ray_current_cluster by someone else's `ray start`
         with _keep_sigterm_handler():

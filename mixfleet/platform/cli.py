@@ -20,19 +20,33 @@ app = typer.Typer(help="Validate, emulate, launch and inspect Ray clusters.", no
 @app.command()
 def validate(file: str = typer.Argument(DEFAULT_CLUSTER_FILE, help="cluster.yaml to check"),
              json_out: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
-    """Check FILE with Ray's own schema and mixfleet's accelerator checks."""
+    """Check FILE with Ray's own schema and mixfleet's checks.
+
+    mixfleet's checks: GPU node types name a known accelerator type; each
+    deployment in `metadata.mixfleet.deployments` fits its node type; a
+    rehearsal file (provider fake_multinode) is complete and declares the
+    same node types and resources as the file `metadata.mixfleet.rehearses`
+    names (CPUs may be scaled down).
+    """
     from mixfleet.platform.cluster_config import load_cluster_config
+    from mixfleet.platform.rehearsal import mixfleet_section
 
     spec = load_cluster_config(file)
+    section = mixfleet_section(spec)
     types = {n: {"accelerator_type": t.accelerator_type, "gpus": t.gpus, "cpus": t.cpus,
                  "min_workers": t.min_workers, "max_workers": t.max_workers, "head": t.is_head}
              for n, t in spec.node_types.items()}
     if json_out:
-        emit_json({"file": file, "valid": True, "cluster_name": spec.cluster_name, "node_types": types})
+        emit_json({"file": file, "valid": True, "cluster_name": spec.cluster_name, "provider": spec.provider,
+                   "rehearses": section.get("rehearses"), "deployments": sorted(section.get("deployments") or {}),
+                   "node_types": types})
         return
     print_table(f"{file}: valid", ["node type", "accelerator", "GPUs", "CPUs", "min", "max"],
                 [(n, t["accelerator_type"] or "cpu", t["gpus"], t["cpus"], t["min_workers"], t["max_workers"])
                  for n, t in types.items()])
+    if section.get("rehearses"):
+        console().print(f"same node types and resources as {section['rehearses']} (CPUs scaled down; "
+                        "GPUs EMULATED when rehearsed)")
 
 
 def _parse_counts(items: list[str]) -> dict[str, int]:
@@ -89,10 +103,7 @@ def _print_nodes(rows: list[dict], title: str) -> None:
                   r["gpus"], r["memory_gib"], "yes" if r["emulated_gpus"] else "no") for r in rows])
 
 
-def _launcher(verb: str, file: str, dry_run: bool, yes: bool) -> None:
-    from mixfleet.platform.cluster_config import load_cluster_config
-
-    load_cluster_config(file)  # never hand Ray a file that fails our checks
+def _ray_launcher(verb: str, file: str, dry_run: bool, yes: bool) -> None:
     cmd = ["ray", verb, file] + (["-y"] if yes else [])
     if dry_run:
         print(shlex.join(cmd))
@@ -102,42 +113,117 @@ def _launcher(verb: str, file: str, dry_run: bool, yes: bool) -> None:
 
 @app.command()
 def up(file: str = typer.Argument(DEFAULT_CLUSTER_FILE), dry_run: bool = typer.Option(False, "--dry-run"),
-       yes: bool = typer.Option(False, "--yes", "-y", help="don't ask for confirmation")) -> None:
-    """Launch the cluster with Ray's cluster launcher (`ray up FILE`)."""
-    _launcher("up", file, dry_run, yes)
+       yes: bool = typer.Option(False, "--yes", "-y", help="don't ask for confirmation"),
+       json_out: bool = typer.Option(False, "--json", help="rehearsal: print {address, dashboard, ...}")) -> None:
+    """Launch the cluster FILE describes, with Ray's own launcher and autoscaler.
+
+    A cloud provider (aws, ...) runs `ray up FILE`. The rehearsal provider
+    (fake_multinode, see examples/cluster/local.yaml) runs
+    `RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=...` here:
+    Ray's autoscaler then adds and removes nodes of FILE's types on this
+    machine (GPUs emulated).
+    """
+    from mixfleet.platform.cluster_config import load_cluster_config
+
+    spec = load_cluster_config(file)  # never hand Ray a file that fails our checks
+    if not spec.is_rehearsal:
+        _ray_launcher("up", file, dry_run, yes)
+        return
+    if dry_run:
+        print(f"RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=<{file} wired to this head>")
+        return
+    from mixfleet.platform import launcher
+
+    state = launcher.start(spec, file)
+    if json_out:
+        emit_json({k: state[k] for k in ("cluster_name", "address", "dashboard", "state_dir", "emulated")})
+        return
+    say = console().print
+    say(f"rehearsal cluster '{spec.cluster_name}' is up (Ray's autoscaler on the fake multi-node provider; "
+        "GPUs EMULATED)")
+    say(f"  address:   {state['address']}\n  dashboard: {state['dashboard']}")
+    say(f"  jobs:      ray job submit --address {state['dashboard']} --working-dir . -- mixfleet ...")
+    say(f"  serve:     serve deploy --address {state['dashboard']} CONFIG.yaml")
+    say(f"  status:    mixfleet cluster status    stop: mixfleet cluster down {file}")
 
 
 @app.command()
 def down(file: str = typer.Argument(DEFAULT_CLUSTER_FILE), dry_run: bool = typer.Option(False, "--dry-run"),
-         yes: bool = typer.Option(False, "--yes", "-y", help="don't ask for confirmation")) -> None:
-    """Tear the cluster down (`ray down FILE`)."""
-    _launcher("down", file, dry_run, yes)
+         yes: bool = typer.Option(False, "--yes", "-y", help="don't ask for confirmation"),
+         json_out: bool = typer.Option(False, "--json", help="rehearsal: print {stopped, processes}")) -> None:
+    """Tear the cluster down (`ray down FILE`; a rehearsal: stop every process it started)."""
+    from mixfleet.platform.cluster_config import load_cluster_config
+
+    spec = load_cluster_config(file)
+    if not spec.is_rehearsal:
+        _ray_launcher("down", file, dry_run, yes)
+        return
+    from mixfleet.platform import launcher
+
+    if dry_run:
+        print(f"stop the processes of rehearsal cluster '{spec.cluster_name}' "
+              f"(state in {launcher.cluster_dir(spec.cluster_name)})")
+        return
+    result = launcher.stop(spec.cluster_name)
+    if json_out:
+        emit_json({"cluster_name": spec.cluster_name, **result})
+    elif result["stopped"]:
+        console().print(f"rehearsal cluster '{spec.cluster_name}' stopped ({result['processes']} processes)")
+    else:
+        console().print(f"rehearsal cluster '{spec.cluster_name}' is not running")
+
+
+def _default_address() -> str:
+    import os
+
+    from mixfleet.platform.launcher import live_clusters
+
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    live = live_clusters()
+    if len(live) > 1:
+        raise InputError(f"{len(live)} rehearsal clusters are up ({', '.join(s['address'] for s in live)})",
+                         "pick one with --address")
+    return live[0]["address"] if live else "auto"
 
 
 @app.command()
-def status(address: str = typer.Option(None, "--address", help="Ray address; default: RAY_ADDRESS or 'auto'"),
+def status(address: str = typer.Option(None, "--address",
+                                       help="Ray address; default: RAY_ADDRESS, the running rehearsal cluster, "
+                                            "or 'auto'"),
            json_out: bool = typer.Option(False, "--json", help="print {nodes, by_accelerator, gpus, telemetry}"),
            watch: bool = typer.Option(False, "--watch", help="refresh the GPU table like top (Ctrl-C stops)"),
            interval: float = typer.Option(1.0, "--interval", help="seconds between --watch refreshes"),
            count: int = typer.Option(0, "--count", help="with --watch: stop after N refreshes (0: never)"),
-           telemetry: bool = typer.Option(True, "--telemetry/--no-telemetry",
-                                          help="start telemetry agents (kept running, detached) and show GPUs")) -> None:
+           telemetry: bool = typer.Option(None, "--telemetry/--no-telemetry",
+                                          help="start telemetry agents (kept running, detached) and show GPUs; "
+                                               "default: on, except on an autoscaling cluster, where an agent "
+                                               "would keep its node busy")) -> None:
     """Nodes of a running cluster grouped by accelerator type, with live GPU telemetry.
 
     GPUs of emulated nodes show source 'emulated' (no device behind them);
     real GPUs are read through NVML.
     """
-    import os
-
     from mixfleet.platform.bootstrap import connect
-    from mixfleet.platform.status import attach_telemetry, by_accelerator, gpu_table, node_rows
+    from mixfleet.platform.launcher import published_node_types
+    from mixfleet.platform.status import (
+        attach_telemetry,
+        autoscaler_report,
+        by_accelerator,
+        gpu_table,
+        node_rows,
+    )
 
     if watch and json_out:
         raise InputError("--watch and --json do not mix", "use --json for one snapshot, --watch for a live table")
     if interval <= 0 or count < 0:
         raise InputError(f"bad --interval {interval} / --count {count}", "use --interval > 0 and --count >= 0")
-    connect(address or os.environ.get("RAY_ADDRESS") or "auto")
+    connect(address or _default_address())
     rows = node_rows()
+    node_types = published_node_types()  # recorded by `cluster up`: an autoscaling cluster
+    scaling = autoscaler_report(node_types) if node_types else None
+    if telemetry is None:
+        telemetry = scaling is None
     snap = None
     if telemetry or watch:
         from mixfleet.platform.telemetry import start_agents
@@ -145,19 +231,32 @@ def status(address: str = typer.Option(None, "--address", help="Ray address; def
         snap = start_agents()
         attach_telemetry(rows, snap)
     if json_out:
-        out = {"nodes": rows, "by_accelerator": by_accelerator(rows)}
+        out = {"nodes": rows, "by_accelerator": by_accelerator(rows), "autoscaler": scaling}
         if snap is not None:
             out["gpus"] = snap["gpus"]
             out["telemetry"] = {"ts": snap["ts"], "version": snap["version"], "reason": snap["reason"]}
         emit_json(out)
         return
     _print_nodes(rows, title="cluster nodes")
+    if scaling is not None:
+        _print_scaling(scaling)
     if snap is None:
         return
     if not watch:
         console().print(gpu_table(snap, "GPU telemetry"))
         return
     _watch(snap, interval, count)
+
+
+def _print_scaling(scaling: dict) -> None:
+    from mixfleet.platform.status import NODE_STATES
+
+    print_table("autoscaler (Ray's): nodes per type", ["node type", *NODE_STATES, "idle for s"],
+                [(n, *(t[k] for k in NODE_STATES), t["idle_s"]) for n, t in scaling["node_types"].items()])
+    for d in scaling["demands"]:
+        console().print(f"waiting for a node: {d['count']} x {d['resources']}")
+    for f in scaling["failed"]:
+        console().print(f"failed launch: {f['node_type']} ({f['node']})")
 
 
 def _watch(snap: dict, interval: float, count: int) -> None:

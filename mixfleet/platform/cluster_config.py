@@ -4,6 +4,13 @@ Validation runs Ray's own schema check (the one ``ray up`` runs) and then
 mixfleet's: every GPU node type names a known accelerator type, so that
 GPU-typed placement (``accelerator_type=...``) can find it. Schema errors
 are turned into one line with the key's path and a did-you-mean.
+
+A *rehearsal* file (``provider: {type: fake_multinode}``, see
+``examples/cluster/local.yaml``) is checked further: it must be complete
+(Ray ships no defaults for that provider), its ``metadata.mixfleet.rehearses``
+file must declare the same node types and resources (CPUs may be scaled
+down), and each entry of ``metadata.mixfleet.deployments`` must name a node
+type whose resources can hold it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,13 @@ from mixfleet.platform.accelerators import ACCELERATORS, RESOURCE_PREFIX, accele
 from mixfleet.platform.config import read_config_file
 
 DEFAULT_CLUSTER_FILE = "cluster.yaml"
+REHEARSAL_PROVIDER = "fake_multinode"
+# Keys `ray up` fills from a provider's defaults file; the rehearsal provider has none,
+# and Ray's autoscaler reads them all.
+COMPLETE_KEYS = ("max_workers", "upscaling_speed", "idle_timeout_minutes", "auth", "file_mounts",
+                 "cluster_synced_files", "file_mounts_sync_continuously", "rsync_exclude", "rsync_filter",
+                 "initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
+                 "head_start_ray_commands", "worker_start_ray_commands")
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,15 @@ class ClusterSpec:
     raw: dict[str, Any]
 
     @property
+    def provider(self) -> str:
+        return str(self.raw.get("provider", {}).get("type"))
+
+    @property
+    def is_rehearsal(self) -> bool:
+        """Launched on this machine by Ray's fake multi-node provider (GPUs emulated)."""
+        return self.provider == REHEARSAL_PROVIDER
+
+    @property
     def head(self) -> NodeType:
         return self.node_types[self.head_node_type]
 
@@ -83,11 +106,13 @@ def _ray_validate(config: dict, source: str) -> None:
     import jsonschema
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    rehearsal = (config.get("provider") or {}).get("type") == REHEARSAL_PROVIDER
     try:
         # As `ray up` does: the raw file against Ray's schema first (so a typo
         # is reported as the user wrote it), then with the provider's defaults.
-        validate_config({**copy.deepcopy(config), "cluster_synced_files": []})
-        validate_config(prepare_config(copy.deepcopy(config)))
+        validate_config({"cluster_synced_files": [], **copy.deepcopy(config)})
+        if not rehearsal:
+            validate_config(prepare_config(copy.deepcopy(config)))
     except jsonschema.ValidationError as exc:
         raise _schema_error(exc, source) from None
     except (ValueError, KeyError, RuntimeError) as exc:  # Ray's semantic checks
@@ -99,6 +124,8 @@ def validate_cluster_config(config: Any, source: str = DEFAULT_CLUSTER_FILE) -> 
     if not isinstance(config, dict):
         raise ConfigError(f"{source} must be a mapping of cluster settings", "see cluster.yaml in the repo")
     _ray_validate(config, source)
+    if (config.get("provider") or {}).get("type") == REHEARSAL_PROVIDER:
+        _check_complete(config, source)
     types_raw = config.get("available_node_types") or {}
     head = config.get("head_node_type")
     if not types_raw or head not in types_raw:
@@ -144,7 +171,25 @@ def validate_cluster_config(config: Any, source: str = DEFAULT_CLUSTER_FILE) -> 
     )
 
 
+def _check_complete(config: dict, source: str) -> None:
+    for key in COMPLETE_KEYS:
+        if key not in config:
+            raise ConfigError(f"missing key '{key}' in {source}: Ray ships no defaults for the "
+                              f"{REHEARSAL_PROVIDER} provider", f"add '{key}' (see examples/cluster/local.yaml)")
+    for name, body in config["available_node_types"].items():
+        for key in ("min_workers", "max_workers"):
+            if key not in body:
+                raise ConfigError(f"missing key 'available_node_types.{name}.{key}' in {source}",
+                                  f"add '{key}: 0' or more (no defaults for {REHEARSAL_PROVIDER})")
+
+
 def load_cluster_config(path: str | Path = DEFAULT_CLUSTER_FILE) -> ClusterSpec:
-    """Read and validate a cluster.yaml file."""
+    """Read and validate a cluster.yaml file (and, for a rehearsal file, what it rehearses)."""
+    from mixfleet.platform.rehearsal import check_deployments, check_rehearses
+
     config = read_config_file(path, what="cluster config")
-    return validate_cluster_config(config, source=f"'{path}'")
+    spec = validate_cluster_config(config, source=f"'{path}'")
+    check_deployments(spec)
+    if spec.is_rehearsal:
+        check_rehearses(spec, Path(path))
+    return spec

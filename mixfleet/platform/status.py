@@ -106,3 +106,69 @@ def gpu_table(snapshot: dict[str, Any], title: str):
         table.add_row(*["-" if v is None else str(v) for v in row],
                       style="red" if row[-1] == "STALE" else "yellow" if row[-2] not in ("no", "n/a") else None)
     return table
+
+
+NODE_STATES = ("launching", "pending", "running", "idle")
+
+
+def autoscaler_report(node_types: dict[str, dict] | None = None) -> dict[str, Any] | None:
+    """What Ray's autoscaler says, per node type (needs a connected Ray); ``None`` without an autoscaler.
+
+    Per type: ``launching`` (queued for launch by the autoscaler), ``pending``
+    (launched, raylet not reporting yet), ``running`` (alive in the GCS) and,
+    of those, ``idle`` (no resource in use; the GCS's own idle tracking) with
+    ``idle_s`` of the longest-idle one. Also ``demands`` (resource bundles
+    waiting for a node) and ``failed`` launches. Read from the autoscaler's
+    status record (the one ``ray status`` prints) and the GCS node states.
+    """
+    import json
+
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    if not raw:
+        return None
+    status = json.loads(raw)
+    report = status.get("autoscaler_report") or {}
+    types: dict[str, dict[str, Any]] = {}
+
+    def slot(name: str) -> dict[str, Any]:
+        return types.setdefault(name, {k: 0 for k in NODE_STATES} | {"idle_s": 0.0})
+
+    head = next((n for n, t in (node_types or {}).items() if t.get("head")), None)
+
+    def name_of(ray_type: str) -> str:  # the fake provider names the head node's type its own way
+        return head if head and ray_type in ("ray.head.default", "") else ray_type
+
+    for name in node_types or {}:
+        slot(name)
+    for name, n in (report.get("pending_launches") or {}).items():
+        slot(name_of(name))["launching"] += n
+    for _ip, name, _status in report.get("pending_nodes") or []:
+        slot(name_of(name))["pending"] += 1
+    for node in _gcs_node_states():
+        t = slot(name_of(node["type"]))
+        t["running"] += 1
+        if node["idle"]:
+            t["idle"] += 1
+            t["idle_s"] = max(t["idle_s"], node["idle_s"])
+    demands = (status.get("load_metrics_report") or {}).get("resource_demand") or []
+    return {"node_types": types, "demands": [{"resources": r, "count": n} for r, n in demands],
+            "failed": [{"node": ip, "node_type": t} for ip, t in report.get("failed_nodes") or []],
+            "updated": status.get("time")}
+
+
+def _gcs_node_states() -> list[dict[str, Any]]:
+    """Alive nodes with their autoscaler node type and whether the GCS sees them idle."""
+    import ray
+    from ray.autoscaler.v2.sdk import get_cluster_resource_state
+    from ray.core.generated.autoscaler_pb2 import NodeStatus
+
+    gcs = ray._private.worker.global_worker.gcs_client
+    out = []
+    for n in get_cluster_resource_state(gcs).node_states:
+        if n.status in (NodeStatus.RUNNING, NodeStatus.IDLE):
+            out.append({"node_id": n.node_id.hex(), "type": n.ray_node_type_name,
+                        "idle": n.status == NodeStatus.IDLE, "idle_s": round(n.idle_duration_ms / 1000, 1)})
+    return out

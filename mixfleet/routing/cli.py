@@ -31,6 +31,27 @@ def _fleet(path: str):
     return load_fleet(path)
 
 
+def _engine_opts(cap_rule: str, oracle_lengths: bool, prefill_first: bool, kv_reserve: str) -> dict:
+    """The information and engine model options of the simulator, checked (see docs/routing.md)."""
+    from mixfleet.errors import unknown_name
+    from mixfleet.routing.engine import RESERVE
+    from mixfleet.routing.lengths import CAP_RULES
+
+    rule = "oracle" if oracle_lengths else cap_rule.strip().lower()
+    if rule not in CAP_RULES:
+        raise unknown_name("cap rule", cap_rule, CAP_RULES)
+    if kv_reserve not in RESERVE:
+        raise unknown_name("KV reservation", kv_reserve, RESERVE)
+    return {"cap_rule": rule, "chunked": not prefill_first, "reserve": kv_reserve}
+
+
+CAP_HELP = ("client max_tokens cap the router sees: app (1024 code / 2048 conversation), pow2 (true length "
+            "rounded up to a power of two), oracle (= the true length)")
+ORACLE_HELP = "ablation: policies see the true output length (same as --cap-rule oracle)"
+PREFILL_FIRST_HELP = "engine: prefill-first iterations instead of chunked prefill (the default)"
+RESERVE_HELP = "engine KV admission: prompt (grow and preempt, as vLLM) or cap (reserve prompt + cap)"
+
+
 def _check_load(values: list[float]) -> list[float]:
     for v in values:
         if not (0 < v <= 10):
@@ -44,10 +65,14 @@ def simulate(
                               "azure-code, or poisson:n=..,rate=.. / gamma:.. / diurnal:.."),
     fleet: str = typer.Option(..., "--fleet", help="fleet.yaml"),
     policy: str = typer.Option("least_work_left", "--policy", help="round_robin, pow2, least_outstanding, "
-                               "least_work_left or ilp"),
+                               "least_work_left_blind, kv_aware, least_work_left or ilp"),
     load: float = typer.Option(None, "--load", help="scale arrivals to this fraction of the fleet's capacity"),
     seed: int = typer.Option(0, "--seed", help="seed of the policy RNG and of the trace's size shuffle"),
     limit: int = typer.Option(None, "--limit", min=1, help="use only the first N requests"),
+    cap_rule: str = typer.Option("app", "--cap-rule", help=CAP_HELP),
+    oracle_lengths: bool = typer.Option(False, "--oracle-lengths", help=ORACLE_HELP),
+    prefill_first: bool = typer.Option(False, "--prefill-first", help=PREFILL_FIRST_HELP),
+    kv_reserve: str = typer.Option("prompt", "--kv-reserve", help=RESERVE_HELP),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Simulate one routing policy on a fleet over a trace."""
@@ -59,6 +84,7 @@ def simulate(
     name = check_policy_name(policy)
     if load is not None:
         _check_load([load])
+    opts = _engine_opts(cap_rule, oracle_lengths, prefill_first, kv_reserve)
     fl = _fleet(fleet)
     wl = prepare(fl, trace, load, limit)
     wl = Workload(seeded(wl.trace, seed), wl.stats, wl.capacity_req_s, load, wl.time_scale)
@@ -66,7 +92,9 @@ def simulate(
     _say(f"fleet {fl.describe()}: capacity {wl.capacity_req_s:.2f} req/s on this trace "
          f"(mean prompt {wl.stats.prompt_mean:.0f}, output {wl.stats.output_mean:.0f} tokens); "
          f"offered {wl.rate_req_s:.2f} req/s")
-    res = run(fl, wl.trace, name, load=load, seed=seed, workload=wl)
+    _say(f"information: cap rule {opts['cap_rule']}; engine: "
+         f"{'chunked prefill' if opts['chunked'] else 'prefill-first'}, KV reserve {opts['reserve']}")
+    res = run(fl, wl.trace, name, load=load, seed=seed, workload=wl, **opts)
     s = res.summary
     out = {"policy": name, "trace": trace, "fleet": fl.describe(), "emulated": True, "load": load, "seed": seed,
            "capacity_req_s": wl.capacity_req_s, "offered_req_s": wl.rate_req_s, "clipped": res.clipped,
@@ -92,6 +120,10 @@ def compare(
     policy: list[str] = typer.Option([], "--policy", help="policies (repeatable; default: all)"),
     seeds: int = typer.Option(1, "--seeds", min=1, max=100, help="seeds 0..N-1 per load"),
     limit: int = typer.Option(None, "--limit", min=1, help="use only the first N requests"),
+    cap_rule: str = typer.Option("app", "--cap-rule", help=CAP_HELP),
+    oracle_lengths: bool = typer.Option(False, "--oracle-lengths", help=ORACLE_HELP),
+    prefill_first: bool = typer.Option(False, "--prefill-first", help=PREFILL_FIRST_HELP),
+    kv_reserve: str = typer.Option("prompt", "--kv-reserve", help=RESERVE_HELP),
     plot_path: str = typer.Option(None, "--plot", help="write a PNG: latency CDFs and P99 against load"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
@@ -102,6 +134,7 @@ def compare(
 
     names = [check_policy_name(p) for p in policy] or list(POLICIES)
     _check_load(load)
+    opts = _engine_opts(cap_rule, oracle_lengths, prefill_first, kv_reserve)
     if plot_path and not plot_path.lower().endswith(".png"):
         raise InputError(f"plot path '{plot_path}' must end with .png", "e.g. --plot compare.png")
     check_writable(plot_path, "--plot")
@@ -117,7 +150,7 @@ def compare(
             bar.update(task, advance=1, description=text)
 
         cmp = run_compare(fl, trace, names, load, list(range(seeds)), limit=limit, progress=step,
-                          keep_results=bool(plot_path))
+                          keep_results=bool(plot_path), **opts)
     if plot_path:
         plot(cmp, plot_path, title=f"{trace} on {fl.describe()}")
     out = cmp.to_json()

@@ -64,19 +64,26 @@ class Comparison:
     capacity_req_s: float
     runs: list[dict] = field(default_factory=list)
     results: dict[tuple[float, int, str], SimResult] = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"capacity_req_s": self.capacity_req_s, "runs": self.runs}
+        return {"capacity_req_s": self.capacity_req_s, "runs": self.runs, "model": self.model}
 
 
 def compare(fleet, trace: str, policies: list[str], loads: list[float], seeds: list[int], *,
             limit: int | None = None, policy_options: dict[str, dict] | None = None,
-            progress: Callable[[str], None] | None = None, keep_results: bool = True) -> Comparison:
-    """Every policy on the same workloads; see the module doc for seeds and the output."""
+            progress: Callable[[str], None] | None = None, keep_results: bool = True, cap_rule: str = "app",
+            chunked: bool = True, reserve: str = "prompt") -> Comparison:
+    """Every policy on the same workloads; see the module doc for seeds and the output.
+
+    ``cap_rule``/``chunked``/``reserve``: the information and engine model (see
+    :class:`~mixfleet.routing.simulator.Simulation`); the JSON records them under ``"model"``.
+    """
     names = [check_policy_name(p) for p in policies]
     policy_options = policy_options or {}
     base = prepare(fleet, trace, None, limit)
-    out = Comparison(base.capacity_req_s)
+    out = Comparison(base.capacity_req_s, model={"cap_rule": cap_rule, "chunked_prefill": chunked,
+                                                 "kv_reserve": reserve})
     for load in loads:
         scaled = prepare(fleet, base.trace, load)
         for seed in seeds:
@@ -85,8 +92,8 @@ def compare(fleet, trace: str, policies: list[str], loads: list[float], seeds: l
             for name in names:
                 if progress:
                     progress(f"load {load:g} seed {seed} {name}")
-                res = simulate(fleet, wl.trace, name, load=load, seed=seed, workload=wl,
-                               **policy_options.get(name, {}))
+                res = simulate(fleet, wl.trace, name, load=load, seed=seed, workload=wl, cap_rule=cap_rule,
+                               chunked=chunked, reserve=reserve, **policy_options.get(name, {}))
                 run["policies"][name] = {k: res.summary[k] for k in KEYS}
                 run["oracle_floor"] = {k: res.oracle[k] for k in ORACLE_KEYS}
                 if keep_results:

@@ -160,9 +160,12 @@ class PlanSolver:
         return read_plan(self.model, self.problem, res.status, res.objective, res.solve_time_s, build)
 
     def resolve(self, *, rates: list[float] | None = None, speed: list[float] | None = None,
-                up: list[bool] | None = None) -> Plan:
-        """Re-solve after new class rates and/or telemetry (speed factors, lost replicas)."""
+                up: list[bool] | None = None, costs: PlanProblem | None = None) -> Plan:
+        """Re-solve after new class rates, telemetry (speed factors, lost replicas) and/or new per-class
+        costs (``costs``: a problem over the same classes and groups, e.g. after new output estimates)."""
         p = self.problem
+        if costs is not None:
+            p.mix, p.service, p.latency, p.allowed = costs.mix, costs.service, costs.latency, costs.allowed
         if rates is not None:
             p.mix = ClassMix(p.mix.grid, p.mix.classes, tuple(rates), p.mix.prompt, p.mix.output)
         if speed is not None:

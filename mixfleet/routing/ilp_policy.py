@@ -37,10 +37,20 @@ replaces in one reference swap.
 from __future__ import annotations
 
 import logging
+import math
 
 from mixfleet.errors import SolverError
+from mixfleet.routing.lengths import CapRule, OutputPredictor
 from mixfleet.routing.plan import ClassGrid, ClassMix, Plan, build_problem
-from mixfleet.routing.policy import Policy, PolicyContext, Request, RouterState, Telemetry
+from mixfleet.routing.policy import (
+    Policy,
+    PolicyContext,
+    Request,
+    RouterState,
+    Telemetry,
+    least_work,
+    replica_infos,
+)
 
 log = logging.getLogger("mixfleet.routing.ilp")
 
@@ -77,6 +87,37 @@ def _mid(edges: tuple[int, ...], i: int) -> float:
     return (lo + edges[i]) / 2.0 if i < len(edges) else 1.5 * lo
 
 
+class PrefillLoad:
+    """Per replica, the recent fraction of time its prefills stall decoding (router-side, no engine signal).
+
+    Every routed prompt adds its prefill seconds at profiled speed; the sum
+    decays with time constant ``tau_s``; ``rho[i] = sum / tau_s`` estimates the
+    share of replica ``i``'s time spent on prompt tokens. With chunked prefill
+    every such iteration also carries the running batch's decode step, so a
+    request decoding there sees its per-token time stretched by about
+    ``1 / (1 - rho)``: the interference term of the fast path.
+    """
+
+    def __init__(self, n: int, tau_s: float = 30.0) -> None:
+        self.tau_s = tau_s
+        self.load = [0.0] * n
+        self.last = None
+
+    def factors(self, now: float, strength: float) -> list[float]:
+        if self.last is not None and now > self.last:
+            decay = math.exp(-(now - self.last) / self.tau_s)
+            self.load = [x * decay for x in self.load]
+        self.last = now
+        out = []
+        for x in self.load:
+            rho = min(0.9, x / self.tau_s)
+            out.append(1.0 + strength * rho / (1.0 - rho))
+        return out
+
+    def add(self, i: int, seconds: float) -> None:
+        self.load[i] += seconds
+
+
 class IlpPolicy(Policy):
     """See the module doc."""
 
@@ -87,7 +128,9 @@ class IlpPolicy(Policy):
                  weight_floor: float = 0.05, total_rate: float | None = None, fast_path: str = "penalty",
                  util_weight: float = 10.0, queue_weight: float = 1.0, latency_power: float = 2.0,
                  group_by: str = "gpu", beta: float = 0.5, stall_limit_s: float | None = None,
-                 adaptive: bool = True) -> None:
+                 adaptive: bool = True, interference: float = 1.0, interference_tau_s: float = 30.0,
+                 headroom: float = 0.5, oracle_lengths: bool = False, adaptive_interference: bool = True,
+                 reserve_prefill_share: float | None = 0.9, reserve_fill: float = 0.8) -> None:
         if fast_path not in FAST_PATHS:
             from mixfleet.errors import unknown_name
 
@@ -103,9 +146,34 @@ class IlpPolicy(Policy):
         rate = total_rate if total_rate is not None else (mix.total_rate() if mix else 1.0)
         self.mix = full_mix(self.grid, mix, rate)
         self.fast_path = fast_path
+        self._choose = {"penalty": self._choose_penalty, "masked": self._choose_masked,
+                        "wrr": self._choose_wrr}[fast_path]
         self.beta = beta
         self.adaptive = adaptive
+        self.headroom = headroom
         self.beta_effective = beta
+        self.interference = interference
+        self.adaptive_interference = adaptive_interference
+        self.interference_effective = interference
+        self._prefill = PrefillLoad(len(fleet.replicas), interference_tau_s)
+        infos = replica_infos(fleet)
+        self._inv_prefill = [1.0 / r.prefill_tok_s for r in infos]
+        self._inv_thr = [1.0 / r.throughput_tok_s for r in infos]
+        self._step = [r.decode_step_s for r in infos]
+        self._speeds = [1.0] * len(infos)
+        self.reserve_prefill_share = reserve_prefill_share
+        self.reserve_fill = reserve_fill
+        self.reserved: int | None = None
+        self.reserve_below: int | None = None
+        # honest information: the mix's "outputs" are the client caps; plan on the shared predictor's
+        # estimate (its prior until completions teach it; the cap itself in oracle mode)
+        self._caps = list(self.mix.output)
+        self.oracle_lengths = oracle_lengths
+        if not oracle_lengths:
+            prior = OutputPredictor().prior
+            self.mix = ClassMix(self.grid, self.mix.classes, self.mix.rate, self.mix.prompt,
+                                tuple(min(c, prior) for c in self._caps))
+        self._fleet, self._group_by, self._stall = fleet, group_by, stall_limit_s
         problem = build_problem(fleet, self.mix, group_by, stall_limit_s)
         problem.util_weight, problem.queue_weight, problem.latency_power = util_weight, queue_weight, latency_power
         self._solver = PlanSolver(problem)
@@ -114,6 +182,7 @@ class IlpPolicy(Policy):
         self._last_solve = 0.0
         self._planned_speed = [1.0] * len(fleet.replicas)
         self._planned_up = [True] * len(fleet.replicas)
+        self._planned_outputs: list[float] | None = None
         self.solves = 0
         self.fallbacks = 0
         self.last_error: str | None = None
@@ -144,10 +213,12 @@ class IlpPolicy(Policy):
             total = sum(weights[g] for g in groups) or 1.0
             rows[row_c] = (groups, [weights[g] / total for g in groups], [0.0] * len(groups))
         n_rep = sum(len(m) for m in plan.members)
-        # steer hard while the plan predicts headroom; near saturation every replica must
-        # absorb what arrives, so the accounting (least work left) takes over
-        beta = self.beta * min(1.0, max(0.0, (1.0 - plan.max_utilisation) / 0.5)) if self.adaptive else self.beta
+        # steer (plan penalties, interference) while the plan predicts headroom; near saturation
+        # every replica must absorb what arrives, so the accounting (least work left) takes over
+        scale = min(1.0, max(0.0, (1.0 - plan.max_utilisation) / self.headroom)) if self.adaptive else 1.0
+        beta = self.beta * scale
         self.beta_effective = beta
+        self.interference_effective = self.interference * (scale if self.adaptive_interference else 1.0)
         pen = [[1.0 + beta] * n_rep for _ in range(self.grid.size)]
         for row_c, weights in zip(plan.classes, plan.weights, strict=True):
             wmax = max(weights) or 1.0
@@ -155,9 +226,18 @@ class IlpPolicy(Policy):
                 for i in plan.members[g]:
                     pen[row_c][i] = 1.0 + beta * (1.0 - w / wmax)
         self._penalty = pen
+        self._reserve()
         self.plan = plan
         self._members = plan.members
         self._rows = rows  # one reference swap: choose() never sees a half-built plan
+
+    def _learned_outputs(self, state: RouterState) -> list[float] | None:
+        """Per class of the plan, the shared predictor's output estimate (None until it has history)."""
+        pred = state.predictor
+        if pred.oracle or pred.seen < 200:
+            return None
+        mix = self._solver.problem.mix
+        return [pred.predict(max(1, round(p)), max(1, round(c))) for p, c in zip(mix.prompt, self._caps, strict=True)]
 
     def observe(self, telemetry: Telemetry, state: RouterState) -> None:
         if not self.feedback:
@@ -169,7 +249,7 @@ class IlpPolicy(Policy):
         moved = any(abs(s - p) > self.speed_tolerance * max(p, 1e-9) for s, p in zip(speed, self._planned_speed,
                                                                                        strict=True))
         changed_up = up != self._planned_up
-        rates = None
+        rates = outputs = None
         if now - self._last_solve >= self.resolve_interval_s and now > self._window_start:
             span = now - self._window_start
             observed = [n / span for n in self._counts]
@@ -180,86 +260,142 @@ class IlpPolicy(Policy):
                 rates = [max(x, floor) for x in observed]
             self._counts = [0] * self.grid.size
             self._window_start = now
-        if not (moved or changed_up or rates):
+            learned = self._learned_outputs(state)
+            old = self._planned_outputs or self._solver.problem.mix.output
+            if learned is not None and any(abs(a - b) > 0.25 * max(b, 1.0) for a, b in zip(learned, old, strict=True)):
+                outputs = learned
+        if not (moved or changed_up or rates or outputs):
             return
         self._last_solve = now
-        plan = self._solve(lambda: self._solver.resolve(rates=rates, speed=speed, up=up))
-        if rates is not None:
+        costs = None
+        if outputs is not None:
+            cur = self._solver.problem.mix
+            new_mix = ClassMix(cur.grid, cur.classes, cur.rate, cur.prompt, tuple(outputs))
+            try:
+                costs = build_problem(self._fleet, new_mix, self._group_by, self._stall)
+            except SolverError as exc:  # e.g. the new estimates make the SLO infeasible: keep the old costs
+                self.last_error = exc.one_line()
+        plan = self._solve(lambda: self._solver.resolve(rates=rates, speed=speed, up=up, costs=costs))
+        if rates is not None or outputs is not None:
             self.mix = self._solver.problem.mix
+        if outputs is not None:
+            self._planned_outputs = outputs
         self._planned_speed, self._planned_up = speed, up
+        self._speeds = [s if u else 0.0 for s, u in zip(speed, up, strict=True)]
         self._install(plan)
 
-    # -- fast path ----------------------------------------------------------------
+    # -- fast path: one method per strategy, all on the shared least_work rule ----------
     def choose(self, request: Request, state: RouterState) -> int:
-        p, o = request.prompt_tokens, request.max_tokens
-        c = self.grid.classify(p, o)
+        c = self.grid.classify(request.prompt_tokens, request.max_tokens)
         self._counts[c] += 1
         rows = self._rows
         row = rows[c] if rows is not None else None
-        work, inv_p, step, healthy = state.work_s, state.inv_prefill, state.step_s, state.healthy
-        speed = state.speed if self.feedback else None
-        best, best_v = -1, float("inf")
-        if row is not None:
-            # smooth weighted round robin over the plan's groups for this class ...
-            groups, weights, credit = row
-            members = self._members
-            if self.fast_path == "wrr":
-                pick, pick_v = -1, -float("inf")
-                for j in range(len(groups)):
-                    credit[j] += weights[j]
-                    if credit[j] > pick_v and any(healthy[i] for i in members[groups[j]]):
-                        pick, pick_v = j, credit[j]
-                cand = members[groups[pick]] if pick >= 0 else ()
-                if pick >= 0:
-                    credit[pick] -= 1.0
-            elif self.fast_path == "penalty":
-                # least work left over the whole fleet, with replicas outside the plan's
-                # preferred groups for this class looking (1 + beta (1 - w)) times slower
-                pen = self._penalty[c]
-                for i in range(len(work)):
-                    if healthy[i]:
-                        v = (work[i] + p * inv_p[i] + o * step[i]) * pen[i]
-                        if speed is not None:
-                            v /= speed[i]
-                        if v < best_v:
-                            best, best_v = i, v
-                cand = ()
-            else:
-                cand = [i for g in groups for i in members[g]]
-            if True:
-                # ... then the least speed-weighted work left inside the chosen group(s)
-                for i in cand:
-                    if healthy[i]:
-                        v = work[i] + p * inv_p[i] + o * step[i]
-                        if speed is not None:
-                            v /= speed[i]
-                        if v < best_v:
-                            best, best_v = i, v
-        if best < 0:  # nothing healthy in the plan's support: least work left over the fleet
-            for i in range(len(work)):
-                if healthy[i]:
-                    v = (work[i] + p * inv_p[i] + o * step[i]) / state.speed[i]
-                    if v < best_v:
-                        best, best_v = i, v
-        return best if best >= 0 else state.healthy_indices()[0]
+        speed_aware = self.feedback
+        if row is None:  # no plan (a failed solve): least work left over the fleet
+            best = least_work(state, request)
+        else:
+            best = self._choose(c, row, request, state, speed_aware)
+            if best < 0:  # nothing healthy in the plan's support: least work left over the fleet
+                best = least_work(state, request)
+        if best < 0:
+            best = state.healthy_indices()[0]
+        self._prefill.add(best, request.prompt_tokens * self._inv_prefill[best])
+        return best
+
+    def _choose_penalty(self, c: int, row, request: Request, state: RouterState, speed_aware: bool) -> int:
+        """Least work left over the fleet; replicas the plan does not prefer for the class look slower,
+        a replica busy prefilling looks slower to decode on (the interference term), and a long-prompt
+        class never lands on the decode-reserved replica."""
+        factors = self._prefill.factors(state.now, self.interference_effective) if self.interference_effective else None
+        among = self._not_reserved if self._long[c] else None
+        return least_work(state, request, penalty=self._penalty[c], speed_aware=speed_aware, decode_factor=factors,
+                          among=among)
+
+    def _reserve(self) -> None:
+        """Decide the decode reserve: one replica of the fastest pool kept free of long prompts.
+
+        With chunked prefill a replica busy with prompt chunks decodes at the chunk iterations' pace,
+        so when prompts dominate the work (predicted prefill share of the mix on the fastest GPU >=
+        ``reserve_prefill_share``), one fastest replica takes only prompts below a threshold and keeps
+        fast decode steps for the long outputs no router can foresee. The threshold is the smallest
+        prompt-bucket edge whose shorter classes carry at least 1.2x that replica's share of the fleet's
+        capacity (so the reserve does not idle capacity); no such edge, no reserve.
+        """
+        n_o = len(self.grid.output_edges) + 1
+        self._long = [False] * self.grid.size
+        self._not_reserved = None
+        self.reserved = None
+        if self.reserve_prefill_share is None or len(self._speeds) < 2:
+            return
+        mix = self.mix
+        fast = min(range(len(self._speeds)), key=lambda i: self._step[i] / max(self._speeds[i], 1e-9))
+        inv_p, inv_t = self._inv_prefill[fast], self._inv_thr[fast]
+        work = [r * (p * inv_p + o * inv_t) for r, p, o in zip(mix.rate, mix.prompt, mix.output, strict=True)]
+        total = sum(work) or 1.0
+        prefill = sum(r * p * inv_p for r, p in zip(mix.rate, mix.prompt, strict=True)) / total
+        if prefill < self.reserve_prefill_share:
+            return
+        mean_p = sum(r * p for r, p in zip(mix.rate, mix.prompt, strict=True)) / (sum(mix.rate) or 1.0)
+        mean_o = sum(r * o for r, o in zip(mix.rate, mix.output, strict=True)) / (sum(mix.rate) or 1.0)
+        cap = [s / (mean_p * ip + mean_o * it) for s, ip, it in zip(self._speeds, self._inv_prefill, self._inv_thr,
+                                                                  strict=True)]
+        share = cap[fast] / (sum(cap) or 1.0)
+        for b in range(1, len(self.grid.prompt_edges) + 1):
+            short = sum(w for c, w in zip(mix.classes, work, strict=True) if c // n_o < b) / total
+            if short >= self.reserve_fill * share:
+                self.reserved = fast
+                self.reserve_below = self.grid.prompt_edges[b - 1]
+                self._long = [c // n_o >= b for c in range(self.grid.size)]
+                self._not_reserved = [i for i in range(len(self._speeds)) if i != fast]
+                return
+
+    def _choose_masked(self, c: int, row, request: Request, state: RouterState, speed_aware: bool) -> int:
+        """Least work left among the groups the plan gives the class at least ``weight_floor``."""
+        groups = row[0]
+        return least_work(state, request, speed_aware=speed_aware,
+                          among=[i for g in groups for i in self._members[g]])
+
+    def _choose_wrr(self, c: int, row, request: Request, state: RouterState, speed_aware: bool) -> int:
+        """The plan's weights exactly (smooth weighted round robin over groups), then least work inside."""
+        groups, weights, credit = row
+        healthy = state.healthy
+        pick, pick_v = -1, -float("inf")
+        for j in range(len(groups)):
+            credit[j] += weights[j]
+            if credit[j] > pick_v and any(healthy[i] for i in self._members[groups[j]]):
+                pick, pick_v = j, credit[j]
+        if pick < 0:
+            return -1
+        credit[pick] -= 1.0
+        return least_work(state, request, speed_aware=speed_aware, among=self._members[groups[pick]])
 
     def describe(self) -> dict:
         return {"name": self.name, "feedback": self.feedback, "solves": self.solves, "fallbacks": self.fallbacks,
                 "last_solve_time_s": self.plan.solve_time_s if self.plan else None,
                 "max_utilisation": self.plan.max_utilisation if self.plan else None,
-                "beta_effective": self.beta_effective}
+                "beta_effective": self.beta_effective, "interference_effective": self.interference_effective,
+                "decode_reserve": None if self.reserved is None else {"replica": self.reserved,
+                                                                      "prompts_below": self.reserve_below}}
 
 
-def mix_from_workload(workload, grid: ClassGrid | None = None) -> ClassMix:
-    """The class mix of a prepared workload (one streaming pass over its trace)."""
+def mix_from_workload(workload, grid: ClassGrid | None = None, cap_rule: CapRule | str = "oracle") -> ClassMix:
+    """The class mix of a prepared workload (one streaming pass over its trace).
+
+    Classes are (prompt bucket x cap bucket) and a class's ``output`` is its
+    mean cap: what a router knows from traffic history without seeing answers
+    (with ``cap_rule="oracle"`` the cap is the true length: the old mode).
+    """
+    rule = cap_rule if isinstance(cap_rule, CapRule) else CapRule.for_trace(cap_rule, workload.trace.name)
     duration = workload.stats.duration_s * workload.time_scale
-    return ClassMix.from_rows(((r.prompt, r.output) for r in workload.trace), grid, duration)
+    return ClassMix.from_rows(((r.prompt, rule.apply(r.output)[0]) for r in workload.trace), grid, duration)
 
 
 def make_ilp_policy(ctx: PolicyContext) -> IlpPolicy:
     opts = dict(ctx.options)
     workload = opts.pop("workload", None)
     mix = opts.pop("mix", None)
+    cap_rule = opts.pop("cap_rule", "app")
     if mix is None and workload is not None:
-        mix = mix_from_workload(workload)
-    return IlpPolicy(ctx.fleet, mix, **opts)
+        mix = mix_from_workload(workload, cap_rule=cap_rule)
+    oracle = cap_rule.oracle if isinstance(cap_rule, CapRule) else cap_rule == "oracle"
+    return IlpPolicy(ctx.fleet, mix, oracle_lengths=oracle, **opts)

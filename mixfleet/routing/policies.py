@@ -7,12 +7,24 @@ Baselines, weakest to strongest:
   take the one with fewer requests in flight (a T4 and an A100 with equal
   queues look identical to it).
 - ``least_outstanding``: the replica with the fewest requests in flight.
+- ``kv_aware``: a production-style score, as vLLM's router and llm-d's
+  scorers use: the replica's queued + running tokens (prompt + predicted
+  output of everything outstanding, plus this request) over its profiled
+  saturated throughput x the live speed factor, times ``1 + KV-cache use``
+  (the engine's reported KV fraction): the least loaded in seconds of
+  work, pushed away from replicas whose KV cache is filling up.
 - ``least_work_left``: speed-weighted estimated finish time: outstanding
-  work to drain plus the request's own isolated service time, both at the
-  replica's profiled speed (the baselines are telemetry-blind, as Ray
-  Serve's default router is; telemetry feedback is what ``ilp`` adds).
+  work to drain plus the request's own isolated service time at profiled
+  speed, divided by the live telemetry speed factor (the strongest
+  baseline; a production router reads the same telemetry).
+- ``least_work_left_blind``: the same without the speed factor (an
+  ablation: what telemetry alone is worth).
 - ``ilp`` (ours): see :mod:`mixfleet.routing.ilp_policy`; loaded lazily so
   that the registry does not import Pyomo.
+
+Output lengths come from :meth:`RouterState.expected_output`, the one
+shared online predictor (:mod:`mixfleet.routing.lengths`); no policy sees a
+true output length.
 
 The registry maps lowercase names to factories ``(PolicyContext) -> Policy``;
 an unknown name lists the valid ones. Policies take their RNG from the seed
@@ -26,7 +38,7 @@ import importlib
 import numpy as np
 
 from mixfleet.errors import unknown_name
-from mixfleet.routing.policy import Policy, PolicyContext, Request, RouterState
+from mixfleet.routing.policy import Policy, PolicyContext, Request, RouterState, least_work
 
 
 class RoundRobin(Policy):
@@ -98,14 +110,28 @@ class LeastOutstanding(Policy):
 
 class LeastWorkLeft(Policy):
     name = "least_work_left"
+    speed_aware = True
 
     def choose(self, request: Request, state: RouterState) -> int:
+        best = least_work(state, request, speed_aware=self.speed_aware)
+        return best if best >= 0 else state.healthy_indices()[0]
+
+
+class LeastWorkLeftBlind(LeastWorkLeft):
+    name = "least_work_left_blind"
+    speed_aware = False
+
+
+class KvAware(Policy):
+    name = "kv_aware"
+
+    def choose(self, request: Request, state: RouterState) -> int:
+        own = request.prompt_tokens + state.expected_output(request)
+        tokens, inv_thr, speed, kv, healthy = state.tokens, state.inv_thr, state.speed, state.kv_frac, state.healthy
         best, best_v = -1, float("inf")
-        p, o = request.prompt_tokens, request.max_tokens
-        work, inv_p, step, healthy = state.work_s, state.inv_prefill, state.step_s, state.healthy
-        for i in range(len(work)):
+        for i in range(len(tokens)):
             if healthy[i]:
-                v = work[i] + p * inv_p[i] + o * step[i]
+                v = (tokens[i] + own) * inv_thr[i] / speed[i] * (1.0 + kv[i])
                 if v < best_v:
                     best, best_v = i, v
         return best if best >= 0 else state.healthy_indices()[0]
@@ -116,10 +142,12 @@ POLICIES: dict[str, object] = {
     "pow2": lambda ctx: PowerOfTwo(np.random.default_rng(ctx.seed)),
     "least_outstanding": lambda ctx: LeastOutstanding(),
     "least_work_left": lambda ctx: LeastWorkLeft(),
+    "least_work_left_blind": lambda ctx: LeastWorkLeftBlind(),
+    "kv_aware": lambda ctx: KvAware(),
     "ilp": "mixfleet.routing.ilp_policy:make_ilp_policy",
 }
 
-BASELINES = ["round_robin", "pow2", "least_outstanding", "least_work_left"]
+BASELINES = ["round_robin", "pow2", "least_outstanding", "least_work_left_blind", "kv_aware", "least_work_left"]
 
 
 def policy_names() -> list[str]:

@@ -30,15 +30,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mixfleet.errors import ClusterError
+from mixfleet.routing.lengths import OutputPredictor
 
 
 @dataclass(slots=True)
 class Request:
-    """What the router knows about a request.
+    """What the router knows about a request: the policy-facing view.
 
-    ``max_tokens`` is the output budget the client asked for; routers use it
-    as the expected output length (in the simulator it is the trace's output
-    length, the same for every policy).
+    ``max_tokens`` is the client's cap on the output (see
+    :mod:`mixfleet.routing.lengths`); the true output length is *not* here:
+    only the engine knows it. Policies estimate it with
+    :meth:`RouterState.expected_output` (the shared online predictor).
     """
 
     request_id: int | str
@@ -102,7 +104,8 @@ def speed_factor_of(t: ReplicaTelemetry) -> float | None:
 class RouterState:
     """The router-side view of the fleet that every policy reads (see module doc)."""
 
-    def __init__(self, replicas: Sequence[ReplicaInfo], now: float = 0.0):
+    def __init__(self, replicas: Sequence[ReplicaInfo], now: float = 0.0,
+                 predictor: OutputPredictor | None = None):
         self.replicas = tuple(replicas)
         n = len(self.replicas)
         self.ids = [r.replica_id for r in self.replicas]
@@ -113,16 +116,18 @@ class RouterState:
         self.speed = [1.0] * n
         self.outstanding = [0] * n
         self.work_s = [0.0] * n
-        self.tokens = [0] * n  # prompt + max output tokens of the outstanding requests
+        self.tokens = [0.0] * n  # prompt + expected output tokens of the outstanding requests
         self.queue_len = [0] * n
         self.kv_frac = [0.0] * n
         self.observed_tok_s = [0.0] * n
         self.healthy = [True] * n
         self.now = now
+        self.predictor = predictor or OutputPredictor()
+        self._booked: dict = {}  # request id -> (replica, work seconds, tokens) booked at dispatch
 
     @classmethod
-    def from_fleet(cls, fleet) -> RouterState:
-        return cls(replica_infos(fleet))
+    def from_fleet(cls, fleet, predictor: OutputPredictor | None = None) -> RouterState:
+        return cls(replica_infos(fleet), predictor=predictor)
 
     def __len__(self) -> int:
         return len(self.replicas)
@@ -136,13 +141,19 @@ class RouterState:
             raise unknown_name("replica", replica_id, self.ids) from None
 
     # -- cost model shared by policies ----------------------------------------
-    def cost_s(self, i: int, req: Request) -> float:
-        """Replica time a request takes at profiled speed when the replica is saturated."""
-        return req.prompt_tokens * self.inv_prefill[i] + req.max_tokens * self.inv_thr[i]
+    def expected_output(self, req: Request) -> float:
+        """The shared prediction of a request's output tokens (never above its cap)."""
+        return self.predictor.predict(req.prompt_tokens, req.max_tokens)
 
-    def isolated_s(self, i: int, req: Request) -> float:
+    def cost_s(self, i: int, req: Request, output: float | None = None) -> float:
+        """Replica time a request takes at profiled speed when the replica is saturated."""
+        o = self.expected_output(req) if output is None else output
+        return req.prompt_tokens * self.inv_prefill[i] + o * self.inv_thr[i]
+
+    def isolated_s(self, i: int, req: Request, output: float | None = None) -> float:
         """The request's latency alone on replica ``i`` at profiled speed (approximate)."""
-        return req.prompt_tokens * self.inv_prefill[i] + req.max_tokens * self.step_s[i]
+        o = self.expected_output(req) if output is None else output
+        return req.prompt_tokens * self.inv_prefill[i] + o * self.step_s[i]
 
     def finish_estimate(self, i: int, req: Request, speed: float = 1.0) -> float:
         """Speed-weighted estimated finish time: backlog to drain plus own service."""
@@ -150,15 +161,23 @@ class RouterState:
 
     # -- accounting (the router drives these) ---------------------------------
     def on_dispatch(self, i: int, req: Request) -> None:
+        o = self.expected_output(req)
+        cost, tok = self.cost_s(i, req, o), req.prompt_tokens + o
+        self._booked[req.request_id] = (cost, tok)
         self.outstanding[i] += 1
-        self.work_s[i] += self.cost_s(i, req)
-        self.tokens[i] += req.prompt_tokens + req.max_tokens
+        self.work_s[i] += cost
+        self.tokens[i] += tok
 
-    def on_complete(self, i: int, req: Request) -> None:
+    def on_complete(self, i: int, req: Request, output_tokens: int | None = None) -> None:
+        """``req`` left replica ``i``; ``output_tokens`` (what it generated, when known) teaches the predictor."""
+        cost, tok = self._booked.pop(req.request_id, (0.0, 0.0))
         self.outstanding[i] -= 1
-        w = self.work_s[i] - self.cost_s(i, req)
+        w = self.work_s[i] - cost
         self.work_s[i] = w if self.outstanding[i] > 0 and w > 0 else 0.0
-        self.tokens[i] = max(0, self.tokens[i] - req.prompt_tokens - req.max_tokens) if self.outstanding[i] else 0
+        t = self.tokens[i] - tok
+        self.tokens[i] = t if self.outstanding[i] > 0 and t > 0 else 0.0
+        if output_tokens is not None and output_tokens > 0:
+            self.predictor.observe(req.prompt_tokens, output_tokens)
 
     def update_engine(self, i: int, *, queue_len: int | None = None, kv_frac: float | None = None,
                       tokens_per_s: float | None = None) -> None:
@@ -190,6 +209,33 @@ class RouterState:
         if not ok:
             raise ClusterError("no healthy replica to route to", "wait for replicas to recover or add some")
         return ok
+
+
+def least_work(state: RouterState, req: Request, *, penalty: Sequence[float] | None = None,
+               speed_aware: bool = True, among: Sequence[int] | None = None,
+               decode_factor: Sequence[float] | None = None, output: float | None = None) -> int:
+    """The healthy replica with the least estimated finish time (the one least-work rule every policy shares).
+
+    Estimated finish on ``i`` = (outstanding work + the request's own isolated
+    service at the predicted output length ``output``, its decode part times
+    ``decode_factor[i]``) x ``penalty[i]``, divided by the live telemetry speed
+    factor when ``speed_aware``. ``among`` restricts the candidates; returns -1
+    when none of them is healthy.
+    """
+    p = req.prompt_tokens
+    o = state.expected_output(req) if output is None else output
+    work, inv_p, step, healthy, speed = state.work_s, state.inv_prefill, state.step_s, state.healthy, state.speed
+    best, best_v = -1, float("inf")
+    for i in (range(len(work)) if among is None else among):
+        if healthy[i]:
+            v = work[i] + p * inv_p[i] + o * step[i] * (decode_factor[i] if decode_factor is not None else 1.0)
+            if penalty is not None:
+                v *= penalty[i]
+            if speed_aware:
+                v /= speed[i]
+            if v < best_v:
+                best, best_v = i, v
+    return best
 
 
 class Policy:

@@ -147,6 +147,15 @@ class IterationModel:
         """Seconds for one decode iteration of ``batch`` sequences holding ``context`` tokens."""
         return max(self.m0 + self.m1 * context, self.cb * batch + self.c1 * context)
 
+    def mixed_time(self, batch: int, context: float, tokens: int, sum_sq: float) -> float:
+        """Seconds for one chunked-prefill iteration: ``batch`` decodes over ``context`` tokens plus
+        ``tokens`` prompt tokens whose attention costs ``sum_sq`` (a chunk [o, o+n) costs (o+n)^2 - o^2).
+
+        With no decodes it is :meth:`prefill_time`; with no prompt tokens it is :meth:`decode_step`.
+        """
+        return max(self.m0 + self.m1 * context,
+                   self.cb * (batch + tokens) + self.c1 * context + self._att_prefill * sum_sq)
+
     def decode_lines(self, batch: int, ctx0: float, dctx: float) -> tuple[float, float, float, float]:
         """Step time at step i (context ctx0 + dctx*i) as max(a1 + b1 i, a2 + b2 i)."""
         return (self.m0 + self.m1 * ctx0, self.m1 * dctx,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mixfleet.routing.capacity import fleet_capacity, load_time_scale
 from mixfleet.routing.fleet import Fleet, load_fleet
+from mixfleet.routing.lengths import CapRule
 from mixfleet.routing.policies import make_policy
 from mixfleet.routing.simulator import SimResult, Simulation, SpeedChange
 from mixfleet.routing.traces import Trace, TraceStats, open_trace, trace_stats
@@ -52,11 +53,17 @@ def prepare(fleet: Fleet, trace: str | Path | Trace, load: float | None = None,
 def simulate(fleet: Fleet | str | Path, trace: str | Path | Trace, policy: str = "least_work_left", *,
              load: float | None = None, seed: int = 0, limit: int | None = None,
              faults: tuple[SpeedChange, ...] = (), telemetry_interval_s: float = 2.0,
-             workload: Workload | None = None, **policy_options) -> SimResult:
-    """Simulate one policy on ``fleet`` over ``trace`` (optionally scaled to ``load``)."""
+             workload: Workload | None = None, cap_rule: str = "app", chunked: bool = True,
+             reserve: str = "prompt", **policy_options) -> SimResult:
+    """Simulate one policy on ``fleet`` over ``trace`` (optionally scaled to ``load``).
+
+    ``cap_rule``, ``chunked`` and ``reserve``: the information and engine model of
+    :class:`~mixfleet.routing.simulator.Simulation` (``cap_rule="oracle"`` = ``--oracle-lengths``).
+    """
     fl = as_fleet(fleet)
     wl = workload or prepare(fl, trace, load, limit)
-    pol = make_policy(policy, fl, seed=seed, workload=wl, **policy_options)
-    result = Simulation(fl, pol, wl.trace, telemetry_interval_s=telemetry_interval_s, faults=faults).run()
+    pol = make_policy(policy, fl, seed=seed, workload=wl, cap_rule=cap_rule, **policy_options)
+    result = Simulation(fl, pol, wl.trace, telemetry_interval_s=telemetry_interval_s, faults=faults,
+                        cap_rule=CapRule.for_trace(cap_rule, wl.trace.name), chunked=chunked, reserve=reserve).run()
     result.extra.update(capacity_req_s=wl.capacity_req_s, load=load, rate_req_s=wl.rate_req_s, seed=seed)
     return result

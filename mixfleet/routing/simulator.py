@@ -18,8 +18,18 @@ when the request finishes; every ``telemetry_interval_s`` of simulated time
 the engines' counters become a :class:`Telemetry` sample that is applied to
 the state and handed to ``policy.observe`` (the slow loop).
 
+Information (see :mod:`mixfleet.routing.lengths`): each trace row's output
+length is the request's hidden true length, handed to the engine only; the
+policy's :class:`Request` carries the prompt and the client's cap from
+``cap_rule`` (``app`` by default; ``oracle`` is the old cap = true length
+ablation). A finished request teaches the router state's shared output
+predictor its generated length, as a streamed response would.
+
+Engine (see :mod:`mixfleet.routing.engine`): chunked prefill and vLLM's
+grow-and-preempt KV cache by default (``chunked``, ``reserve``).
+
 Requests longer than the model's context are clipped to fit (counted in
-``clipped``).
+``clipped``); a client cap never exceeds the context left after the prompt.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from dataclasses import dataclass, field
 
 from mixfleet.errors import InputError
 from mixfleet.routing.engine import ReplicaEngine, SimRequest
+from mixfleet.routing.lengths import CapRule, OutputPredictor
 from mixfleet.routing.metrics import RunMetrics, oracle_floor, summarize
 from mixfleet.routing.policy import Policy, ReplicaTelemetry, Request, RouterState, Telemetry
 from mixfleet.routing.traces import Trace, TraceRow
@@ -63,13 +74,17 @@ class Simulation:
 
     def __init__(self, fleet, policy: Policy, trace: Trace | Iterable[TraceRow], *,
                  telemetry_interval_s: float = 2.0, faults: Iterable[SpeedChange] = (),
-                 state: RouterState | None = None) -> None:
+                 state: RouterState | None = None, cap_rule: str | CapRule = "app", chunked: bool = True,
+                 reserve: str = "prompt") -> None:
         self.fleet = fleet
         self.policy = policy
         self.trace = trace
         self.telemetry_interval_s = telemetry_interval_s
         self.faults = sorted(faults, key=lambda f: f.time_s)
-        self.state = state or RouterState.from_fleet(fleet)
+        name = getattr(trace, "name", "trace")
+        self.cap_rule = cap_rule if isinstance(cap_rule, CapRule) else CapRule.for_trace(cap_rule, name)
+        self.chunked, self.reserve = chunked, reserve
+        self.state = state or RouterState.from_fleet(fleet, OutputPredictor(oracle=self.cap_rule.oracle))
         ids = self.state.ids
         for f in self.faults:
             if f.replica not in ids:
@@ -80,8 +95,9 @@ class Simulation:
     def run(self) -> SimResult:
         fleet, policy, state = self.fleet, self.policy, self.state
         cfg = fleet.config
-        engines = [ReplicaEngine(i, r.perf, r.kv_tokens, r.max_batch, cfg.max_batched_tokens)
-                   for i, r in enumerate(fleet.replicas)]
+        engines = [ReplicaEngine(i, r.perf, r.kv_tokens, r.max_batch, cfg.max_batched_tokens,
+                                 chunked=self.chunked, reserve=self.reserve) for i, r in enumerate(fleet.replicas)]
+        cap_of = self.cap_rule.apply
         max_ctx = fleet.book.models[fleet.model].max_context
         fastest = fleet.fastest().perf
         metrics = RunMetrics()
@@ -112,6 +128,16 @@ class Simulation:
         last_prof = [0.0] * len(engines)
         req_seq = 0
         on_dispatch, on_complete, choose = state.on_dispatch, state.on_complete, policy.choose
+
+        def dispatch(r: SimRequest, i: int, now: float, seq: int) -> int:
+            on_dispatch(i, r.req)
+            r.replica = i
+            eng = engines[i]
+            end = eng.enqueue(r, now)
+            if end is not None:
+                push(heap, (end, ENGINE, seq, i, eng.version))
+                seq += 1
+            return seq
         while heap:
             t, kind, _, a, b = pop(heap)
             n_events += 1
@@ -128,7 +154,7 @@ class Simulation:
                     for r in finished:
                         it, ie = fastest.isolated_latency(r.prompt, r.output)
                         metrics.add(r.seq, r.arrival, r.first_token, r.finish, r.output, a, it, ie)
-                        on_complete(a, r.req)
+                        on_complete(a, r.req, r.output)
                     inflight -= len(finished)
                     finished.clear()
             elif kind == ARRIVAL:
@@ -137,19 +163,16 @@ class Simulation:
                     clipped += 1
                     output = min(output, max_ctx // 2)
                     prompt = max(1, max_ctx - output)
-                req = Request(req_seq, prompt, output, t)
-                r = SimRequest(req_seq, t, prompt, output, req)
+                cap, output = cap_of(output)
+                if prompt + cap > max_ctx:
+                    cap = max_ctx - prompt
+                    output = min(output, cap)
+                req = Request(req_seq, prompt, cap, t)  # the policy sees the cap, never ``output``
+                r = SimRequest(req_seq, t, prompt, output, req, cap)
                 req_seq += 1
                 state.now = t
-                i = choose(req, state)
-                on_dispatch(i, req)
-                r.replica = i
                 inflight += 1
-                eng = engines[i]
-                end = eng.enqueue(r, t)
-                if end is not None:
-                    push(heap, (end, ENGINE, seq, i, eng.version))
-                    seq += 1
+                seq = dispatch(r, choose(req, state), t, seq)
                 row = next(rows, None)
                 if row is None:
                     arrivals_left = False
@@ -190,5 +213,8 @@ class Simulation:
             counts[g] = counts.get(g, 0) + 1
         summary = summarize(metrics, cfg.slo, price_per_hour=fleet.price_per_hour(), gpu_of=gpu_of,
                             busy_s=[e.busy_s for e in engines], gpu_counts=counts)
+        extra = policy.describe()
+        extra.update(cap_rule=self.cap_rule.kind, chunked_prefill=self.chunked, kv_reserve=self.reserve,
+                     preemptions=sum(e.preemptions for e in engines))
         return SimResult(policy.name, metrics, summary, oracle_floor(metrics), clipped, n_events, n_tel,
-                         extra=policy.describe())
+                         extra=extra)

@@ -13,6 +13,7 @@ Accepted specs (``--trace``):
 - a path ending ``.jsonl`` / ``.jsonl.gz``: Mooncake format (``timestamp``
   ms, ``input_length``, ``output_length``, ``hash_ids``);
 - ``azure-conv`` / ``azure-code``: the Azure traces bundled in the package;
+  ``mooncake-conv``: the Mooncake conversation trace bundled likewise;
 - ``poisson:n=N,rate=R``, ``gamma:n=N,rate=R,cv=C`` (bursty) and
   ``diurnal:n=N,rate=R,period=S,amplitude=A``; all take ``seed``,
   ``prompt_mean`` and ``output_mean`` (log-normal sizes).
@@ -39,7 +40,8 @@ import numpy as np
 from mixfleet.errors import InputError, first_line, unknown_name
 
 AZURE_HEADER = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
-BUNDLED = {"azure-conv": "azure_conv_2023.csv.gz", "azure-code": "azure_code_2023.csv.gz"}
+BUNDLED = {"azure-conv": "azure_conv_2023.csv.gz", "azure-code": "azure_code_2023.csv.gz",
+           "mooncake-conv": "mooncake_conversation.jsonl.gz"}
 GENERATORS = ("poisson", "gamma", "diurnal")
 
 
@@ -275,7 +277,8 @@ def open_trace(spec: str | Path) -> Trace:
     if text in BUNDLED:
         ref = resources.files("mixfleet.routing").joinpath("data").joinpath(BUNDLED[text])
         path = Path(str(ref))
-        return Trace(text, lambda: _azure_rows(path))
+        rows = _mooncake_rows if text.startswith("mooncake") else _azure_rows
+        return Trace(text, lambda: rows(path))
     kind = text.partition(":")[0]
     if kind in GENERATORS and not Path(text).exists():
         return _parse_generator(text)

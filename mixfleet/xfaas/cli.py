@@ -82,7 +82,7 @@ def run(
     from rich.progress import BarColumn, Progress, TextColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  console=console(), transient=json_out) as progress:
+                  console=console(), transient=json_out, disable=json_out) as progress:
         bar = progress.add_task(f"{wf.spec.name} [{placement}]", total=len(plan.groups))
 
         def on_event(unit: str, what: str) -> None:

@@ -211,6 +211,20 @@ class Counted(Job):
         yield word, sum(counts)
 
 
+class WordCounting(Job):
+    """The lab's word count, for the test jobs below to add their faults to."""
+
+    def mapper(self, _, line):
+        for word in WORD.findall(line):
+            yield word, 1
+
+    def combiner(self, word, counts):
+        yield word, sum(counts)
+
+    def reducer(self, word, counts):
+        yield word, sum(counts)
+
+
 def wait_for_go(scratch: str, limit_s: float = 300.0) -> None:
     """Block until the test writes ``scratch/go`` (a handshake, so no test depends on timing)."""
     deadline = time.monotonic() + limit_s
@@ -225,7 +239,7 @@ def announce(scratch: str, kind: str, task_id: str) -> None:
     open(os.path.join(scratch, f"{kind}-{task_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"), "w").close()
 
 
-class SlowReduce(Job):
+class SlowReduce(WordCounting):
     """Word count whose reducers announce themselves in ``scratch`` and then wait for
     ``scratch/go``, which the test writes once it has done what it tests (kill the master,
     interrupt the driver): the job cannot finish before that, however loaded the machine.
@@ -236,19 +250,9 @@ class SlowReduce(Job):
         super().__init__()
         self.scratch = scratch or os.environ.get("MIXFLEET_TEST_SCRATCH", "")
 
-    def mapper(self, _, line):
-        for word in WORD.findall(line):
-            yield word, 1
-
-    def combiner(self, word, counts):
-        yield word, sum(counts)
-
     def reducer_init(self):
         announce(self.scratch, "reduce", self.task_id)
         wait_for_go(self.scratch)
-
-    def reducer(self, word, counts):
-        yield word, sum(counts)
 
 
 class GatedMap(SlowReduce):
@@ -262,7 +266,7 @@ class GatedMap(SlowReduce):
         pass
 
 
-class Straggler(Job):
+class Straggler(WordCounting):
     """Word count where every attempt on worker ``slow`` is a CPU-bound straggler: it burns
     CPU in a loop (no sleep) until another attempt of the same task has finished (the
     ``done-TASK`` file), or for ``limit_s``. Only a backup attempt can end such a task early,
@@ -288,21 +292,62 @@ class Straggler(Job):
     def mapper_init(self):
         self._straggle()
 
-    def mapper(self, _, line):
-        for word in WORD.findall(line):
-            yield word, 1
-
-    def combiner(self, word, counts):
-        yield word, sum(counts)
-
     def mapper_final(self):
         self._done()
 
     def reducer_init(self):
         self._straggle()
 
-    def reducer(self, word, counts):
-        yield word, sum(counts)
-
     def reducer_final(self):
         self._done()
+
+
+class BadPairs(Job):
+    """Its reducer yields a bare string instead of a (key, value) pair (a user bug)."""
+
+    def mapper(self, _, line):
+        yield "lines", 1
+
+    def reducer(self, key, values):
+        yield f"{key}={sum(values)}"  # BAD-PAIR-LINE
+
+
+class NotIterableMapper(Job):
+    """Its mapper returns an int (a user bug)."""
+
+    def mapper(self, _, line):
+        return len(line)
+
+
+class MapOrder(Job):
+    """Each map emits its task id; the reducer keeps the order in which the ids arrive."""
+
+    def mapper(self, _, line):
+        return None
+
+    def mapper_final(self):
+        yield "order", self.task_id
+
+    def reducer(self, key, ids):
+        yield key, ",".join(ids)
+
+
+class NodeGated(WordCounting):
+    """Word count whose map ``s0-m-00000`` waits for ``scratch/go``; every finished map leaves
+    ``mapdone-TASK-NODEID`` (where its blocks were stored), so a test can kill a node that
+    holds map outputs while the map phase is still open."""
+
+    def __init__(self, scratch: str = ""):
+        super().__init__()
+        self.scratch = scratch
+
+    def mapper_init(self):
+        if self.task_id == "s0-m-00000":
+            wait_for_go(self.scratch)
+
+    def mapper_final(self):
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        open(os.path.join(self.scratch, f"mapdone-{self.task_id}-{self.attempt}-{node}"), "w").close()
+

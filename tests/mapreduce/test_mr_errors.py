@@ -132,3 +132,13 @@ def test_bad_option_values(cli, tmp_path, book):
     assert r.returncode != 0 and "--reducers 0" in r.error_line
     r = cli("mapreduce", "run", "WordCount", "--input", str(book), "--output", str(tmp_path / "o"))
     assert r.returncode != 0 and "expected FILE.py:JobClass" in r.error_line
+
+
+def test_reducer_yielding_no_pair_is_one_line_naming_the_users_file_and_line(cli, tmp_path, book):
+    out = tmp_path / "out"
+    r = cli("mapreduce", "run", f"{JOBS}:BadPairs", "--input", str(book), "--output", str(out), "--workers", "1")
+    assert r.returncode == 1, r.stderr
+    line = next(i for i, text in enumerate(JOBS.read_text().splitlines(), 1) if "BAD-PAIR-LINE" in text)
+    assert r.error_line.startswith("error: reducer of BadPairs must yield (key, value) pairs; got 'lines=")
+    assert f"{JOBS}:{line}" in r.error_line and "internal error" not in r.stderr
+    _no_output(out)  # no _SUCCESS, no part file, no _temporary

@@ -30,7 +30,8 @@ testjobs = _load(Path(__file__).with_name("mr_testjobs.py"), "mr_testjobs_ex")
 
 
 def test_every_example_file_is_covered_here():
-    covered = {"wordcount.py", "indexer.py", "grep.py", "terasort.py", "join.py"}  # wordcount/indexer: test_mr_lab
+    covered = {"wordcount.py", "indexer.py", "grep.py", "terasort.py", "join.py",  # wordcount/indexer: test_mr_lab
+               "wordcount_fast.py"}  # test_mr_lab (on Ray) and test_mr_inline
     assert {p.name for p in EXAMPLES.glob("*.py")} == covered
 
 

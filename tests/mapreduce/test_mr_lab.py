@@ -29,6 +29,7 @@ jobs = _load(HERE / "mr_testjobs.py", "mr_testjobs")
 examples = HERE.parents[1] / "examples" / "mapreduce"
 wordcount = _load(examples / "wordcount.py", "mr_example_wordcount")
 indexer = _load(examples / "indexer.py", "mr_example_indexer")
+wordcount_fast = _load(examples / "wordcount_fast.py", "mr_example_wordcount_fast")
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +112,19 @@ def test_completion_is_never_reported_before_the_output_is_committed(ray_local, 
             assert parts <= snap and "_temporary" not in snap
 
 
-def test_idle_workers_take_over_the_remainder_of_a_long_split(ray_local, books, tmp_path):
+@pytest.mark.parametrize("job", ["WordCount", "WordCountFast"])
+def test_idle_workers_take_over_the_remainder_of_a_long_split(ray_local, books, tmp_path, job):
+    """Also the chunk API (``mapper_chunk``) on Ray: the same claims, combiner and counters."""
     big = tmp_path / "big.txt"
     big.write_text("".join(b.read_text() for b in books))
-    result = run(wordcount.WordCount, [str(big)], str(tmp_path / "out"), num_workers=2,
+    job = wordcount.WordCount if job == "WordCount" else wordcount_fast.WordCountFast
+    result = run(job, [str(big)], str(tmp_path / "out"), num_workers=2,
                  split_bytes=big.stat().st_size, chunk_bytes=64 * 1024)
     assert result.map_tasks > 1  # one planned split, cut while running
     assert sorted(result.read()) == ref_wordcount([big])
     workers = {t["worker"] for t in result.timeline if t["kind"] == "map"}
     assert workers == {0, 1}
+    assert result.counters["mixfleet"]["map_input_records"] == len(big.read_text().split("\n")) - 1
 
 
 def test_reduce_spills_past_its_memory_budget_and_output_is_unchanged(ray_local, books, tmp_path):

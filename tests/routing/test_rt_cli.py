@@ -22,7 +22,18 @@ def test_simulate_json(cli, conv):
     assert out["p50_e2e_s"] <= out["p99_e2e_s"] <= out["p999_e2e_s"]
     assert out["oracle_floor"]["p99_e2e_s"] <= out["p99_e2e_s"]
     assert set(out["utilisation"]) == {"A100-80GB", "V100-32GB", "T4"}
+    assert (out["policy_stats"]["cap_rule"], out["policy_stats"]["chunked_prefill"]) == ("app", True)
     assert "EMULATED" in r.stderr
+
+
+def test_simulate_oracle_lengths_ablation_and_a_bad_cap_rule(cli, conv):
+    r = cli("routing", "simulate", "--trace", conv, "--fleet", FLEET, "--policy", "kv_aware", "--oracle-lengths",
+            "--prefill-first", "--json")
+    assert r.returncode == 0, r.stderr
+    stats = r.json()["policy_stats"]
+    assert (stats["cap_rule"], stats["chunked_prefill"]) == ("oracle", False)
+    r = cli("routing", "simulate", "--trace", conv, "--fleet", FLEET, "--cap-rule", "psychic")
+    assert r.returncode != 0 and "unknown cap rule 'psychic'" in r.error_line
 
 
 def test_compare_json_schema_and_plot(cli, conv, tmp_path):
@@ -31,7 +42,8 @@ def test_compare_json_schema_and_plot(cli, conv, tmp_path):
             "2", "--policy", "pow2", "--policy", "least_work_left", "--policy", "ilp", "--plot", str(png), "--json")
     assert r.returncode == 0, r.stderr
     out = r.json()
-    assert set(out) == {"capacity_req_s", "runs"} and out["capacity_req_s"] > 0
+    assert set(out) == {"capacity_req_s", "runs", "model"} and out["capacity_req_s"] > 0
+    assert out["model"] == {"cap_rule": "app", "chunked_prefill": True, "kv_reserve": "prompt"}  # honest by default
     assert [(run["load"], run["seed"]) for run in out["runs"]] == [(0.5, 0), (0.5, 1), (0.9, 0), (0.9, 1)]
     keys = {"p50_e2e_s", "p99_e2e_s", "p99_ttft_s", "p99_tpot_s", "slo_attainment", "throughput_tok_s", "cost_usd"}
     for run in out["runs"]:
@@ -70,7 +82,7 @@ def test_bad_inputs_give_one_clear_error_line(cli, conv, tmp_path):
     empty.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
     cases = [
         (["simulate", "--trace", conv, "--fleet", FLEET, "--policy", "pow3"],
-         "unknown policy 'pow3' (did you mean 'pow2'?); valid policys: ilp, least_outstanding"),
+         "unknown policy 'pow3' (did you mean 'pow2'?); valid policys: ilp, kv_aware, least_outstanding"),
         (["simulate", "--trace", str(bad_csv), "--fleet", FLEET], "bad row 3 in trace"),
         (["simulate", "--trace", str(empty), "--fleet", FLEET], "is empty"),
         (["simulate", "--trace", conv, "--fleet", _fleet(tmp_path, "model: llama-3.2-3b\npools: [{gpu: K80}]\n")],

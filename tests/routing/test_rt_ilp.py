@@ -14,7 +14,7 @@ from mixfleet.routing.ilp import PlanSolver
 from mixfleet.routing.ilp_policy import IlpPolicy, full_mix, mix_from_workload
 from mixfleet.routing.plan import ClassGrid, build_problem
 from mixfleet.routing.policies import make_policy
-from mixfleet.routing.policy import Request
+from mixfleet.routing.policy import Request, RouterState
 from mixfleet.routing.runner import prepare
 from mixfleet.routing.simulator import Simulation, SpeedChange
 from mixfleet.routing.traces import open_trace
@@ -123,3 +123,26 @@ def test_the_fast_path_decides_in_well_under_100_us(fleet, workload):
         times.append(time.perf_counter_ns() - t0)
         state.on_dispatch(i, req)
     assert np.percentile(times, 99) / 1e3 < 100  # the benchmark records the real figure
+
+
+def _honest_mix(trace: str, fleet, outputs: float):
+    """A prompt-class mix of ``trace`` whose output estimate is what the shared predictor would learn."""
+    from mixfleet.routing.plan import ClassMix
+
+    wl = prepare(fleet, trace, 0.85, limit=3000)
+    mix = mix_from_workload(wl, cap_rule="oracle")
+    return ClassMix(mix.grid, mix.classes, mix.rate, mix.prompt, tuple(outputs for _ in mix.classes))
+
+
+def test_the_decode_reserve_keeps_long_prompts_off_one_fast_replica_only_when_prompts_dominate(fleet):
+    # code completion: 2k-token prompts, ~30-token answers -> prefill is > 90% of the work
+    code = IlpPolicy(fleet, _honest_mix("azure-code", fleet, 30.0), oracle_lengths=True)
+    assert code.reserved is not None and fleet.replicas[code.reserved].gpu == "A100-80GB"
+    state = RouterState.from_fleet(fleet)
+    long_req = Request(0, 6000, 30)
+    assert code.choose(long_req, state) != code.reserved  # even with the whole fleet idle
+    assert code.choose(Request(1, 100, 30), state) == code.reserved  # short prompts still use it
+    assert code.describe()["decode_reserve"]["prompts_below"] == code.reserve_below
+    # conversation: answers as long as prompts are costly -> no reserve
+    conv = IlpPolicy(fleet, _honest_mix("azure-conv", fleet, 250.0), oracle_lengths=True)
+    assert conv.reserved is None and conv.describe()["decode_reserve"] is None

@@ -44,11 +44,12 @@ def test_every_request_finishes_exactly_once(fleet, policy):
     assert np.all(m.np("e2e") >= m.np("ttft"))
 
 
+@pytest.mark.parametrize("chunked", [True, False])
 @pytest.mark.parametrize("gpu", ["T4", "V100-32GB", "A100-80GB", "H100"])
 @pytest.mark.parametrize("prompt, output", [(1, 1), (900, 1), (37, 250), (5000, 700)])
-def test_a_request_alone_takes_exactly_its_isolated_latency(gpu, prompt, output):
+def test_a_request_alone_takes_exactly_its_isolated_latency(gpu, prompt, output, chunked):
     fl = _one(gpu)
-    res = simulate(fl, _trace([TraceRow(0.0, prompt, output)]), "round_robin")
+    res = simulate(fl, _trace([TraceRow(0.0, prompt, output)]), "round_robin", chunked=chunked)
     ttft, e2e = fl.replicas[0].perf.isolated_latency(prompt, output)
     assert res.metrics.np("ttft")[0] == pytest.approx(ttft, rel=1e-9)
     assert res.metrics.np("e2e")[0] == pytest.approx(e2e, rel=1e-9)

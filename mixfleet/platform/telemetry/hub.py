@@ -156,10 +156,13 @@ def get_hub(*, detached: bool = True, **hub_options: Any):
     try:
         handle = ray.get_actor(HUB_NAME, namespace=NAMESPACE)
     except ValueError:
-        # Near the caller (normally the head) with soft affinity; 0 CPUs so it never blocks work.
+        # On the head (soft affinity; else near the caller), 0 CPUs so it never blocks work: a hub
+        # on a worker would keep that node busy, and the autoscaler would never let it go idle.
+        head = next((n["NodeID"] for n in ray.nodes()
+                     if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), ctx.get_node_id())
         options: dict[str, Any] = dict(
             name=HUB_NAME, namespace=NAMESPACE, get_if_exists=True,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=True))
+            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True))
         if detached:
             options["lifetime"] = "detached"
         # Long polls run in their own thread group, so they never take the threads reports use.

@@ -70,8 +70,15 @@ def router_options(fleet, opts: ServeOptions) -> dict:
 
 
 def advertised_gpus() -> dict[str, float]:
-    """GPUs per accelerator type over the alive nodes of the connected cluster."""
+    """GPUs per accelerator type over the alive nodes of the connected cluster.
+
+    On an autoscaling cluster started by ``mixfleet cluster up``, a GPU type
+    counts with all the GPUs its node type may reach (``max_workers``), alive
+    or not yet launched: the autoscaler launches nodes for the replicas.
+    """
     import ray
+
+    from mixfleet.platform.launcher import launchable_gpus
 
     out: dict[str, float] = {}
     for n in ray.nodes():
@@ -82,6 +89,8 @@ def advertised_gpus() -> dict[str, float]:
             if key.startswith(RESOURCE_PREFIX):
                 name = key[len(RESOURCE_PREFIX):]
                 out[name] = out.get(name, 0.0) + res.get("GPU", 0.0)
+    for name, gpus in launchable_gpus().items():
+        out[name] = max(out.get(name, 0.0), gpus)
     return out
 
 
@@ -96,7 +105,7 @@ def placement_accelerator(accelerator: str, advertised: dict[str, float], gpu: s
         return family
     have = ", ".join(sorted(advertised)) or "none"
     named = f"'{gpu}' (Ray accelerator type '{accelerator}')" if gpu and gpu != accelerator else f"'{accelerator}'"
-    raise ClusterError(f"no node of the cluster has the fleet's GPU type {named} (GPU types present: {have})",
+    raise ClusterError(f"no node of the cluster has GPU type {named} (GPU types present: {have})",
                        "start the emulated fleet with `mixfleet routing serve --emulate`, or add nodes of that type")
 
 

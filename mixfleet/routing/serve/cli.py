@@ -109,6 +109,11 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
             connect(address)
         placements(fleet, opts, advertised_gpus())  # fail before starting Serve if a GPU type is missing
         start_serve(http_port=port, grpc_port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER])
+        if threading.current_thread() is threading.main_thread():
+            # Serve is up: Ctrl-C / SIGTERM now mean an orderly stop (exit 0) once the deploy returns;
+            # before this, they interrupt at once (the CLI's handler) and the clean-up below still runs
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
         try:
             from mixfleet.platform.telemetry import start_agents
 
@@ -124,11 +129,6 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
             emit_json(info)
         else:
             print_table("mixfleet live router (Ctrl-C to stop)", ["endpoint", "value"], list(info.items()))
-        if threading.current_thread() is threading.main_thread():
-            # up and serving: Ctrl-C / SIGTERM now mean an orderly stop (exit 0); while starting,
-            # they interrupt at once (the CLI's handler) and the clean-up below still runs
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
         while not stop.wait(0.5):
             pass
         say("stopping ...")

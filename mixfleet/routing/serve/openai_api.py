@@ -74,15 +74,15 @@ def parse_body(raw: bytes) -> dict:
     return body
 
 
-def _prompt_tokens(prompt) -> int:
+def _prompt_tokens(prompt, nested: bool = False) -> int:
     if isinstance(prompt, str):
         return count_tokens(prompt)
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         if any(t < 0 for t in prompt):
             raise _bad("prompt", prompt, "token ids must be >= 0", "send token ids or a string")
         return len(prompt)
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        return _prompt_tokens(prompt[0])
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)) and not nested:
+        return _prompt_tokens(prompt[0], nested=True)  # ["text"] or [[ids]]: one level, as OpenAI's API
     if isinstance(prompt, list) and len(prompt) > 1:
         raise _bad("prompt", prompt, "batched prompts are not supported", "send one prompt per request")
     raise _bad("prompt", prompt, "expected a string or a list of token ids", "e.g. \"prompt\": \"Hello\"")

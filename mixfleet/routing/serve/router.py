@@ -201,7 +201,9 @@ class LiveRouter:
                 raise
             rep = self.fleet.replicas[i]
             self.served[i] += 1
-            return Routed(i, rep.replica_id, rep.gpu, rep.accelerator, first, self._rest(i, req, stream), attempt)
+            rest = self._rest(i, req, stream)
+            rest.generated = _n_tokens(first)
+            return Routed(i, rep.replica_id, rep.gpu, rep.accelerator, first, rest, attempt)
         raise Unavailable(f"gave up after {self.max_attempts} attempts; last: {why}", self.retry_after_s())
 
     def _rest(self, i: int, req: Request, stream: AsyncIterator[dict]) -> Rest:
@@ -214,6 +216,11 @@ class LiveRouter:
         return {"by_replica": dict(zip(self.state.ids, self.served, strict=True)), "by_gpu": by_gpu}
 
 
+def _n_tokens(chunk) -> int:
+    tokens = chunk.get("tokens") if isinstance(chunk, dict) else None
+    return len(tokens) if isinstance(tokens, list) else 0
+
+
 class Rest:
     """The remaining chunks of a routed request; its accounting closes exactly once.
 
@@ -223,6 +230,7 @@ class Rest:
     def __init__(self, router: LiveRouter, i: int, req: Request, stream: AsyncIterator[dict]) -> None:
         self._router, self._i, self._req, self._stream = router, i, req, stream
         self._closed = False
+        self.generated = 0  # tokens streamed so far: on a normal end, what teaches the shared length predictor
 
     def __aiter__(self) -> Rest:
         return self
@@ -231,9 +239,9 @@ class Rest:
         if self._closed:
             raise StopAsyncIteration
         try:
-            return await anext(self._stream)
+            chunk = await anext(self._stream)
         except StopAsyncIteration:
-            self._finish()
+            self._finish(self.generated)
             raise
         except ReplicaDown as exc:
             self._finish()
@@ -243,11 +251,13 @@ class Rest:
         except BaseException:
             self._finish()
             raise
+        self.generated += _n_tokens(chunk)
+        return chunk
 
-    def _finish(self) -> None:
+    def _finish(self, generated: int | None = None) -> None:
         if not self._closed:
             self._closed = True
-            self._router.state.on_complete(self._i, self._req)
+            self._router.state.on_complete(self._i, self._req, generated)
 
     async def aclose(self) -> None:
         if not self._closed:
