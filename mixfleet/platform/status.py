@@ -134,7 +134,7 @@ def autoscaler_report(node_types: dict[str, dict] | None = None) -> dict[str, An
     types: dict[str, dict[str, Any]] = {}
 
     def slot(name: str) -> dict[str, Any]:
-        return types.setdefault(name, {k: 0 for k in NODE_STATES} | {"idle_s": 0.0})
+        return types.setdefault(name, {k: 0 for k in NODE_STATES} | {"idle_s": 0.0, "busy": []})
 
     head = next((n for n, t in (node_types or {}).items() if t.get("head")), None)
 
@@ -153,6 +153,8 @@ def autoscaler_report(node_types: dict[str, dict] | None = None) -> dict[str, An
         if node["idle"]:
             t["idle"] += 1
             t["idle_s"] = max(t["idle_s"], node["idle_s"])
+        else:  # why the autoscaler keeps it (Ray's own reasons, e.g. "Busy workers on node.")
+            t["busy"] = sorted(set(t["busy"]) | set(node["activity"]))
     demands = (status.get("load_metrics_report") or {}).get("resource_demand") or []
     return {"node_types": types, "demands": [{"resources": r, "count": n} for r, n in demands],
             "failed": [{"node": ip, "node_type": t} for ip, t in report.get("failed_nodes") or []],
@@ -170,5 +172,6 @@ def _gcs_node_states() -> list[dict[str, Any]]:
     for n in get_cluster_resource_state(gcs).node_states:
         if n.status in (NodeStatus.RUNNING, NodeStatus.IDLE):
             out.append({"node_id": n.node_id.hex(), "type": n.ray_node_type_name,
-                        "idle": n.status == NodeStatus.IDLE, "idle_s": round(n.idle_duration_ms / 1000, 1)})
+                        "idle": n.status == NodeStatus.IDLE, "idle_s": round(n.idle_duration_ms / 1000, 1),
+                        "activity": list(n.node_activity)})
     return out
