@@ -222,7 +222,7 @@ class EarlyExitServer:
             try:
                 request = pb.PredictRequest.FromString(bytes(request))
             except DecodeError:
-                return fail(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid PredictRequest message")
+                return fail(InputError("the request is not a valid PredictRequest message"))
         if request.model and request.model != self.name:
             return fail(NotFound(f"model '{request.model}' is not served here ('{self.name}')"))
         if self.inflight >= self.opts.queue_bound:
