@@ -110,8 +110,9 @@ def ee_base(ray_local):
     """The early-exit app on the session's Serve (started here only if no test started it yet)."""
     from ray import serve
 
-    from mixfleet.earlyexit.deploy import deploy
-    from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.platform.bootstrap import free_port
+    from mixfleet.platform.serving import serve_ports, start_serve
 
     if serve_ports() is None:
         start_serve(http_port=free_port(), grpc_port=free_port())
@@ -163,10 +164,10 @@ def test_routing_grpc_request_that_is_not_protobuf_is_an_input_error(raw):
 def test_earlyexit_grpc_answers_invalid_argument_for_malformed_messages(ee_base):
     import grpc
 
-    from mixfleet.earlyexit.proto import earlyexit_pb2 as pb
-    from mixfleet.earlyexit.proto import earlyexit_pb2_grpc as pbg
-    from mixfleet.earlyexit.serving import GRPC_SERVICER
-    from mixfleet.platform.bootstrap import serve_ports
+    from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
+    from mixfleet.earlyexit.serve.proto import earlyexit_pb2_grpc as pbg
+    from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
+    from mixfleet.platform.serving import serve_ports
 
     port = serve_ports().grpc_port_for(GRPC_SERVICER)
     meta = (("application", "earlyexit-bad-bodies"),)

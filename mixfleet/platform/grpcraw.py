@@ -36,7 +36,7 @@ class _RawRequests:
 
 def add_earlyexit_servicer(servicer: Any, server: Any) -> None:
     """``EarlyExitService`` with raw request bytes (``EarlyExitServer.Predict`` decodes them)."""
-    from mixfleet.earlyexit.proto.earlyexit_pb2_grpc import add_EarlyExitServiceServicer_to_server
+    from mixfleet.earlyexit.serve.proto.earlyexit_pb2_grpc import add_EarlyExitServiceServicer_to_server
 
     add_EarlyExitServiceServicer_to_server(servicer, _RawRequests(server))
 
