@@ -284,6 +284,14 @@ def plots(main: dict, timelines: dict, t_fault: float) -> list[str]:
     return [str(p1.relative_to(ROOT)), str(p2.relative_to(ROOT))]
 
 
+def headline(out: dict) -> str:
+    """One line for the README's results at a glance."""
+    p = out["main"]["azure-conv"]["loads"]["0.85"]["policies"]
+    return (f"azure-conv at 85% load, P99 e2e: ilp {p['ilp']['p99_e2e_s']:.1f} s, least_work_left "
+            f"{p['least_work_left']['p99_e2e_s']:.1f} s, pow2 {p['pow2']['p99_e2e_s']:.1f} s, round_robin "
+            f"{p['round_robin']['p99_e2e_s']:.1f} s (simulated, GPUs emulated)")
+
+
 def _ci(c) -> str:
     return f"[{c[0]:.2f}, {c[1]:.2f}]" if c else "-"
 

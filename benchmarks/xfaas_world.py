@@ -164,7 +164,8 @@ def _yes(ok: bool) -> str:
 
 def markdown(o: dict) -> str:
     """The tables, from the JSON alone."""
-    ts = ", ".join(f"{w} {v}" for w, v in o["time_scale"].items())
+    ts = (", ".join(f"{w} {v}" for w, v in o["time_scale"].items()) if isinstance(o["time_scale"], dict)
+          else str(o["time_scale"]))
     lines = [f"# XFaaS strategies in the EMULATED world (clouds emulated; time scale {ts})", "",
              "Measured = p50 over every request of the run in the world model; predicted = the planner's "
              "figure for its plan (warm, no queueing); error = predicted / measured - 1. Emulator lag = p95 "
@@ -185,9 +186,10 @@ def markdown(o: dict) -> str:
                              f"{v['prediction_error_p50']:+.0%}) / {v['p95_latency_s']:.1f}")
             st = d["workloads"].get("static", d["workloads"][wls[0]])["strategies"][s]
             stp = d["workloads"].get("step", d["workloads"][wls[0]])["strategies"][s]
-            lag = max(d["workloads"][w]["strategies"][s].get("emulator_lag_s_p95", 0.0) for w in wls)
+            lags = [d["workloads"][w]["strategies"][s].get("emulator_lag_s_p95") for w in wls]
+            lag = f"{max(lags):.2f}" if None not in lags else "not measured"
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {st['cost_usd']:.3g} | "
-                         f"{stp['cold_starts_per_run']:.2f} | {lag:.2f} |")
+                         f"{stp['cold_starts_per_run']:.2f} | {lag} |")
         lines.append("")
     lines += ["## Bar: ilp_fusion + adaptive vs XFaaS's deployment (all-Azure, unfused)", "",
               "| DAG | workload | adaptive p50 s | azure p50 s | p50 reduction (bar 75%) | met | "

@@ -161,6 +161,7 @@ def bench(
                                              "ilp_fusion", "adaptive")), help="comma-separated strategies"),
     time_scale: float = typer.Option(0.05, "--time-scale", help="real seconds per emulated second"),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="multiply every request rate"),
+    runs: int | None = typer.Option(None, "--runs", help="serve only the first N requests of the shape"),
     duration: float = typer.Option(1.0, help="static/step rows: seconds multiplier (XFaaS --duration)"),
     max_rps: float = typer.Option(1.0, "--max-rps", help="static/step rows: rate multiplier (XFaaS --max-rps)"),
     degrade: str | None = typer.Option(None, help="CLOUD:START:END:FACTOR, a cloud slowing down mid-run"),
@@ -184,6 +185,8 @@ def bench(
         raise InputError(f"--time-scale {time_scale} must be in (0, 10]", "e.g. 0.05 (300 emulated s in 15 s)")
     if rate_scale <= 0:
         raise InputError(f"--rate-scale {rate_scale} must be positive", "e.g. 0.5")
+    if runs is not None and runs < 1:
+        raise InputError(f"--runs {runs} must be at least 1", "pass --runs 50, or leave it out to serve the whole shape")
     events = _events(degrade)
     check_writable(plot, "--plot")
     wf = load_dag(workflow)
@@ -199,7 +202,8 @@ def bench(
         clouds.check(e.cloud)
     connect(address)
     res = bench_load(wf, clouds, workload, strategies=names, time_scale=time_scale, rate_scale=rate_scale,
-                     duration=duration, max_rps=max_rps, events=events, benchmark=benchmark, seed=seed)
+                     duration=duration, max_rps=max_rps, events=events, benchmark=benchmark, seed=seed,
+                     max_requests=runs)
     if plot:
         res["plot"] = str(plot_load([res], plot))
     if json_out:

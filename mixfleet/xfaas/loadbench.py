@@ -92,13 +92,13 @@ def make_arms(wf, profile: Profile, strategies, controller_kw: dict | None = Non
 def bench_load(wf, clouds, workload: str, *, strategies=STRATEGIES, time_scale: float = 0.05, seed: int = 0,
                rate_scale: float = 1.0, duration: float = 1.0, max_rps: float = 1.0, events=None,
                benchmark=None, world_file=None, settle_s: float = 30.0, controller_kw: dict | None = None,
-               plan_cache: dict | None = None) -> dict:
+               plan_cache: dict | None = None, max_requests: int | None = None) -> dict:
     """Run ``strategies`` side by side under ``workload``; figures per strategy (and per window)."""
     from mixfleet.xfaas.load import run_load, summarize
     from mixfleet.xfaas.workloads import arrivals, read_shape, total_s
 
     rows = read_shape(workload, duration=duration, max_rps=max_rps)
-    arr = arrivals(rows, rate_scale)
+    arr = arrivals(rows, rate_scale)[:max_requests]
     if not arr:
         raise InputError(f"workload '{workload}' at rate scale {rate_scale} has no requests", "raise --rate-scale")
     profile, source = planner_profile(wf, clouds, benchmark=benchmark, seed=seed)
