@@ -6,7 +6,7 @@ in phases low (0.3x), 1x, 3x, 5x, recover (1x) of the rate a full-depth
 replica sustains within the SLA, for the conditions full (no exits), static
 (calibrated thresholds) and adaptive (load-aware thresholds + deadline-forced
 exits), each with at least --min-requests requests. The replica runs on an
-EMULATED device (mixfleet.earlyexit.device: real answers, emulated stage
+EMULATED device (mixfleet.earlyexit.serve.device: real answers, emulated stage
 times) unless --real; the overhead bar (plain backbone vs early-exit path at
 low load) is always measured on the real CPU. The load generator shares the
 2-core host with Serve; see the Markdown for the machine's state.
@@ -54,6 +54,14 @@ def _bars(res: dict) -> list[str]:
     ]
 
 
+def headline(res: dict) -> str:
+    """One line for the README's results at a glance."""
+    c = res["conditions"]
+    att = {k: 100 * c[k]["phases"]["3x"]["sla_attainment"] for k in ("adaptive", "static", "full")}
+    return (f"SLA attainment in 3x bursts: adaptive {att['adaptive']:.2f}%, static {att['static']:.2f}%, full "
+            f"{att['full']:.2f}% (bar 99.99%; EMULATED device)")
+
+
 def markdown(res: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     device = res.get("device")
@@ -85,7 +93,7 @@ def markdown(res: dict) -> str:
 
 
 def main(sla_ms: float, min_requests: int, device: dict | None, procs: int) -> dict:
-    from mixfleet.earlyexit import slabench
+    from mixfleet.earlyexit.serve import slabench
     from mixfleet.platform.bootstrap import shutdown
 
     dev_args = " --real" if device is None else f" --device-ms {device['full_ms_per_sample']:g}"
@@ -107,7 +115,7 @@ def main(sla_ms: float, min_requests: int, device: dict | None, procs: int) -> d
 
 
 if __name__ == "__main__":
-    from mixfleet.earlyexit import slabench
+    from mixfleet.earlyexit.serve import slabench
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sla-ms", type=float, default=200.0)

@@ -93,6 +93,14 @@ def _rows(out: dict):
         yield bs, "entropy, calibrated (context)", ctx["entropy_calibrated"], ctx["entropy_calibrated"]["ratios"]
 
 
+def headline(out: dict) -> str:
+    """One line for the README's results at a glance."""
+    parts = [f"batch {r['batch_size']}: latency -{r['ratios']['latency_reduction']:.1%}, FLOPs "
+             f"-{r['ratios']['flops_reduction']:.1%}" for r in out["runs"].values()]
+    drop = max(r["ratios"]["accuracy_drop_points"] for r in out["runs"].values())
+    return "; ".join(parts) + f"; accuracy -{drop:.2f} point"
+
+
 def markdown(out: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     lines = ["# Early exit vs full model, MNIST 5k test split (1 torch thread)", "",

@@ -171,6 +171,15 @@ def main() -> int:
     return 0
 
 
+def headline(r: dict) -> str:
+    """One line for the README's results at a glance."""
+    x = r["ratios_vs_clean"]
+    met = sum(r["bars_met"].values())
+    return (f"vs clean: slow worker + speculation {x['b_slow_worker_speculation']:.2f}x, without "
+            f"{x['c_slow_worker_no_speculation']:.2f}x, two workers killed {x['d_killed_map_and_reduce']:.2f}x; "
+            f"{met} of {len(r['bars_met'])} bars met")
+
+
 def markdown(r: dict) -> str:
     lines = [f"### MapReduce under faults: word count, {r['input_mb']:.0f} MB, {r['workers']} workers on "
              f"{r['cpus']} CPUs, speculation floor {r['speculation_floor_s']} s", "",

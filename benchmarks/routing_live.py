@@ -64,7 +64,7 @@ def simulate(fleet, rows, ropts) -> dict:
 
     policy = make_live_policy(fleet, ropts)
     t0 = time.perf_counter()
-    res = Simulation(fleet, policy, rows, telemetry_interval_s=ropts["telemetry_interval_s"]).run()
+    res = Simulation(fleet, policy, rows, telemetry_interval_s=ropts.telemetry_interval_s).run()
     m = res.metrics
     e2e, ttft = np.asarray(m.e2e), np.asarray(m.ttft)  # same percentile method as the live side
     gpu_of = [r.gpu for r in fleet.replicas]
@@ -149,6 +149,12 @@ def diagnose(sim: dict, live: dict) -> dict:
             "engine_p99_e2e_s": _pct([live[k]["engine_e2e"] for k in common], 99)}
 
 
+def headline(out: dict) -> str:
+    """One line for the README's results at a glance."""
+    ok = sum(abs(r["live_over_sim"][k] - 1) <= BAR for r in out["runs"] for k in ("p50_e2e_s", "p99_e2e_s"))
+    return f"live/simulated P50 and P99 within {BAR:.0%}: {ok} of {2 * len(out['runs'])} figures (EMULATED engines)"
+
+
 def markdown(out: dict) -> str:
     """The results table, rendered from the JSON this script writes."""
     lines = ["# Live router vs simulator (EMULATED GPUs and engines)", "",
@@ -190,13 +196,12 @@ def main(argv=None) -> int:
     policies = args.policy or ["ilp"]
     args.dilation = args.dilation or [1.0, 4.0]
 
-    from ray import serve
-
-    from mixfleet.platform.bootstrap import connect, shutdown, start_serve
+    from mixfleet.platform.bootstrap import connect, shutdown
     from mixfleet.platform.local_cluster import EmulatedCluster, EmulatedNode
+    from mixfleet.platform.serving import delete_app, start_serve
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
-    from mixfleet.routing.serve.app import gpu_count_for, router_options
+    from mixfleet.routing.serve.app import gpu_count_for, resolve_options
 
     fleet = fleet_from_dict(FLEET)
     wl, rows = workload(fleet, args.requests, args.load)
@@ -216,7 +221,7 @@ def main(argv=None) -> int:
             for dil in args.dilation:
                 opts = ServeOptions(policy=name, plan_load=args.load, plan_limit=args.requests, flush_s=args.flush,
                                     time_dilation=dil)
-                ropts = router_options(fleet, opts)
+                ropts = resolve_options(fleet, opts)
                 if sim is None:
                     sim = simulate(fleet, rows, ropts)
                     sim_per_request = sim.pop("per_request")
@@ -225,7 +230,7 @@ def main(argv=None) -> int:
                 deploy_s = time.perf_counter() - t0
                 live = asyncio.run(replay(f"http://127.0.0.1:{port}", fleet.model, rows,
                                           args.timeout + rows[-1].arrival_s * dil, dil))
-                serve.delete(APP_NAME)
+                delete_app(APP_NAME)
                 ratio = {k: live[k] / sim[k] for k in ("p50_e2e_s", "p99_e2e_s", "p50_ttft_s", "p99_ttft_s")}
                 live["diagnosis"] = diagnose(sim_per_request, live.pop("per_request"))
                 ok = all(abs(ratio[k] - 1) <= BAR for k in ("p50_e2e_s", "p99_e2e_s")) and not live["failed"]

@@ -39,6 +39,13 @@ def timed(fleet, trace, policy, load):
     return time.perf_counter() - t0, res
 
 
+def headline(out: dict) -> str:
+    """One line for the README's results at a glance."""
+    runs = out["runs"]
+    return (f"{runs[0]['requests']:,} requests in {min(r['wall_s'] for r in runs[:-1]):.1f}-"
+            f"{max(r['wall_s'] for r in runs[:-1]):.1f} s; {runs[-1]['requests']:,} in {runs[-1]['wall_s']:.0f} s")
+
+
 def markdown(out: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     md = ["# Routing simulator speed (simulated fleet, GPUs emulated)", "", f"Command: `{out['command']}`", "",

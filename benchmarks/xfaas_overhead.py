@@ -23,6 +23,12 @@ XFAAS_HOP_MS = {"aws (Step Functions)": 115.67, "azure (Durable Functions)": 245
 HOPS = 12
 
 
+def headline(result: dict) -> str:
+    """One line for the README's results at a glance."""
+    return (f"{result['mixfleet_ms_per_hop']['p50']:.2f} ms per hop (bare Ray chain "
+            f"{result['bare_ray_chain_ms_per_hop']['p50']:.2f} ms; bar {result['bar_ms_per_hop']:g} ms)")
+
+
 def markdown(result: dict) -> str:
     """The results table, rendered from the JSON this script writes."""
     ours, floor = result["mixfleet_ms_per_hop"], result["bare_ray_chain_ms_per_hop"]

@@ -144,6 +144,14 @@ def main(runs: int = 20) -> dict:
     return out
 
 
+def headline(o: dict) -> str:
+    """One line for the README's results at a glance."""
+    p, f, a = o["paper_setting_aws_azure"], o["fusion_vs_unfused_azure"], o["adaptive_scenario"]
+    return (f"ILP {p['ilp_latency_reduction_vs_best_single']:.1%} below the best single cloud; fusion+placement "
+            f"-{f['latency_reduction']:.1%} latency, -{f['cost_reduction']:.1%} cost vs unfused Azure; adaptive "
+            f"re-converges in {a['adaptive_runs_to_within_10pct']} runs (clouds EMULATED)")
+
+
 def markdown(o: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     p, t, f, a, st = (o["paper_setting_aws_azure"], o["three_clouds"], o["fusion_vs_unfused_azure"],

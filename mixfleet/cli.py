@@ -35,13 +35,14 @@ PARTS: dict[str, tuple[str, str]] = {
     "demo": ("mixfleet.demo", "Run the end-to-end demo on an embedded local Ray."),
 }
 
-USAGE = "usage: mixfleet [--version] [--help] <command> [ARGS]..."
+USAGE = "usage: mixfleet [--version] [--help] [--verbose] <command> [ARGS]..."
 
 
 def _top_help() -> str:
     lines = ["mixfleet: compute and serving on mixed GPU fleets, on Ray.", "", USAGE, "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, (_, text) in PARTS.items()]
-    lines += ["", "Run 'mixfleet <command> --help' for a command's options."]
+    lines += ["", "--verbose (or MIXFLEET_LOG=debug) shows Ray's, Serve's and Ray Data's own logs, which are",
+              "off by default.", "", "Run 'mixfleet <command> --help' for a command's options."]
     return "\n".join(lines)
 
 
@@ -124,6 +125,11 @@ def _run_part(name: str, args: list[str]) -> int:
 
 
 def _dispatch(args: list[str]) -> int:
+    if "--verbose" in args:  # global: anywhere on the line, before or after the command
+        from mixfleet.platform import logs
+
+        args = [a for a in args if a != "--verbose"]
+        logs.set_verbose(True)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_top_help())
         return 0
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click_exc.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "mixfleet"
-        print(" ".join(f"error: {exc.format_message()} (see '{where} --help')".split()), file=sys.stderr)
+        what = exc.format_message() or "missing a command"  # no arguments: the help went to stdout
+        print(" ".join(f"error: {what} (see '{where} --help')".split()), file=sys.stderr)
         code = 2
     except typer.Exit as exc:
         code = exc.exit_code

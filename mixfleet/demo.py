@@ -28,23 +28,30 @@ STEPS: list[tuple[str, str]] = [
     ("routing", "mixfleet.routing.demo:step"),
     ("routing_live", "mixfleet.routing.serve.demo:step"),
     ("earlyexit", "mixfleet.earlyexit.demo:step"),
-    ("earlyexit_serve", "mixfleet.earlyexit.serve_demo:step"),
+    ("earlyexit_serve", "mixfleet.earlyexit.serve.demo:step"),
     ("xfaas", "mixfleet.xfaas.demo:step"),
 ]
 
 
 @dataclass
 class DemoContext:
-    """What a demo step gets: a scratch folder, the output mode, the cluster."""
+    """What a demo step gets: a scratch folder, the output mode, the cluster, where to keep files."""
 
     workdir: Path
     json_mode: bool
     cluster_file: str
     address: str | None = None
     extras: dict = field(default_factory=dict)
+    out_dir: Path | None = None  # --out DIR: the only place the demo keeps files; None keeps nothing
 
     def say(self, text: str) -> None:
         console().print(text)
+
+    def keep(self, name: str) -> Path:
+        """Where a step writes a file for the user: under ``--out DIR``, else in the scratch folder (deleted)."""
+        folder = self.out_dir if self.out_dir is not None else self.workdir
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
 
 
 def _has_module(name: str) -> bool:
@@ -63,8 +70,13 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object with a key per step"),
     cluster_file: str = typer.Option("cluster.yaml", "--cluster", help="cluster.yaml whose fleet to emulate"),
     only: list[str] = typer.Option([], "--only", help="run only these steps (repeatable)"),
+    out_dir: Path | None = typer.Option(None, "--out", help="keep the demo's plots in this folder (default: keep "
+                                    "nothing; the demo writes only to a temporary folder)"),
 ) -> None:
-    """Run every part's demo step on an emulated fleet and exit 0."""
+    """Run every part's demo step on an emulated fleet and exit 0.
+
+    Without --out the demo writes nothing outside a temporary folder that is removed at the end.
+    """
     from mixfleet.errors import unknown_name
     from mixfleet.platform.bootstrap import shutdown
 
@@ -75,7 +87,7 @@ def demo(
     result: dict = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mixfleet-demo-") as tmp:
-        ctx = DemoContext(workdir=Path(tmp), json_mode=json_out, cluster_file=cluster_file)
+        ctx = DemoContext(workdir=Path(tmp), json_mode=json_out, cluster_file=cluster_file, out_dir=out_dir)
         try:
             for key, target in STEPS:
                 if only and key not in only and key != "cluster":
@@ -98,4 +110,5 @@ def demo(
     if json_out:
         emit_json(result)
     else:
-        console().print(f"demo finished in {result['elapsed_s']:.1f} s")
+        kept = f"; plots kept in {out_dir}" if out_dir is not None else " (pass --out DIR to keep its plots)"
+        console().print(f"demo finished in {result['elapsed_s']:.1f} s{kept}")

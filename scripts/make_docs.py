@@ -59,6 +59,16 @@ def _benchmark(name: str, root: Path):
     return module
 
 
+def _call(module, func: str, result_json: Path) -> str:
+    """``module.func(result)``; a script whose function does not fit its committed JSON is named."""
+    try:
+        return getattr(module, func)(json.loads(result_json.read_text()))
+    except Exception as exc:
+        raise SystemExit(f"error: {Path(module.__file__).name}'s {func}() fails on "
+                         f"benchmarks/results/{result_json.name}: {type(exc).__name__}: {exc}; rerun the benchmark "
+                         f"or fix {func}()") from None
+
+
 def _first_line(module) -> str:
     return (module.__doc__ or "").strip().splitlines()[0].rstrip(".") if module.__doc__ else ""
 
@@ -77,7 +87,7 @@ def glance(doc: Path, root: Path = ROOT) -> str:
             continue
         module = _benchmark(script.stem, root)
         result = json.loads(result_json.read_text())
-        head = module.headline(result) if callable(getattr(module, "headline", None)) else ""
+        head = _call(module, "headline", result_json) if callable(getattr(module, "headline", None)) else ""
         home = homes.get(script.stem)
         name = (f"[{script.stem}]({Path(os.path.relpath(home, doc.parent)).as_posix()})" if home
                 else f"`{script.stem}`")
@@ -94,7 +104,7 @@ def render(name: str, doc: Path, root: Path = ROOT) -> str:
     if not result_json.is_file():
         raise SystemExit(f"error: results block '{name}' has no benchmarks/results/{name}.json; "
                          f"run python benchmarks/{name}.py first")
-    text = _benchmark(name, root).markdown(json.loads(result_json.read_text()))
+    text = _call(_benchmark(name, root), "markdown", result_json)
     rel = Path(os.path.relpath(root / "benchmarks" / "results", doc.parent)).as_posix()
     lines = []
     for line in text.strip().splitlines():

@@ -110,8 +110,9 @@ def ee_base(ray_local):
     """The early-exit app on the session's Serve (started here only if no test started it yet)."""
     from ray import serve
 
-    from mixfleet.earlyexit.deploy import deploy
-    from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.platform.bootstrap import free_port
+    from mixfleet.platform.serving import serve_ports, start_serve
 
     if serve_ports() is None:
         start_serve(http_port=free_port(), grpc_port=free_port())
@@ -140,3 +141,48 @@ def test_earlyexit_endpoint_answers_4xx_never_500(ee_base):
     bad = {k: v for k, v in statuses.items() if not 400 <= v < 500}
     assert not bad, bad
     assert ok.status_code == 200, ok.text
+
+
+NOT_PROTOBUF = [b"\xff\xff\xff\xff", b"\x0a\xff", b"garbage bytes, not a protobuf message"]
+
+
+@pytest.mark.parametrize("raw", NOT_PROTOBUF, ids=repr)
+def test_routing_grpc_request_that_is_not_protobuf_is_an_input_error(raw):
+    from types import SimpleNamespace
+
+    from mixfleet.routing.serve.ingress import Ingress
+    from mixfleet.routing.serve.proto import llm_pb2
+
+    cls = getattr(Ingress, "func_or_class", Ingress)
+    me = SimpleNamespace(model="m", max_context=4096)
+    with pytest.raises(InputError, match="not a valid GenerateRequest"):
+        cls._grpc_request(me, raw)
+    good = llm_pb2.GenerateRequest(model="m", prompt="hello there", max_tokens=3).SerializeToString()
+    assert cls._grpc_request(me, good).max_tokens == 3
+
+
+def test_earlyexit_grpc_answers_invalid_argument_for_malformed_messages(ee_base):
+    import grpc
+
+    from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
+    from mixfleet.earlyexit.serve.proto import earlyexit_pb2_grpc as pbg
+    from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
+    from mixfleet.platform.serving import serve_ports
+
+    port = serve_ports().grpc_port_for(GRPC_SERVICER)
+    meta = (("application", "earlyexit-bad-bodies"),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        raw = channel.unary_unary("/mixfleet.earlyexit.EarlyExitService/Predict",
+                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        for body in [*NOT_PROTOBUF, b""]:
+            with pytest.raises(grpc.RpcError) as err:
+                raw(body, metadata=meta, timeout=60)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (body, err.value.details())
+        for instances in ([pb.Instance(pixels=[float("inf")] * 784)], [pb.Instance(pixels=[2.0] * 784)]):
+            with pytest.raises(grpc.RpcError) as err:
+                pbg.EarlyExitServiceStub(channel).Predict(pb.PredictRequest(model="mnist", instances=instances),
+                                                          metadata=meta, timeout=60)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        ok = pbg.EarlyExitServiceStub(channel).Predict(
+            pb.PredictRequest(model="mnist", instances=[pb.Instance(pixels=[0.5] * 784)]), metadata=meta, timeout=60)
+        assert len(ok.predictions) == 1

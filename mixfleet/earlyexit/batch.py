@@ -28,7 +28,7 @@ class ExitPredictor:
         from mixfleet.earlyexit.persist import load
 
         torch.set_num_threads(num_threads)
-        path = Path(_spill(model_bytes))
+        path = Path(spill_model(model_bytes))
         try:
             self.model = load(path)
         finally:
@@ -48,7 +48,8 @@ class ExitPredictor:
         return out
 
 
-def _spill(data: bytes) -> str:
+def spill_model(data: bytes) -> str:
+    """Write a model's bytes to a temporary ``.pt`` file (in a Ray worker) and return its path."""
     import tempfile
 
     fd, name = tempfile.mkstemp(suffix=".pt")

@@ -206,10 +206,10 @@ def serve(
 ) -> None:
     """Serve the model at POST /v1/models/mnist:predict until Ctrl-C."""
     import os
-    import time
 
     from mixfleet.errors import unknown_name
-    from mixfleet.platform.bootstrap import check_port_free, connect, shutdown, start_serve
+    from mixfleet.platform.bootstrap import check_port_free, connect, shutdown
+    from mixfleet.platform.serving import serving, wait_for_signal
 
     if sla_ms <= 0:
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "pass the latency objective in ms, e.g. --sla-ms 50")
@@ -226,27 +226,25 @@ def serve(
         from mixfleet.earlyexit.persist import read
 
         read(model_path)
-    from mixfleet.earlyexit.deploy import deploy
+    from mixfleet.earlyexit.serve.app import deploy
 
     connect(address)
     try:
-        start_serve(http_port=port, grpc_port=grpc_port)  # registers the early-exit gRPC servicer
-        url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
-        console().print(f"serving at {url}/v1/models/mnist:predict" +
-                        (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "") +
-                        (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "") +
-                        " (Ctrl-C to stop)")
-        try:  # up and serving: Ctrl-C / SIGTERM is an orderly stop (exit 0); while starting it is an interrupt
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        with serving(http_port=port, grpc_port=grpc_port) as srv:  # registers the early-exit gRPC servicer
+            srv.own("earlyexit")
+            url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
+            console().print(f"serving at {url}/v1/models/mnist:predict" +
+                            (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "")
+                            + (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "")
+                            + " (Ctrl-C to stop)")
+            # up and serving: Ctrl-C / SIGTERM is an orderly stop (exit 0); while starting it is an interrupt
+            wait_for_signal()
     finally:
         shutdown()
 
 
 def _device(device_ms: float) -> dict | None:
-    """``--device-ms``: 0 means the real device; > 0 an EMULATED one (mixfleet.earlyexit.device)."""
+    """``--device-ms``: 0 means the real device; > 0 an EMULATED one (mixfleet.earlyexit.serve.device)."""
     if device_ms < 0:
         raise InputError(f"--device-ms {device_ms} is negative", "pass 0 (real device) or the emulated full-pass "
                          "time per sample in ms, e.g. --device-ms 20")
@@ -268,8 +266,8 @@ def bench_sla(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Open-loop Poisson bursts against one replica: full vs static vs adaptive."""
-    from mixfleet.earlyexit import slabench
     from mixfleet.earlyexit.persist import read
+    from mixfleet.earlyexit.serve import slabench
     from mixfleet.platform.bootstrap import shutdown
 
     check_writable(plot, "--plot")

@@ -31,6 +31,8 @@ def check_input(x, input_shape: Sequence[int | None], dtype: torch.dtype = torch
                                      or x.dtype == np.bool_):
             raise InputError(f"input has dtype {x.dtype}; expected a floating-point array of shape {expected}",
                              "convert it with x.astype('float32')")
+        if not x.flags.writeable:  # a zero-copy view (Ray Data batch, Arrow buffer): torch needs memory it may own
+            x = np.array(x, order="C")
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
         raise InputError(f"input is a {type(x).__name__}; expected a float tensor or numpy array of shape {expected}",

@@ -38,6 +38,7 @@ from typing import Any
 
 import ray
 
+from mixfleet.errors import JobError
 from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import range_boundaries
@@ -52,11 +53,11 @@ from mixfleet.mapreduce.tasks import State, Task, TaskTable
 from mixfleet.mapreduce.worker import Worker
 
 
-class Recompute(Exception):
+class Recompute(JobError):
     """Raised by a phase once its running attempts ended after a reduce found map outputs lost."""
 
 
-class JobFailed(Exception):
+class JobFailed(JobError):
     def __init__(self, error: BaseException):
         super().__init__(str(error))
         self.error = error
@@ -223,7 +224,7 @@ class Master(Recovery, Reporting):
             self._check_silence(inflight)
             if self.recompute:  # let the running attempts end, then go back to the maps
                 if not inflight:
-                    raise Recompute()
+                    raise Recompute("map outputs were lost: rerun the phase")
                 idle = []
             else:
                 idle = sorted((i for i in range(len(self.workers)) if i not in self.busy),

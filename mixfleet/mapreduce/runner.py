@@ -241,7 +241,7 @@ def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner:
     from mixfleet.mapreduce.master import Master
     from mixfleet.mapreduce.store import BlockStore
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)  # with the driver
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # with the driver
     stores = start_stores(BlockStore)
     incarnation = 0
     try:

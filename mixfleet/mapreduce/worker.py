@@ -23,6 +23,7 @@ from typing import Any
 
 import ray
 
+from mixfleet.errors import JobError
 from mixfleet.mapreduce.execute import reduce_counters, run_map, run_reduce, sample_keys
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import hash_partitioner, range_partitioner
@@ -41,7 +42,7 @@ def _error(exc: BaseException) -> dict:
     return {"error": exc}
 
 
-class _Lost(Exception):
+class _Lost(JobError):
     def __init__(self, map_id: str):
         super().__init__(map_id)
         self.map_id = map_id

@@ -2,13 +2,15 @@
 
 Parts use these instead of their own: :func:`connect` (never ``ray.init``),
 :func:`load_model` / :class:`StrictModel` (never raw ``yaml.load``),
-:func:`start_serve` (Serve bound to 127.0.0.1), and the output helpers.
+:mod:`mixfleet.platform.serving` (the one Serve lifecycle, bound to
+127.0.0.1), and the output helpers.
 """
 
-from mixfleet.platform.bootstrap import Connection, connect, shutdown, start_serve
+from mixfleet.platform.bootstrap import Connection, connect, shutdown
 from mixfleet.platform.cluster_config import ClusterSpec, NodeType, load_cluster_config
 from mixfleet.platform.config import StrictModel, load_model, parse_model, read_config_file
 from mixfleet.platform.local_cluster import EmulatedCluster, EmulatedNode, default_fleet_nodes
+from mixfleet.platform.serving import start_serve, wait_for_signal
 
 __all__ = [
     "ClusterSpec",
@@ -25,4 +27,5 @@ __all__ = [
     "read_config_file",
     "shutdown",
     "start_serve",
+    "wait_for_signal",
 ]

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 
 from mixfleet.errors import ClusterError, first_line
+from mixfleet.platform import logs
 
 NAMESPACE = "mixfleet"
 LOOPBACK = "127.0.0.1"
@@ -182,12 +183,11 @@ def connect(
             _current = Connection(ctx.gcs_address, embedded=False, namespace=ctx.namespace)
         return _current
 
-    if quiet:  # Ray's start-up notice about token auth is not the user's business on every command
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logs.quiet_driver()  # Ray's, Serve's and Ray Data's own output only with --verbose / MIXFLEET_LOG
     kwargs: dict = {
         "namespace": namespace,
         "include_dashboard": dashboard,
-        "logging_level": logging.WARNING if quiet else logging.INFO,
+        **(logs.ray_init_kwargs() if quiet else {"logging_level": logging.INFO, "log_to_driver": True}),
         "runtime_env": runtime_env,
     }
     if address is None:
@@ -215,62 +215,19 @@ def connect(
 
 
 def shutdown() -> None:
-    """Stop Serve (if running) and leave Ray; an embedded Ray is stopped."""
+    """Stop Serve gracefully (if running), then leave Ray; an embedded Ray is stopped."""
     global _current
     import ray
 
     if ray.is_initialized():
-        try:
-            from ray import serve
+        from mixfleet.platform.serving import stop_serve
 
-            if _serve_running():
-                serve.shutdown()
-        except Exception:  # serve not installed or already gone: nothing to stop
+        try:
+            stop_serve()  # graceful, before Ray goes: no force-killed replicas, no orphaned controller tasks
+        except Exception:  # already gone: nothing to stop
             pass
         ray.shutdown()
     _current = None
-
-
-# Serve fixes its gRPC servicers when it starts, so every mixfleet gRPC
-# service is registered whenever mixfleet starts Serve: the routing and the
-# early-exit apps can then share one Serve instance (the proxy imports these
-# lazily, by name).
-GRPC_SERVICERS: tuple[str, ...] = (
-    "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server",
-    "mixfleet.earlyexit.proto.earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server",
-)
-
-
-@dataclass(frozen=True)
-class ServePorts:
-    """Where a running Serve listens, and which gRPC servicers its proxy has."""
-
-    http_port: int
-    grpc_port: int | None
-    grpc_servicers: tuple[str, ...]
-
-    def grpc_port_for(self, servicer: str) -> int | None:
-        """The gRPC port if the proxy serves ``servicer``, else ``None``."""
-        return self.grpc_port if servicer in self.grpc_servicers else None
-
-
-def serve_ports() -> ServePorts | None:
-    """The running Serve's ports on the connected cluster, or ``None`` if Serve is not running."""
-    import ray
-
-    if not ray.is_initialized():
-        return None
-    try:
-        from ray.serve.context import _get_global_client
-
-        client = _get_global_client()
-        http = ray.get(client._controller.get_http_config.remote(), timeout=30)
-        grpc = ray.get(client._controller.get_grpc_config.remote(), timeout=30)
-    except Exception:  # no Serve controller on this cluster, or it is going away
-        return None
-    port = getattr(grpc, "port", None)
-    return ServePorts(int(http.port), int(port) if port else None,
-                      tuple(getattr(grpc, "grpc_servicer_functions", None) or ()))
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -294,36 +251,10 @@ def check_port_free(port: int, option: str = "--port", host: str = LOOPBACK) -> 
                              f"stop what listens there or pick another port, e.g. {option} {free_port(host)}") from None
 
 
-def _serve_running() -> bool:
-    return serve_ports() is not None
+def __getattr__(name: str):
+    """The Serve helpers moved to :mod:`mixfleet.platform.serving`; old imports keep working."""
+    if name in ("GRPC_SERVICERS", "ServePorts", "serve_ports", "start_serve"):
+        import importlib
 
-
-def start_serve(
-    *,
-    http_host: str = LOOPBACK,
-    http_port: int = 8000,
-    grpc_port: int | None = None,
-    grpc_servicer_functions: list[str] | None = None,
-    access_log: bool = False,
-) -> None:
-    """Start Ray Serve's proxies, bound to loopback unless asked otherwise.
-
-    Serve's per-request access log is off unless ``access_log``: on a small
-    host one log line per request (written, and forwarded to the driver) costs
-    a sizeable share of the proxy's CPU per request. Serve's request metrics
-    on Prometheus are unaffected.
-
-    The proxy runs on the head node only: an emulated multi-node cluster
-    shares one host, and a proxy per node would fight over the port. With a
-    gRPC port, every mixfleet servicer (:data:`GRPC_SERVICERS`) is registered
-    besides ``grpc_servicer_functions``.
-    """
-    from ray import serve
-
-    connect()
-    http_options = {"host": http_host, "port": http_port, "location": "HeadOnly"}
-    kwargs: dict = {"http_options": http_options, "logging_config": {"enable_access_log": access_log}}
-    if grpc_port is not None:
-        servicers = list(dict.fromkeys([*GRPC_SERVICERS, *(grpc_servicer_functions or [])]))
-        kwargs["grpc_options"] = {"port": grpc_port, "grpc_servicer_functions": servicers}
-    serve.start(**kwargs)
+        return getattr(importlib.import_module("mixfleet.platform.serving"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

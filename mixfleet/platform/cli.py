@@ -184,7 +184,10 @@ def _default_address() -> str:
     if len(live) > 1:
         raise InputError(f"{len(live)} rehearsal clusters are up ({', '.join(s['address'] for s in live)})",
                          "pick one with --address")
-    return live[0]["address"] if live else "auto"
+    if not live:
+        return "auto"
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as `cluster up` started it
+    return live[0]["address"]
 
 
 @app.command()

@@ -184,7 +184,13 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
         (d / STATE_FILE).unlink(missing_ok=True)
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
         raise ClusterError(f"`ray start --head` failed for '{file}': {tail[0][:300]}", f"see {log}")
-    publish_node_types(spec, address)
+    try:
+        publish_node_types(spec, address)
+    except Exception as exc:
+        stop_processes(state)
+        (d / STATE_FILE).unlink(missing_ok=True)
+        raise ClusterError(f"the head of '{file}' started but did not take its node types: {exc}",
+                           f"see Ray's logs under {state['temp_dir']}") from None
     return state
 
 

@@ -1,8 +1,8 @@
 """Demo step: compare the routing policies on a slice of the Azure conv trace.
 
 Runs in the simulator (GPUs EMULATED from calibrated profiles) on the
-example mixed A100/V100/T4 fleet, prints the table and writes the plot into
-``results/demo/routing_compare.png``. Pure Python: it does not need the Ray cluster.
+example mixed A100/V100/T4 fleet, prints the table and, with ``mixfleet demo --out DIR``, keeps the plot as
+``DIR/routing_compare.png``. Pure Python: it does not need the Ray cluster.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ def step(ctx) -> dict:
     ctx.say(f"routing: {len(POLICIES)} policies on the first {SLICE} requests of the Azure conv trace at "
             f"{LOAD:.0%} load, {fleet.describe()} (simulated; GPUs EMULATED from calibrated profiles)")
     cmp = compare(fleet, "azure-conv", list(POLICIES), [LOAD], [0], limit=SLICE)
-    # outside the demo's scratch folder so that the user can open it afterwards (results/ is git-ignored)
-    plot_path = Path("results") / "demo" / "routing_compare.png"
+    plot_path = ctx.keep("routing_compare.png")  # under --out DIR, else in the demo's scratch folder
     plot(cmp, plot_path, title="demo: azure-conv slice")
     run = cmp.runs[0]
     if not ctx.json_mode:
@@ -44,6 +43,8 @@ def step(ctx) -> dict:
         rows.append(("oracle floor", o["p50_e2e_s"], o["p99_e2e_s"], o["p99_ttft_s"], None, None))
         print_table(f"routing at {LOAD:.0%} of {cmp.capacity_req_s:.1f} req/s capacity (simulated)",
                     ["policy", "p50 e2e s", "p99 e2e s", "p99 ttft s", "p99 tpot s", "SLO"], rows)
-        ctx.say(f"plot: {plot_path}")
+        if ctx.out_dir is not None:
+            ctx.say(f"plot: {plot_path}")
     return {"emulated": True, "capacity_req_s": cmp.capacity_req_s, "load": LOAD, "requests": SLICE,
-            "policies": run["policies"], "oracle_floor": run["oracle_floor"], "plot": str(plot_path)}
+            "policies": run["policies"], "oracle_floor": run["oracle_floor"],
+            "plot": str(plot_path) if ctx.out_dir is not None else None}

@@ -4,26 +4,34 @@ Two time scales, one object, run unchanged by the simulator and the live
 router (one code path):
 
 - **Fast path** (:meth:`IlpPolicy.choose`, every request, microseconds, no
-  solver call): classify the request (prompt bucket x output bucket) and
-  pick the healthy replica with the least estimated finish time from
-  router-side accounting (outstanding work to drain plus the request's own
-  isolated service time, divided by the telemetry speed factor), where a
-  replica whose pool has plan weight ``w`` for the class (``w_max`` the
-  class's largest) counts ``1 + beta (1 - w / w_max)`` times slower: the plan
-  steers, the accounting reacts to bursts. With ``adaptive`` (default) the
-  steering strength shrinks with the plan's predicted peak utilisation ``U``
-  (``beta x min(1, (1 - U) / 0.5)``): placement by class pays while the
-  fleet has headroom; near saturation every replica must absorb what
-  arrives. ``fast_path="masked"`` (only the
-  plan's pools) and ``"wrr"`` (the plan's weights exactly) are the stricter
-  variants, kept for ablations. A class with no healthy replica in the plan
-  is routed by least work left over the whole fleet.
+  solver call): classify the request (prompt bucket x cap bucket: the
+  router never sees the true output length) and run the strategy's method,
+  all of them on the shared :func:`~mixfleet.routing.policy.least_work`
+  rule (least estimated finish time from router-side accounting at the
+  shared predictor's output estimate, divided by the telemetry speed
+  factor). ``penalty`` (default): a replica whose pool has plan weight
+  ``w`` for the class (``w_max`` the class's largest) counts
+  ``1 + beta (1 - w / w_max)`` times slower, and its decode time is
+  stretched by ``1 + k rho / (1 - rho)``, ``rho`` the recent share of its
+  time spent prefilling prompts the router sent it (:class:`PrefillLoad`,
+  the interference chunked prefill causes); both shrink with the plan's
+  predicted peak utilisation ``U`` (``x min(1, (1 - U) / headroom)``):
+  placement by class pays while the fleet has headroom; near saturation
+  every replica must absorb what arrives. When prompts dominate the
+  predicted work, a *decode reserve* keeps long-prompt classes off one
+  fastest replica (:meth:`IlpPolicy._reserve`). ``masked`` (only the plan's
+  pools) and ``wrr`` (the plan's weights exactly) are ablations. A class
+  with no healthy replica in the plan is routed by least work left over
+  the whole fleet.
 - **Slow loop** (:meth:`IlpPolicy.observe`, every telemetry sample): re-solve
   the plan persistently when a replica's speed factor moved by more than
   ``speed_tolerance`` (thermal throttling, a lost replica) or, every
   ``resolve_interval_s``, when the observed class rates drifted by more than
-  ``rate_tolerance``. ``feedback=False`` freezes the first plan and ignores
-  telemetry (the "frozen plan" of the feedback experiment).
+  ``rate_tolerance``, or when the shared predictor's output estimate of a
+  class moved by more than 25% (the plan is re-costed: it plans on predicted
+  outputs, the cap itself with oracle lengths). ``feedback=False`` freezes
+  the first plan and ignores telemetry (the "frozen plan" of the feedback
+  experiment).
 
 A solver failure never crashes routing: the policy logs why and routes by
 ``least_work_left`` until a later solve succeeds. A missing solver is a
@@ -41,7 +49,7 @@ import math
 
 from mixfleet.errors import SolverError
 from mixfleet.routing.lengths import CapRule, OutputPredictor
-from mixfleet.routing.plan import ClassGrid, ClassMix, Plan, build_problem
+from mixfleet.routing.plan import ClassGrid, ClassMix, Plan, build_problem, full_mix
 from mixfleet.routing.policy import (
     Policy,
     PolicyContext,
@@ -60,31 +68,6 @@ log = logging.getLogger("mixfleet.routing.ilp")
 # "wrr": the plan's weights exactly (smooth weighted round robin over groups), then
 #     least work left inside the chosen group.
 FAST_PATHS = ("penalty", "masked", "wrr")
-
-
-def full_mix(grid: ClassGrid, hint: ClassMix | None, total_rate: float) -> ClassMix:
-    """A mix over every grid class: the hint's rates and sizes where known, bucket midpoints elsewhere."""
-    known = {c: k for k, c in enumerate(hint.classes)} if hint else {}
-    n_o = len(grid.output_edges) + 1
-    rates, prompts, outputs = [], [], []
-    floor = 1e-4 * max(total_rate, 1e-3)
-    for c in range(grid.size):
-        if c in known:
-            k = known[c]
-            rates.append(max(hint.rate[k], floor))
-            prompts.append(hint.prompt[k])
-            outputs.append(hint.output[k])
-        else:
-            pi, oi = divmod(c, n_o)
-            rates.append(floor if hint else total_rate / grid.size)
-            prompts.append(_mid(grid.prompt_edges, pi))
-            outputs.append(_mid(grid.output_edges, oi))
-    return ClassMix(grid, tuple(range(grid.size)), tuple(rates), tuple(prompts), tuple(outputs))
-
-
-def _mid(edges: tuple[int, ...], i: int) -> float:
-    lo = 0 if i == 0 else edges[i - 1]
-    return (lo + edges[i]) / 2.0 if i < len(edges) else 1.5 * lo
 
 
 class PrefillLoad:
@@ -129,7 +112,7 @@ class IlpPolicy(Policy):
                  util_weight: float = 10.0, queue_weight: float = 1.0, latency_power: float = 2.0,
                  group_by: str = "gpu", beta: float = 0.5, stall_limit_s: float | None = None,
                  adaptive: bool = True, interference: float = 1.0, interference_tau_s: float = 30.0,
-                 headroom: float = 0.5, oracle_lengths: bool = False, adaptive_interference: bool = True,
+                 headroom: float = 0.5, oracle_lengths: bool = False,
                  reserve_prefill_share: float | None = 0.9, reserve_fill: float = 0.8) -> None:
         if fast_path not in FAST_PATHS:
             from mixfleet.errors import unknown_name
@@ -153,7 +136,6 @@ class IlpPolicy(Policy):
         self.headroom = headroom
         self.beta_effective = beta
         self.interference = interference
-        self.adaptive_interference = adaptive_interference
         self.interference_effective = interference
         self._prefill = PrefillLoad(len(fleet.replicas), interference_tau_s)
         infos = replica_infos(fleet)
@@ -218,7 +200,7 @@ class IlpPolicy(Policy):
         scale = min(1.0, max(0.0, (1.0 - plan.max_utilisation) / self.headroom)) if self.adaptive else 1.0
         beta = self.beta * scale
         self.beta_effective = beta
-        self.interference_effective = self.interference * (scale if self.adaptive_interference else 1.0)
+        self.interference_effective = self.interference * scale
         pen = [[1.0 + beta] * n_rep for _ in range(self.grid.size)]
         for row_c, weights in zip(plan.classes, plan.weights, strict=True):
             wmax = max(weights) or 1.0

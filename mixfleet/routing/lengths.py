@@ -151,11 +151,3 @@ class OutputPredictor:
         qs = self._q[b] if b is not None else None
         v = self.prior if qs is None else float(qs[int(round(q))])
         return v if v < cap else float(cap)
-
-    def tail_fraction(self, prompt: int, threshold: float) -> float:
-        """The fraction of the history at or above ``threshold`` output tokens (0 with no history)."""
-        b = self._source(prompt)
-        qs = self._q[b] if b is not None else None
-        if qs is None:
-            return 0.0
-        return float(100 - np.searchsorted(qs, threshold)) / 100.0

@@ -88,6 +88,31 @@ class ClassMix:
         return sum(self.rate)
 
 
+def full_mix(grid: ClassGrid, hint: ClassMix | None, total_rate: float) -> ClassMix:
+    """A mix over every grid class: the hint's rates and sizes where known, bucket midpoints elsewhere."""
+    known = {c: k for k, c in enumerate(hint.classes)} if hint else {}
+    n_o = len(grid.output_edges) + 1
+    rates, prompts, outputs = [], [], []
+    floor = 1e-4 * max(total_rate, 1e-3)
+    for c in range(grid.size):
+        if c in known:
+            k = known[c]
+            rates.append(max(hint.rate[k], floor))
+            prompts.append(hint.prompt[k])
+            outputs.append(hint.output[k])
+        else:
+            pi, oi = divmod(c, n_o)
+            rates.append(floor if hint else total_rate / grid.size)
+            prompts.append(_mid(grid.prompt_edges, pi))
+            outputs.append(_mid(grid.output_edges, oi))
+    return ClassMix(grid, tuple(range(grid.size)), tuple(rates), tuple(prompts), tuple(outputs))
+
+
+def _mid(edges: tuple[int, ...], i: int) -> float:
+    lo = 0 if i == 0 else edges[i - 1]
+    return (lo + edges[i]) / 2.0 if i < len(edges) else 1.5 * lo
+
+
 @dataclass
 class PlanProblem:
     """Columns are *groups* of interchangeable replicas (one GPU type), or single replicas.

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixfleet.errors import JobError
+
 
 @dataclass
 class ClaimCheck:
@@ -159,7 +161,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or bool(getattr(exc, "transient", False))
 
 
-class _MemberFailed(Exception):
+class _MemberFailed(JobError):
     def __init__(self, member: str, cause: str, transient: bool = False):
         super().__init__(cause)
         self.member, self.cause, self.transient = member, cause, transient

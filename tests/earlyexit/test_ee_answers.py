@@ -5,9 +5,9 @@ import time
 
 import torch
 
-from mixfleet.earlyexit.answers import EarlyAnswers
 from mixfleet.earlyexit.criteria import get_criterion
 from mixfleet.earlyexit.inference import run_exits
+from mixfleet.earlyexit.serve.answers import EarlyAnswers
 
 
 def test_requests_are_answered_at_their_exit_while_the_batch_runs_on():

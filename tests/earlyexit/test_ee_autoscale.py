@@ -2,7 +2,7 @@
 
 import pytest
 
-from mixfleet.earlyexit.autoscale import POLICY_PATH, EarlyExitAutoscaling, autoscaling_config
+from mixfleet.earlyexit.serve.autoscale import POLICY_PATH, EarlyExitAutoscaling, autoscaling_config
 from mixfleet.errors import ConfigError
 
 

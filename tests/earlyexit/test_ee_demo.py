@@ -16,8 +16,9 @@ def test_demo_step_reports_savings_at_both_batch_sizes(ray_local, tmp_path):
 def test_serve_demo_step_runs_a_burst_per_condition(ray_local, tmp_path):
     """The serving demo step: one replica, full / static / adaptive through 1x and 3x of its capacity."""
     from mixfleet.demo import DemoContext
-    from mixfleet.earlyexit.serve_demo import APP, step
-    from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
+    from mixfleet.earlyexit.serve.demo import APP, step
+    from mixfleet.platform.bootstrap import free_port
+    from mixfleet.platform.serving import serve_ports, start_serve
 
     if serve_ports() is None:  # the Serve the other Serve tests reuse (as in `mixfleet demo` after routing_live)
         start_serve(http_port=free_port(), grpc_port=free_port())

@@ -39,17 +39,17 @@ def test_serve_config_is_a_valid_serve_deploy_file(repo_root):
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from mixfleet.earlyexit.serving import ServeOptions
+    from mixfleet.earlyexit.serve.replica import ServeOptions
     from mixfleet.platform.config import parse_model
 
     cfg = yaml.safe_load((repo_root / "examples" / "earlyexit" / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(cfg)
     app = schema.applications[0]
-    assert app.import_path == "mixfleet.earlyexit.deploy:app_builder"
+    assert app.import_path == "mixfleet.earlyexit.serve.app:app_builder"
     opts = parse_model(app.deployments[0].user_config, ServeOptions)  # unknown knobs would be rejected
     assert opts.mode == "adaptive" and schema.http_options.host == "127.0.0.1"
     scaling = app.deployments[0].autoscaling_config
-    assert scaling["policy"]["policy_function"] == "mixfleet.earlyexit.autoscale:EarlyExitAutoscaling"
-    from mixfleet.earlyexit.autoscale import autoscaling_config
+    assert scaling["policy"]["policy_function"] == "mixfleet.earlyexit.serve.autoscale:EarlyExitAutoscaling"
+    from mixfleet.earlyexit.serve.autoscale import autoscaling_config
 
     autoscaling_config(**scaling["policy"]["policy_kwargs"])  # knobs the policy accepts

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mixfleet.earlyexit.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
+from mixfleet.earlyexit.serve.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
 
 
 def test_thresholds_move_from_conservative_to_calibrated_under_load_and_back_slowly():

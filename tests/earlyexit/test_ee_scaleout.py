@@ -1,6 +1,6 @@
 """Live scale-out of the early-exit deployment on Ray Serve (127.0.0.1, free ports).
 
-The deployment runs :class:`~mixfleet.earlyexit.autoscale.EarlyExitAutoscaling`
+The deployment runs :class:`~mixfleet.earlyexit.serve.autoscale.EarlyExitAutoscaling`
 on the replica's own ``record_autoscaling_stats()``. Concurrent HTTP load
 lifts the replica's queue above ``target_queue``; the controller must add a
 replica, keep answering through the change, and drop back to one replica
@@ -23,7 +23,7 @@ CLIENTS = 32  # concurrent requests held open: far above target_queue=4 on one r
 
 
 def _scaling() -> dict:
-    from mixfleet.earlyexit.autoscale import autoscaling_config
+    from mixfleet.earlyexit.serve.autoscale import autoscaling_config
 
     return autoscaling_config(min_replicas=1, max_replicas=2, look_back_period_s=2.0, metrics_interval_s=0.5,
                               upscale_delay_s=1.0, downscale_delay_s=2.0, target_queue=4)
@@ -41,10 +41,9 @@ def _running() -> int:
 
 @pytest.fixture(scope="module")
 def base(ray_local):
-    from ray import serve
-
-    from mixfleet.earlyexit.deploy import deploy
-    from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.platform.bootstrap import free_port
+    from mixfleet.platform.serving import delete_app, serve_ports, start_serve
 
     if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer
         start_serve(http_port=free_port(), grpc_port=free_port())
@@ -58,7 +57,7 @@ def base(ray_local):
             pass
         time.sleep(0.5)
     yield url
-    serve.delete(APP)
+    delete_app(APP)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +135,7 @@ def test_load_scales_the_deployment_out_and_back_in(base, batch):
 
 
 def test_metrics_interval_must_fit_in_the_look_back_window():
-    from mixfleet.earlyexit.autoscale import autoscaling_config
+    from mixfleet.earlyexit.serve.autoscale import autoscaling_config
     from mixfleet.errors import ConfigError
 
     assert autoscaling_config(look_back_period_s=2.0, metrics_interval_s=0.5)["metrics_interval_s"] == 0.5

@@ -12,7 +12,7 @@ import pytest
 APP = "earlyexit-test"
 # Serve's controller loads and runs our custom-metrics policy; one replica keeps the 429 test meaningful
 AUTOSCALING = {"min_replicas": 1, "max_replicas": 1,
-               "policy": {"policy_function": "mixfleet.earlyexit.autoscale:EarlyExitAutoscaling",
+               "policy": {"policy_function": "mixfleet.earlyexit.serve.autoscale:EarlyExitAutoscaling",
                           "policy_kwargs": {"target_queue": 4}}}
 
 
@@ -24,10 +24,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def base(ray_local):
-    from ray import serve
-
-    from mixfleet.earlyexit.deploy import deploy
-    from mixfleet.platform.bootstrap import serve_ports, start_serve
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.platform.serving import delete_app, serve_ports, start_serve
 
     if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer
         start_serve(http_port=_free_port(), grpc_port=_free_port())
@@ -41,7 +39,7 @@ def base(ray_local):
             pass
         time.sleep(0.5)
     yield url
-    serve.delete(APP)
+    delete_app(APP)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +95,7 @@ def test_nan_values_and_oversize_bodies_and_unknown_model(base):
 
 
 def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
-    from mixfleet.earlyexit.deploy import deploy
+    from mixfleet.earlyexit.serve.app import deploy
 
     x, _ = images
     assert _predict(base, x[:4].tolist()).status_code == 200
@@ -133,7 +131,7 @@ def test_past_the_queue_bound_is_429_with_retry_after(base, images):
 
 
 def test_open_loop_load_generator_against_the_live_server(base, images):
-    from mixfleet.earlyexit.loadtest import run_condition
+    from mixfleet.earlyexit.serve.loadtest import run_condition
 
     x, y = images
     out = run_condition(base, x, y, [("low", 20.0, 1.0), ("burst", 60.0, 1.0)], sla_ms=5000, seed=3)
@@ -155,10 +153,10 @@ def test_cli_bad_serving_arguments(cli):
 def test_grpc_predict_through_serves_proxy(base, images):
     import grpc
 
-    from mixfleet.earlyexit.proto import earlyexit_pb2 as pb
-    from mixfleet.earlyexit.proto import earlyexit_pb2_grpc as pbg
-    from mixfleet.earlyexit.serving import GRPC_SERVICER
-    from mixfleet.platform.bootstrap import serve_ports
+    from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
+    from mixfleet.earlyexit.serve.proto import earlyexit_pb2_grpc as pbg
+    from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
+    from mixfleet.platform.serving import serve_ports
 
     x, y = images
     meta = (("application", APP),)
@@ -220,7 +218,7 @@ def test_autoscaling_stats_and_metrics_on_rays_prometheus_endpoint(base, images)
 def test_emulated_device_pads_stages_and_deadline_forces_an_early_answer(base, images):
     """On a slow (emulated) device, a full pass takes the emulated time; with an SLA shorter than
     that, the adaptive policy answers from exit 0, forced, within the SLA."""
-    from mixfleet.earlyexit.deploy import deploy
+    from mixfleet.earlyexit.serve.app import deploy
 
     x, _ = images
 

@@ -142,3 +142,4 @@ def test_reducer_yielding_no_pair_is_one_line_naming_the_users_file_and_line(cli
     assert r.error_line.startswith("error: reducer of BadPairs must yield (key, value) pairs; got 'lines=")
     assert f"{JOBS}:{line}" in r.error_line and "internal error" not in r.stderr
     _no_output(out)  # no _SUCCESS, no part file, no _temporary
+    assert not list(tmp_path.glob(".out*"))  # and no staging folder

@@ -225,7 +225,7 @@ def test_an_interrupt_mid_map_stops_the_job_with_its_exit_code(books, tmp_path, 
     assert proc.returncode == code, err
     assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == ["error: interrupted"]
     assert stdout == ""
-    assert not out.exists() and not list(tmp_path.glob(".out.*"))  # no output folder, no staging left
+    assert not out.exists() and not list(tmp_path.glob(".out*"))  # no output folder, no staging left
     _assert_processes_gone(scratch)
 
 

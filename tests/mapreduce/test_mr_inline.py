@@ -100,6 +100,7 @@ def test_a_reducer_that_yields_no_pair_names_the_users_file_and_line(books, tmp_
     assert f"mr_testjobs.py:{line}" in msg and "\n" not in msg
     left = os.listdir(tmp_path / "out") if (tmp_path / "out").exists() else []
     assert "_temporary" not in left and "_SUCCESS" not in left and not [n for n in left if n.startswith("part-")]
+    assert not list(tmp_path.glob(".out*"))  # no staging folder either
 
 
 def test_a_mapper_that_returns_a_non_iterable_is_named(books, tmp_path):

@@ -49,6 +49,7 @@ def test_map_outputs_on_a_dead_node_are_recomputed(ray_cluster, data_dir, tmp_pa
         victim = next((n for n in done if n != head), None)
         time.sleep(0.1)
     assert victim, "no map finished on a worker node"
+    print("driver node", head, "victim", victim)
     index = next(i for i in range(len(ray_cluster.nodes)) if ray_cluster.node_handle(i).node_id == victim)
     held = {"-".join(p.name.split("-")[1:4]) for p in scratch.glob(f"mapdone-*-{victim}")}  # the task ids
     try:

@@ -35,9 +35,8 @@ def test_accelerator_typed_actors_land_on_matching_nodes(ray_cluster):
 
 
 def test_serve_ports_reports_a_running_serve_with_every_mixfleet_servicer(ray_local):
-    from ray import serve
-
-    from mixfleet.platform.bootstrap import GRPC_SERVICERS, free_port, serve_ports, start_serve
+    from mixfleet.platform.bootstrap import free_port
+    from mixfleet.platform.serving import GRPC_SERVICERS, serve_ports, start_serve, stop_serve
 
     ports = serve_ports()
     started_here = ports is None
@@ -51,6 +50,6 @@ def test_serve_ports_reports_a_running_serve_with_every_mixfleet_servicer(ray_lo
         assert ports.grpc_port_for("not.a.servicer") is None
     finally:
         if started_here:
-            serve.shutdown()
+            stop_serve()
     if started_here:
         assert serve_ports() is None

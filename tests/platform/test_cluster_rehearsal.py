@@ -202,7 +202,10 @@ def test_up_job_submit_serve_deploy_autoscale_and_down(cli, repo_root, data_dir)
                    "mixfleet", "mapreduce", "run", WC, "--input", str(book), "--output", str(out), "--json")
         assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
         status = _ray("ray", "job", "status", "--address", dashboard, "wordcount-1")
-        assert "SUCCEEDED" in status.stdout + status.stderr
+        assert "Job 'wordcount-1' succeeded" in status.stdout + status.stderr
+        import httpx
+
+        assert httpx.get(f"{dashboard}/api/jobs/wordcount-1", timeout=30).json()["status"] == "SUCCEEDED"
         logs = _ray("ray", "job", "logs", "--address", dashboard, "wordcount-1")
         assert '"status": "succeeded"' in logs.stdout
         assert _read_parts(out) == _expect_words(book)

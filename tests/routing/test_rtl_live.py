@@ -35,9 +35,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(ray_cluster):
-    from ray import serve
-
-    from mixfleet.platform.bootstrap import free_port, serve_ports, start_serve
+    from mixfleet.platform.bootstrap import free_port
+    from mixfleet.platform.serving import delete_app, serve_ports, start_serve, stop_serve
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
     from mixfleet.routing.serve.app import GRPC_SERVICER
@@ -45,7 +44,7 @@ def live(ray_cluster):
     ports = serve_ports()
     if ports is None or ports.grpc_port_for(GRPC_SERVICER) is None:  # not up, or up without gRPC
         if ports is not None:
-            serve.shutdown()
+            stop_serve()
         start_serve(http_port=free_port(), grpc_port=free_port())
         ports = serve_ports()
     fleet = fleet_from_dict(FLEET)
@@ -55,7 +54,7 @@ def live(ray_cluster):
     while len(lv.stats()["placement"]) < len(fleet.replicas) and time.monotonic() < deadline:
         time.sleep(0.5)
     yield lv
-    serve.delete(APP_NAME)
+    delete_app(APP_NAME)
 
 
 def _completion(live, prompt, max_tokens, **kw):
@@ -90,7 +89,7 @@ def test_live_router_makes_the_same_choices_as_the_policy_offline(live):
     """One code path: the live ingress and an offline copy of the same policy pick the same replicas."""
     from mixfleet.routing.policy import Request, RouterState
     from mixfleet.routing.serve import ServeOptions
-    from mixfleet.routing.serve.app import router_options
+    from mixfleet.routing.serve.app import resolve_options
     from mixfleet.routing.serve.router import make_live_policy
 
     rows = _trace_rows(16, 40)
@@ -104,7 +103,7 @@ def test_live_router_makes_the_same_choices_as_the_policy_offline(live):
             live_choice.append(resp.headers["x-mixfleet-replica"])
     if live.stats()["policy"]["solves"] != solves0:
         pytest.skip("the live policy re-planned mid-test (a telemetry change); choices are not comparable")
-    policy = make_live_policy(live.fleet, router_options(live.fleet, ServeOptions(max_outstanding=BOUND)))
+    policy = make_live_policy(live.fleet, resolve_options(live.fleet, ServeOptions(max_outstanding=BOUND)))
     state = RouterState.from_fleet(live.fleet)
     offline = []
     for k, r in enumerate(rows):

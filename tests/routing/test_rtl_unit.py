@@ -8,13 +8,13 @@ import json
 import pytest
 import yaml
 
-from mixfleet.errors import ClusterError, InputError
+from mixfleet.errors import ClusterError, InputError, Overloaded, Unavailable
 from mixfleet.routing.fleet import fleet_from_dict
 from mixfleet.routing.policies import make_policy
 from mixfleet.routing.serve import openai_api as oa
-from mixfleet.routing.serve.app import ServeOptions, placement_accelerator, placements, router_options
+from mixfleet.routing.serve.app import ServeOptions, placement_accelerator, placements, resolve_options
 from mixfleet.routing.serve.emulated_engine import EmulatedEngine, EngineOverloaded
-from mixfleet.routing.serve.router import LiveRouter, Overloaded, ReplicaBusy, ReplicaDown, Unavailable
+from mixfleet.routing.serve.router import LiveRouter, ReplicaDown
 
 FLEET = {"model": "llama-3.2-3b", "pools": [{"gpu": "A100-80GB", "count": 1}, {"gpu": "T4", "count": 2}]}
 MODELS = ["llama-3.2-3b"]
@@ -142,18 +142,15 @@ class FakeFleet:
         self.calls.append(i)
         if i in self.dead:
             raise ReplicaDown(f"replica {i} is gone")
-        try:
-            async for c in self.engines[i].generate(req.prompt_tokens, req.max_tokens):
-                yield {"tokens": c.tokens, "done": c.done}
-        except EngineOverloaded as exc:
-            raise ReplicaBusy(str(exc), exc.retry_after_s) from None
+        async for c in self.engines[i].generate(req.prompt_tokens, req.max_tokens):
+            yield c  # typed chunks, as from the engine deployment; a full queue raises EngineOverloaded
 
 
 async def _run_one(router, req):
     routed = await router.route(req)
-    n = len(routed.first["tokens"])
+    n = len(routed.first.tokens)
     async for c in routed.rest:
-        n += len(c["tokens"])
+        n += len(c.tokens)
     return routed, n
 
 
@@ -162,7 +159,7 @@ def test_router_accounting_returns_to_zero_and_follows_the_policy():
 
     fleet = _fleet()
     fake = FakeFleet(fleet)
-    router = LiveRouter(fleet, make_policy("least_work_left", fleet), fake.send, max_outstanding=100)
+    router = LiveRouter(fleet, make_policy("least_work_left", fleet), fake.send, ServeOptions(max_outstanding=100))
 
     async def go():
         return await asyncio.gather(*(_run_one(router, Request(k, 200, 20)) for k in range(9)))
@@ -187,7 +184,7 @@ def test_router_sends_elsewhere_when_a_replica_queue_is_full():
 
     fleet = _fleet()
     fake = FakeFleet(fleet, max_waiting=1)
-    router = LiveRouter(fleet, make_policy("least_work_left", fleet), fake.send, max_outstanding=100)
+    router = LiveRouter(fleet, make_policy("least_work_left", fleet), fake.send, ServeOptions(max_outstanding=100))
 
     async def go():
         return await asyncio.gather(*(_run_one(router, Request(k, 3000, 20)) for k in range(6)))
@@ -209,7 +206,7 @@ def test_router_reroutes_around_a_dead_replica_and_tells_the_policy():
         def observe(self, telemetry, state):
             seen.append(list(state.healthy))
 
-    router = LiveRouter(fleet, Spy(), fake.send, max_outstanding=100)
+    router = LiveRouter(fleet, Spy(), fake.send, ServeOptions(max_outstanding=100))
     fake.dead.add(0)
     routed, n = asyncio.run(_run_one(router, Request(1, 100, 5)))
     assert n == 5 and routed.index != 0 and routed.attempts == 2
@@ -224,7 +221,7 @@ def test_router_refuses_beyond_its_bound_and_when_nothing_is_left():
 
     fleet = _fleet()
     fake = FakeFleet(fleet)
-    router = LiveRouter(fleet, make_policy("round_robin", fleet), fake.send, max_outstanding=2)
+    router = LiveRouter(fleet, make_policy("round_robin", fleet), fake.send, ServeOptions(max_outstanding=2))
 
     async def go():
         a = await router.route(Request(1, 100, 50))
@@ -252,11 +249,11 @@ def test_placement_prefers_the_exact_type_then_rays_family_name_else_fails_clear
         placements(_fleet(), ServeOptions(), {"A100": 2, "T4": 1})
 
 
-def test_router_options_bound_and_unknown_policy():
-    opts = router_options(_fleet(), ServeOptions(max_waiting=10))
-    assert opts["max_outstanding"] == 3 * 64 + 10 and opts["policy"] == "ilp"
+def test_resolved_options_bound_and_unknown_policy():
+    opts = resolve_options(_fleet(), ServeOptions(max_waiting=10))
+    assert isinstance(opts, ServeOptions) and opts.max_outstanding == 3 * 64 + 10 and opts.policy == "ilp"
     with pytest.raises(InputError, match="unknown policy 'fastest'"):
-        router_options(_fleet(), ServeOptions(policy="fastest"))
+        resolve_options(_fleet(), ServeOptions(policy="fastest"))
 
 
 def test_no_deployment_on_the_request_path_writes_an_access_log_line_per_request():

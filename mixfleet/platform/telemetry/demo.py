@@ -56,7 +56,12 @@ def step(ctx) -> dict:
     if not ctx.json_mode:
         from mixfleet.platform.output import console
 
-        console().print(gpu_table(snap, "GPU telemetry (emulated GPUs, driven by reported load)"))
+        driven = {(g["node_id"], g["gpu_index"]) for g in first.values()}
+        shown = [g for g in snap["gpus"] if (g["node_id"], g["gpu_index"]) in driven]
+        console().print(gpu_table({**snap, "gpus": shown}, "GPU telemetry (emulated GPUs, driven by reported load)"))
+        if len(snap["gpus"]) > len(shown):
+            console().print(f"[dim]{len(snap['gpus']) - len(shown)} more idle emulated GPUs not shown "
+                            "(`mixfleet cluster status` lists them all)[/dim]")
     if slowed is not None:
         clear_gpu_condition(slowed["node_id"], slowed["gpu_index"])
     by_type: dict[str, int] = {}

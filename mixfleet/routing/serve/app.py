@@ -34,7 +34,7 @@ from mixfleet.platform.accelerators import RESOURCE_PREFIX
 from mixfleet.platform.config import StrictModel, parse_model
 
 APP_NAME = "mixfleet-llm"
-GRPC_SERVICER = "mixfleet.routing.serve.proto.llm_pb2_grpc.add_LLMServiceServicer_to_server"
+GRPC_SERVICER = "mixfleet.platform.grpcraw.add_llm_servicer"  # requests arrive as bytes (Ingress decodes them)
 
 
 class ServeOptions(StrictModel):
@@ -56,17 +56,17 @@ class ServeOptions(StrictModel):
     time_dilation: float = Field(default=1.0, ge=1.0, le=100.0)  # EMULATION only: engines run D x slower
     policy_options: dict = Field(default_factory=dict)
 
+    def outstanding_bound(self, fleet) -> int:
+        """Requests in flight before a 429: ``max_outstanding``, else every batch slot plus the waiting bound."""
+        return self.max_outstanding or sum(r.max_batch for r in fleet.replicas) + self.max_waiting
 
-def router_options(fleet, opts: ServeOptions) -> dict:
-    """The plain options dict the ingress gets (policy, bounds, planning rate)."""
+
+def resolve_options(fleet, opts: ServeOptions) -> ServeOptions:
+    """``opts`` checked against ``fleet`` (a known policy) with the admission bound filled in."""
     from mixfleet.routing.policies import check_policy_name
 
-    name = check_policy_name(opts.policy)
-    bound = opts.max_outstanding or sum(r.max_batch for r in fleet.replicas) + opts.max_waiting
-    return {"policy": name, "seed": opts.seed, "policy_options": dict(opts.policy_options),
-            "plan_trace": opts.plan_trace, "plan_load": opts.plan_load, "plan_limit": opts.plan_limit, "max_outstanding": bound,
-            "telemetry_interval_s": opts.telemetry_interval_s, "first_chunk_timeout_s": opts.first_chunk_timeout_s,
-            "engine": opts.engine, "time_dilation": opts.time_dilation}
+    return opts.model_copy(update={"policy": check_policy_name(opts.policy),
+                                   "max_outstanding": opts.outstanding_bound(fleet)})
 
 
 def advertised_gpus() -> dict[str, float]:
@@ -126,15 +126,11 @@ def placements(fleet, opts: ServeOptions, advertised: dict[str, float] | None) -
     return out
 
 
-# Ingress and engines are both on every request's path; Serve's per-request access-log line in
-# each would add a log write per hop to every request (mixfleet.earlyexit.serving turns it off too).
-NO_ACCESS_LOG = {"enable_access_log": False}
-
-
 def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: dict[str, float] | None = None):
     """The Serve application for ``fleet`` (not yet running)."""
     from ray import serve
 
+    from mixfleet.platform.logs import serve_logging_config
     from mixfleet.routing.serve.ingress import Ingress
     from mixfleet.routing.serve.replica import EngineReplica
 
@@ -144,8 +140,10 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
         from mixfleet.routing.serve.tiny_engine import check_cuda
 
         check_cuda()
-    ropts = router_options(fleet, opts)
+    opts = resolve_options(fleet, opts)
     where = placements(fleet, opts, advertised)
+    # ingress and engines are both on every request's path: no per-request access-log line in either
+    quiet = serve_logging_config(access_log=False)
     engine_dep = serve.deployment(EngineReplica)
     engines = {}
     for r in fleet.replicas:
@@ -156,13 +154,13 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
             max_ongoing_requests=r.max_batch + opts.max_waiting + 16,
             max_queued_requests=4 * (r.max_batch + opts.max_waiting),
             health_check_period_s=2.0, health_check_timeout_s=15.0, graceful_shutdown_timeout_s=1.0,
-            logging_config=NO_ACCESS_LOG,
-        ).bind(fleet, r.replica_id, opts.engine, opts.max_waiting, 1.0, opts.flush_s, opts.time_dilation)
+            logging_config=quiet,
+        ).bind(replica=r, max_batched_tokens=fleet.config.max_batched_tokens, options=opts)
     ingress = serve.deployment(Ingress).options(
         name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
-        max_ongoing_requests=ropts["max_outstanding"] + 256, max_queued_requests=1024,
-        health_check_period_s=2.0, graceful_shutdown_timeout_s=1.0, logging_config=NO_ACCESS_LOG)
-    return ingress.bind(fleet, engines, ropts)
+        max_ongoing_requests=opts.max_outstanding + 256, max_queued_requests=1024,
+        health_check_period_s=2.0, graceful_shutdown_timeout_s=1.0, logging_config=quiet)
+    return ingress.bind(fleet, engines, opts)
 
 
 class BuilderArgs(StrictModel):
@@ -186,10 +184,10 @@ def app_builder(args: dict):
 
 def deploy(fleet, options: ServeOptions | dict | None = None, *, name: str = APP_NAME, route_prefix: str = "/"):
     """Deploy on the connected cluster (Serve must be started) and wait until it is healthy."""
-    from ray import serve
+    from mixfleet.platform.serving import run_app
 
     app = build_app(fleet, options, advertised=advertised_gpus())
-    return serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+    return run_app(app, name=name, route_prefix=route_prefix)
 
 
 def gpu_count_for(fleet, gpus_per_replica: float) -> dict[str, int]:

@@ -13,7 +13,6 @@ and stops what it started.
 from __future__ import annotations
 
 import os
-import signal
 import threading
 
 import typer
@@ -79,9 +78,8 @@ def serve_command(
 def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, grpc_port: int,
                 stop: threading.Event, json_out: bool = False) -> None:
     """Start (cluster,) Serve and the app; block until ``stop`` is set; tear everything down."""
-    from ray import serve
-
-    from mixfleet.platform.bootstrap import connect, shutdown, start_serve
+    from mixfleet.platform.bootstrap import connect, shutdown
+    from mixfleet.platform.serving import serving, stop_on_signal, wait_for_signal
     from mixfleet.routing.serve.app import (
         APP_NAME,
         GRPC_SERVICER,
@@ -108,35 +106,29 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
         else:
             connect(address)
         placements(fleet, opts, advertised_gpus())  # fail before starting Serve if a GPU type is missing
-        start_serve(http_port=port, grpc_port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER])
-        if threading.current_thread() is threading.main_thread():
+        with serving(http_port=port, grpc_port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER]) as srv, \
+                stop_on_signal(stop):
             # Serve is up: Ctrl-C / SIGTERM now mean an orderly stop (exit 0) once the deploy returns;
             # before this, they interrupt at once (the CLI's handler) and the clean-up below still runs
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
-        try:
-            from mixfleet.platform.telemetry import start_agents
+            try:
+                from mixfleet.platform.telemetry import start_agents
 
-            start_agents()
-        except Exception as exc:  # telemetry is optional for serving
-            say(f"[yellow]telemetry agents not started: {exc}[/yellow]")
-        say(f"deploying {len(fleet.replicas)} engine replicas ({fleet.describe()}) with policy '{opts.policy}' ...")
-        deploy(fleet, opts)
-        info = {"http": f"http://127.0.0.1:{port}/v1", "grpc": f"127.0.0.1:{grpc_port}", "app": APP_NAME,
-                "model": fleet.model, "policy": opts.policy, "replicas": len(fleet.replicas),
-                "emulated": opts.engine == "emulated"}
-        if json_out:
-            emit_json(info)
-        else:
-            print_table("mixfleet live router (Ctrl-C to stop)", ["endpoint", "value"], list(info.items()))
-        while not stop.wait(0.5):
-            pass
-        say("stopping ...")
+                start_agents()
+            except Exception as exc:  # telemetry is optional for serving
+                say(f"[yellow]telemetry agents not started: {exc}[/yellow]")
+            say(f"deploying {len(fleet.replicas)} engine replicas ({fleet.describe()}) with policy '{opts.policy}' ...")
+            srv.own(APP_NAME)
+            deploy(fleet, opts)
+            info = {"http": f"http://127.0.0.1:{srv.ports.http_port}/v1", "grpc": f"127.0.0.1:{grpc_port}",
+                    "app": APP_NAME, "model": fleet.model, "policy": opts.policy, "replicas": len(fleet.replicas),
+                    "emulated": opts.engine == "emulated"}
+            if json_out:
+                emit_json(info)
+            else:
+                print_table("mixfleet live router (Ctrl-C to stop)", ["endpoint", "value"], list(info.items()))
+            wait_for_signal(stop)
+            say("stopping ...")
     finally:
-        try:
-            serve.delete(APP_NAME)
-        except Exception:  # Serve was never started or is already gone
-            pass
         shutdown()
         if cluster is not None:
             cluster.shutdown()

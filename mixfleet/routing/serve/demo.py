@@ -19,23 +19,21 @@ N_REQUESTS = 24
 
 def step(ctx) -> dict:
     import openai
-    from ray import serve
 
-    from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
+    from mixfleet.platform.bootstrap import connect
     from mixfleet.platform.output import print_table
+    from mixfleet.platform.serving import serving
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
     from mixfleet.routing.traces import open_trace
 
     connect(ctx.address)
-    started = serve_ports() is None
-    if started:
-        start_serve(http_port=free_port())
-    port = serve_ports().http_port
     fleet = fleet_from_dict(DEMO_FLEET)
     ctx.say("[dim]EMULATED GPUs and engines: replica timing comes from the routing simulator's GPU profiles[/dim]")
     t0 = time.perf_counter()
-    try:
+    with serving() as srv:
+        port = srv.ports.http_port
+        srv.own(APP_NAME)
         deploy(fleet, ServeOptions(policy="ilp"))
         deploy_s = time.perf_counter() - t0
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
@@ -59,12 +57,6 @@ def step(ctx) -> dict:
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(one, range(len(rows))))
-    finally:
-        try:
-            serve.delete(APP_NAME)
-        finally:
-            if started:
-                serve.shutdown()
     by_gpu: dict[str, dict] = {}
     for gpu, dt, _ in results:
         row = by_gpu.setdefault(gpu, {"requests": 0, "latencies": []})

@@ -41,22 +41,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from mixfleet.errors import InputError
+from mixfleet.errors import InputError, Overloaded
 from mixfleet.routing.engine import DECODE, IDLE, PREFILL, ReplicaEngine, SimRequest
 from mixfleet.routing.profiles import steps_within
 
 
-class EngineOverloaded(Exception):
-    """The replica's waiting queue is full; the caller should retry after ``retry_after_s``."""
+class EngineOverloaded(Overloaded):
+    """The replica's waiting queue is full; the router tries another replica, or the caller retries."""
 
     def __init__(self, replica_id: str, waiting: int, retry_after_s: float) -> None:
-        super().__init__(f"replica {replica_id} has {waiting} requests waiting (its bound)")
+        super().__init__(f"replica {replica_id} has {waiting} requests waiting (its bound)",
+                         retry_after_s=retry_after_s)
         self.replica_id = replica_id
         self.waiting = waiting
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self):  # crosses Ray process boundaries intact
-        return (EngineOverloaded, (self.replica_id, self.waiting, self.retry_after_s))
 
 
 @dataclass

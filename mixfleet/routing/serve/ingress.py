@@ -16,32 +16,32 @@ served it, ``none`` when no replica was involved) and
 ``x-mixfleet-engine`` (``emulated`` unless the tiny torch engine runs).
 Errors use OpenAI's shape: 400 for bad input, 429 + ``Retry-After`` when
 too much is in flight, 503 + ``Retry-After`` when no replica can take the
-request. gRPC maps them to INVALID_ARGUMENT, RESOURCE_EXHAUSTED and
-UNAVAILABLE.
+request; gRPC gets INVALID_ARGUMENT, RESOURCE_EXHAUSTED and UNAVAILABLE
+(the mapping is :data:`mixfleet.errors.WIRE`, shared with early exit).
 """
 
 import asyncio
 import logging
-import math
 import time
 
-import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from mixfleet.errors import InputError, MixfleetError
+from mixfleet.errors import (
+    InputError,
+    Overloaded,
+    ServingError,
+    Unavailable,
+    error_text,
+    grpc_error,
+    http_error,
+)
 from mixfleet.routing.policy import ReplicaTelemetry, Telemetry
 from mixfleet.routing.policy import Request as RoutedRequest
 from mixfleet.routing.serve import openai_api as oa
-from mixfleet.routing.serve.router import (
-    LiveRouter,
-    Overloaded,
-    ReplicaBusy,
-    ReplicaDown,
-    Unavailable,
-    make_live_policy,
-)
+from mixfleet.routing.serve.app import ServeOptions
+from mixfleet.routing.serve.router import LiveRouter, ReplicaDown, make_live_policy
 
 log = logging.getLogger("mixfleet.routing.serve")
 
@@ -57,11 +57,11 @@ async def _default_headers(request, call_next):
     return response
 
 
-def _error(status: int, exc: Exception, *, retry_after: float | None = None) -> JSONResponse:
+def _error(exc: Exception) -> JSONResponse:
+    """An OpenAI-shaped error; status and Retry-After from :data:`mixfleet.errors.WIRE`."""
     kinds = {400: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
-    msg = exc.one_line() if isinstance(exc, MixfleetError) else str(exc)
-    headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
-    return JSONResponse(oa.error_body(msg, kind=kinds.get(status, "server_error")), status_code=status,
+    status, headers = http_error(exc)
+    return JSONResponse(oa.error_body(error_text(exc), kind=kinds.get(status, "server_error")), status_code=status,
                         headers=headers)
 
 
@@ -73,25 +73,15 @@ def _is_replica_down(exc: BaseException) -> bool:
 
 
 def _grpc_fail(ctx, exc: BaseException) -> None:
-    if ctx is None:
-        return
-    if isinstance(exc, InputError):
-        ctx.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-        ctx.set_details(exc.one_line())
-    elif isinstance(exc, Overloaded):
-        ctx.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        ctx.set_details(f"{exc}; retry after {math.ceil(exc.retry_after_s)} s")
-        ctx.set_trailing_metadata([("retry-after", str(max(1, math.ceil(exc.retry_after_s))))])
-    elif isinstance(exc, Unavailable):
-        ctx.set_code(grpc.StatusCode.UNAVAILABLE)
-        ctx.set_details(str(exc))
+    if isinstance(exc, (InputError, ServingError)):
+        grpc_error(ctx, exc)
 
 
 @serve.ingress(api)
 class Ingress:
     """Serve ingress deployment class (see module doc)."""
 
-    def __init__(self, fleet, engines: dict, options: dict) -> None:
+    def __init__(self, fleet, engines: dict, options: ServeOptions) -> None:
         self.fleet = fleet
         self.options = options
         self.handles = [engines[r.replica_id] for r in fleet.replicas]
@@ -100,12 +90,10 @@ class Ingress:
         policy = make_live_policy(fleet, options)
         # with an EMULATION time dilation D the router's clock runs in model seconds too (wall / D), so the
         # policy sees the same rates and intervals as in the simulator
-        self.dilation = dilation = float(options.get("time_dilation", 1.0))
-        self.router = LiveRouter(fleet, policy, self._send, max_outstanding=options["max_outstanding"],
-                                 first_chunk_timeout_s=options.get("first_chunk_timeout_s", 30.0),
-                                 clock=lambda: time.monotonic() / dilation)
-        self.interval_s = options.get("telemetry_interval_s", 2.0) * dilation
-        self.engine_kind = options.get("engine", "emulated")
+        self.dilation = dilation = options.time_dilation
+        self.router = LiveRouter(fleet, policy, self._send, options, clock=lambda: time.monotonic() / dilation)
+        self.interval_s = options.telemetry_interval_s * dilation
+        self.engine_kind = options.engine
         self._placement: dict[int, dict] = {}
         self._last: dict[int, dict] = {}
         self._loop: asyncio.Task | None = None
@@ -115,18 +103,14 @@ class Ingress:
     async def _send(self, i: int, req: RoutedRequest):
         from ray.serve.exceptions import BackPressureError
 
-        from mixfleet.routing.serve.emulated_engine import EngineOverloaded
-
         gen = self.handles[i].options(stream=True).generate.remote(req.prompt_tokens, req.max_tokens)
         finished = False
         try:
             async for chunk in gen:
                 yield chunk
             finished = True
-        except EngineOverloaded as exc:
-            raise ReplicaBusy(str(exc), exc.retry_after_s) from None
-        except BackPressureError as exc:
-            raise ReplicaBusy(str(exc)) from None
+        except BackPressureError as exc:  # Serve's own queue bound for that replica: the same as a full queue
+            raise Overloaded(f"replica {self.fleet.replicas[i].replica_id}: {exc}", retry_after_s=1.0) from None
         except Exception as exc:
             if _is_replica_down(exc):
                 raise ReplicaDown(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
@@ -216,10 +200,10 @@ class Ingress:
     async def _collect(self, gen: oa.GenRequest, routed) -> tuple:
         """All tokens of a unary request; if its replica dies mid-way, run it again elsewhere once."""
         for attempt in (1, 2):
-            ids = list(routed.first["tokens"])
+            ids = list(routed.first.tokens)
             try:
                 async for chunk in routed.rest:
-                    ids.extend(chunk["tokens"])
+                    ids.extend(chunk.tokens)
                 return routed, ids
             except Unavailable:
                 if attempt == 2:
@@ -237,12 +221,8 @@ class Ingress:
             rid, routed = await self._route(gen)
             if not gen.stream:
                 routed, ids = await self._collect(gen, routed)
-        except InputError as exc:
-            return _error(400, exc)
-        except Overloaded as exc:
-            return _error(429, exc, retry_after=exc.retry_after_s)
-        except Unavailable as exc:
-            return _error(503, exc, retry_after=exc.retry_after_s)
+        except (InputError, ServingError) as exc:
+            return _error(exc)
         headers = {**self._headers(routed), "x-mixfleet-engine": self.engine_kind}
         if not gen.stream:
             info = {"replica_id": routed.replica_id, "gpu": routed.gpu, "accelerator": routed.accelerator,
@@ -251,21 +231,21 @@ class Ingress:
         return StreamingResponse(self._sse(gen, rid, routed), media_type="text/event-stream", headers=headers)
 
     async def _sse(self, gen: oa.GenRequest, rid: str, routed):
-        n = len(routed.first["tokens"])
+        n = len(routed.first.tokens)
         try:
-            yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(routed.first["tokens"]), first=True))
+            yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(routed.first.tokens), first=True))
             last = routed.first
             async for chunk in routed.rest:
-                n += len(chunk["tokens"])
+                n += len(chunk.tokens)
                 last = chunk
-                if chunk["tokens"]:
-                    yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(chunk["tokens"])))
+                if chunk.tokens:
+                    yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(chunk.tokens)))
             end = oa.stream_chunk(gen, rid, "", finish=True)
             # engine-side timing (model seconds from arrival at the replica) for fidelity checks
             end["mixfleet"] = {"replica_id": routed.replica_id, "gpu": routed.gpu,
-                               "engine_ttft_s": last.get("ttft_s"), "engine_e2e_s": last.get("e2e_s"),
-                               "t_submit": last.get("t_submit"), "t_end": last.get("t_end"),
-                               "t_emit": last.get("t_emit"), "t_ingress": time.monotonic()}
+                               "engine_ttft_s": last.ttft_s, "engine_e2e_s": last.e2e_s,
+                               "t_submit": last.t_submit, "t_end": last.t_end,
+                               "t_emit": last.t_emit, "t_ingress": time.monotonic()}
             yield oa.sse(end)
             if gen.include_usage:
                 yield oa.sse(oa.usage_chunk(gen, rid, n))
@@ -317,6 +297,16 @@ class Ingress:
 
     # -- gRPC (through Serve's gRPC proxy) -------------------------------------------------------
     def _grpc_request(self, request) -> oa.GenRequest:
+        if isinstance(request, (bytes, bytearray)):  # registered raw (mixfleet.platform.grpcraw)
+            from google.protobuf.message import DecodeError
+
+            from mixfleet.routing.serve.proto import llm_pb2
+
+            try:
+                request = llm_pb2.GenerateRequest.FromString(bytes(request))
+            except DecodeError:
+                raise InputError("the request is not a valid GenerateRequest message",
+                                 "send a mixfleet.serve.GenerateRequest (llm.proto)") from None
         body = {"model": request.model, "max_tokens": request.max_tokens or None}
         body["prompt"] = list(request.prompt_token_ids) if len(request.prompt_token_ids) else request.prompt
         if body["prompt"] == "":
@@ -349,13 +339,13 @@ class Ingress:
 
         _gen, (_rid, routed) = await self._grpc_route(request, grpc_context)
         try:
-            yield llm_pb2.GenerateChunk(text=oa.detokenize(routed.first["tokens"]),
-                                        completion_tokens=len(routed.first["tokens"]), accelerator=routed.gpu,
+            yield llm_pb2.GenerateChunk(text=oa.detokenize(routed.first.tokens),
+                                        completion_tokens=len(routed.first.tokens), accelerator=routed.gpu,
                                         replica_id=routed.replica_id)
             async for chunk in routed.rest:
-                yield llm_pb2.GenerateChunk(text=oa.detokenize(chunk["tokens"]), completion_tokens=len(chunk["tokens"]),
-                                            accelerator=routed.gpu, replica_id=routed.replica_id, done=chunk["done"],
-                                            finish_reason="length" if chunk["done"] else "")
+                yield llm_pb2.GenerateChunk(text=oa.detokenize(chunk.tokens), completion_tokens=len(chunk.tokens),
+                                            accelerator=routed.gpu, replica_id=routed.replica_id, done=chunk.done,
+                                            finish_reason="length" if chunk.done else "")
         except Exception as exc:
             _grpc_fail(grpc_context, exc)
             raise

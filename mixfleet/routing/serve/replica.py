@@ -26,32 +26,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mixfleet.routing.fleet import Replica
+    from mixfleet.routing.serve.app import ServeOptions
 
 log = logging.getLogger("mixfleet.routing.serve")
 
 STATS_SCOPE = "routing.replica"
 
 
-def _find_replica(fleet, replica_id: str):
-    for r in fleet.replicas:
-        if r.replica_id == replica_id:
-            return r
-    from mixfleet.errors import unknown_name
-
-    raise unknown_name("replica", replica_id, [r.replica_id for r in fleet.replicas])
-
-
 class EngineReplica:
     """Serve deployment class (see module doc). Methods are called through handles by the ingress."""
 
-    def __init__(self, fleet, replica_id: str, engine: str = "emulated", max_waiting: int = 64,
-                 stats_interval_s: float = 1.0, flush_s: float = 0.02, dilation: float = 1.0) -> None:
+    def __init__(self, *, replica: Replica, max_batched_tokens: int, options: ServeOptions,
+                 stats_interval_s: float = 1.0) -> None:
         import ray
 
         from mixfleet.routing.serve.emulated_engine import EmulatedEngine
 
-        rep = _find_replica(fleet, replica_id)
-        self.replica = rep
+        self.replica = rep = replica
+        replica_id, engine = rep.replica_id, options.engine
         self.stats_interval_s = stats_interval_s
         ctx = ray.get_runtime_context()
         self.node_id = ctx.get_node_id()
@@ -61,11 +57,11 @@ class EngineReplica:
         if engine == "tiny-torch":
             from mixfleet.routing.serve.tiny_engine import TinyTorchEngine
 
-            self.engine = TinyTorchEngine(replica_id, max_waiting=max_waiting)
+            self.engine = TinyTorchEngine(replica_id, max_waiting=options.max_waiting)
         else:
-            self.engine = EmulatedEngine(replica_id, rep.perf, rep.kv_tokens, rep.max_batch,
-                                         fleet.config.max_batched_tokens, max_waiting=max_waiting, flush_s=flush_s,
-                                         dilation=dilation)
+            self.engine = EmulatedEngine(replica_id, rep.perf, rep.kv_tokens, rep.max_batch, max_batched_tokens,
+                                         max_waiting=options.max_waiting, flush_s=options.flush_s,
+                                         dilation=options.time_dilation)
         self._stats_task: asyncio.Task | None = None
         self._last_busy = 0.0
         self._last_t = 0.0
@@ -75,13 +71,10 @@ class EngineReplica:
             self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop())
 
     async def generate(self, prompt_tokens: int, max_tokens: int):
-        """Stream ``{"tokens": [...], "done": bool, "ttft_s", "e2e_s"}`` dicts for one request."""
+        """Stream the request's :class:`~mixfleet.routing.serve.emulated_engine.Chunk` objects."""
         self._ensure_stats_loop()
-        async for c in self.engine.generate(prompt_tokens, max_tokens):
-            out = {"tokens": c.tokens, "first": c.first, "done": c.done, "ttft_s": c.ttft_s, "e2e_s": c.e2e_s}
-            if c.done:
-                out.update(t_submit=c.t_submit, t_end=c.t_end, t_emit=c.t_emit)
-            yield out
+        async for chunk in self.engine.generate(prompt_tokens, max_tokens):
+            yield chunk
 
     async def info(self) -> dict:
         """Where this replica runs and what it is (EMULATED unless the tiny torch engine runs)."""

@@ -42,43 +42,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from mixfleet.errors import Overloaded, Unavailable
 from mixfleet.routing.policy import Policy, ReplicaTelemetry, Request, RouterState, Telemetry
+from mixfleet.routing.serve.app import ServeOptions
+from mixfleet.routing.serve.emulated_engine import Chunk
 
 log = logging.getLogger("mixfleet.routing.serve")
 
 
-class Overloaded(Exception):
-    """Too much work in flight: refuse now, retry after ``retry_after_s`` (HTTP 429)."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self):  # crosses Ray process boundaries (gRPC errors travel to the proxy)
-        return (type(self), (str(self), self.retry_after_s))
-
-
-class Unavailable(Exception):
-    """No replica could take the request (all busy, down or failing): HTTP 503."""
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self):
-        return (type(self), (str(self), self.retry_after_s))
-
-
-class ReplicaDown(Exception):
-    """Raised by ``send`` when the replica died or cannot be reached."""
-
-
-class ReplicaBusy(Exception):
-    """Raised by ``send`` when the replica refused the request because its queue is full."""
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+class ReplicaDown(Unavailable):
+    """A replica died or cannot be reached (raised by ``send``; the router marks it down)."""
 
 
 @dataclass
@@ -89,26 +62,25 @@ class Routed:
     replica_id: str
     gpu: str
     accelerator: str
-    first: dict
+    first: Chunk
     rest: Rest
     attempts: int
 
 
-Send = Callable[[int, Request], AsyncIterator[dict]]
+Send = Callable[[int, Request], AsyncIterator[Chunk]]
 
 
 class LiveRouter:
     """One router over the fleet (see module doc)."""
 
-    def __init__(self, fleet, policy: Policy, send: Send, *, max_outstanding: int,
-                 first_chunk_timeout_s: float = 30.0, max_attempts: int = 3,
+    def __init__(self, fleet, policy: Policy, send: Send, options: ServeOptions, *, max_attempts: int = 3,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.fleet = fleet
         self.policy = policy
         self.state = RouterState.from_fleet(fleet)
         self.send = send
-        self.max_outstanding = max_outstanding
-        self.first_chunk_timeout_s = first_chunk_timeout_s
+        self.max_outstanding = options.outstanding_bound(fleet)
+        self.first_chunk_timeout_s = options.first_chunk_timeout_s
         self.max_attempts = max_attempts
         self.clock = clock
         self.served = [0] * len(self.state)
@@ -163,7 +135,7 @@ class LiveRouter:
         if self.in_flight() >= self.max_outstanding:
             self.rejected += 1
             raise Overloaded(f"{self.in_flight()} requests in flight (the bound is {self.max_outstanding})",
-                             self.retry_after_s())
+                             retry_after_s=self.retry_after_s())
         st = self.state
         busy: list[int] = []
         why = ""
@@ -179,12 +151,13 @@ class LiveRouter:
                     for j, h in saved:
                         st.healthy[j] = h
             except Exception as exc:  # ClusterError when nothing is healthy
-                raise Unavailable(f"no replica can take the request: {why or exc}", self.retry_after_s()) from None
+                raise Unavailable(f"no replica can take the request: {why or exc}",
+                                  retry_after_s=self.retry_after_s()) from None
             st.on_dispatch(i, req)
             stream = self.send(i, req)
             try:
                 first = await asyncio.wait_for(anext(stream), timeout=self.first_chunk_timeout_s)
-            except ReplicaBusy as exc:
+            except Overloaded as exc:  # that replica's queue is full: try another
                 st.on_complete(i, req)
                 busy.append(i)
                 why = str(exc)
@@ -204,9 +177,10 @@ class LiveRouter:
             rest = self._rest(i, req, stream)
             rest.generated = _n_tokens(first)
             return Routed(i, rep.replica_id, rep.gpu, rep.accelerator, first, rest, attempt)
-        raise Unavailable(f"gave up after {self.max_attempts} attempts; last: {why}", self.retry_after_s())
+        raise Unavailable(f"gave up after {self.max_attempts} attempts; last: {why}",
+                          retry_after_s=self.retry_after_s())
 
-    def _rest(self, i: int, req: Request, stream: AsyncIterator[dict]) -> Rest:
+    def _rest(self, i: int, req: Request, stream: AsyncIterator[Chunk]) -> Rest:
         return Rest(self, i, req, stream)
 
     def counts(self) -> dict:
@@ -216,9 +190,8 @@ class LiveRouter:
         return {"by_replica": dict(zip(self.state.ids, self.served, strict=True)), "by_gpu": by_gpu}
 
 
-def _n_tokens(chunk) -> int:
-    tokens = chunk.get("tokens") if isinstance(chunk, dict) else None
-    return len(tokens) if isinstance(tokens, list) else 0
+def _n_tokens(chunk: Chunk) -> int:
+    return len(chunk.tokens)
 
 
 class Rest:
@@ -227,7 +200,7 @@ class Rest:
     Iterate it to the end or call :meth:`aclose` (e.g. when the client went away).
     """
 
-    def __init__(self, router: LiveRouter, i: int, req: Request, stream: AsyncIterator[dict]) -> None:
+    def __init__(self, router: LiveRouter, i: int, req: Request, stream: AsyncIterator[Chunk]) -> None:
         self._router, self._i, self._req, self._stream = router, i, req, stream
         self._closed = False
         self.generated = 0  # tokens streamed so far: on a normal end, what teaches the shared length predictor
@@ -235,7 +208,7 @@ class Rest:
     def __aiter__(self) -> Rest:
         return self
 
-    async def __anext__(self) -> dict:
+    async def __anext__(self) -> Chunk:
         if self._closed:
             raise StopAsyncIteration
         try:
@@ -247,7 +220,8 @@ class Rest:
             self._finish()
             r = self._router
             r.mark_down(self._i, str(exc))
-            raise Unavailable(f"replica {r.state.ids[self._i]} died while generating: {exc}") from None
+            raise Unavailable(f"replica {r.state.ids[self._i]} died while generating: {exc}",
+                              retry_after_s=1.0) from None
         except BaseException:
             self._finish()
             raise
@@ -270,7 +244,7 @@ class Rest:
                     pass
 
 
-def make_live_policy(fleet, options: dict):
+def make_live_policy(fleet, options: ServeOptions):
     """The policy object, built exactly as the simulator builds it (``runner.simulate``).
 
     The ``ilp`` policy plans for a workload: the class mix of ``plan_trace``
@@ -280,11 +254,9 @@ def make_live_policy(fleet, options: dict):
     """
     from mixfleet.routing.policies import make_policy
 
-    name = options.get("policy", "ilp")
-    extra = dict(options.get("policy_options", {}))
-    if name == "ilp" and "workload" not in extra and "mix" not in extra:
+    extra = dict(options.policy_options)
+    if options.policy == "ilp" and "workload" not in extra and "mix" not in extra:
         from mixfleet.routing.runner import prepare
 
-        extra["workload"] = prepare(fleet, options.get("plan_trace", "azure-conv"), options.get("plan_load", 0.6),
-                                    options.get("plan_limit", 2000))
-    return make_policy(name, fleet, seed=options.get("seed", 0), **extra)
+        extra["workload"] = prepare(fleet, options.plan_trace, options.plan_load, options.plan_limit)
+    return make_policy(options.policy, fleet, seed=options.seed, **extra)

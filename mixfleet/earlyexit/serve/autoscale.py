@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 
-POLICY_PATH = "mixfleet.earlyexit.autoscale:EarlyExitAutoscaling"
+POLICY_PATH = "mixfleet.earlyexit.serve.autoscale:EarlyExitAutoscaling"
 METRICS = ("queue_len", "forced_exit_rate", "sla_miss_rate")
 
 

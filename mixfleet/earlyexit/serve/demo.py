@@ -6,7 +6,7 @@ step started it). The same replica serves the three conditions one after
 the other, switched through ``user_config`` without a restart: ``full`` (no
 exits), ``static`` (calibrated thresholds) and ``adaptive`` (load-aware
 thresholds and deadline-forced exits). The replica runs on the benchmark's
-EMULATED device (:mod:`mixfleet.earlyexit.device`: real answers, emulated
+EMULATED device (:mod:`mixfleet.earlyexit.serve.device`: real answers, emulated
 stage times), whose nominal full-depth rate is 75% of ``1000 /
 full_ms_per_sample`` req/s (close to what the benchmark measures). Each condition gets a short open-loop Poisson
 load of 1x then 3x that rate (1.5 s each); the step prints the
@@ -22,26 +22,23 @@ PREFIX = "/eedemo"
 
 
 def step(ctx) -> dict:
-    from ray import serve
-
     from mixfleet.earlyexit.data import load_dataset
-    from mixfleet.earlyexit.deploy import deploy
-    from mixfleet.earlyexit.loadtest import run_condition
-    from mixfleet.earlyexit.slabench import DEFAULT_DEVICE
-    from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.earlyexit.serve.loadtest import run_condition
+    from mixfleet.earlyexit.serve.slabench import DEFAULT_DEVICE
+    from mixfleet.platform.bootstrap import connect
     from mixfleet.platform.output import print_table
+    from mixfleet.platform.serving import serving
 
     connect(ctx.address)
-    started = serve_ports() is None
-    if started:
-        start_serve(http_port=free_port())
     sla_ms = 200.0
     test = load_dataset("mnist", seed=0).test
     images, labels = test.x[:, 0], test.y
     common = {"app_name": APP, "route_prefix": PREFIX, "num_cpus": 0.5, "sla_ms": sla_ms, "queue_bound": 64,
               "device": DEFAULT_DEVICE}
     out: dict = {"sla_ms": sla_ms, "conditions": {}}
-    try:
+    with serving() as srv:
+        srv.own(APP)
         mu = 0.75 * 1000.0 / DEFAULT_DEVICE["full_ms_per_sample"]
         out["nominal_rate_rps"] = mu
         out["emulated_device"] = DEFAULT_DEVICE
@@ -51,10 +48,6 @@ def step(ctx) -> dict:
             r = run_condition(url, images, labels, phases, sla_ms, seed=i)
             out["conditions"][cond] = {k: r[k] for k in ("requests", "sla_attainment", "p50_ms", "p99_ms",
                                                          "accuracy", "shed", "exit_counts")}
-    finally:
-        serve.delete(APP)
-        if started:
-            serve.shutdown()
     if not ctx.json_mode:
         print_table(f"early-exit serving: 1.5 s at 1x then 1.5 s at 3x of {mu:.0f} req/s (SLA {sla_ms:g} ms, one "
                     "replica on an EMULATED device, 127.0.0.1)",

@@ -9,20 +9,19 @@ the V1 status call; ``GET /v1/models/<name>/stats`` shows the controller.
 
 The replica batches requests with ``@serve.batch`` (knobs changed at run
 time through ``user_config``), chooses thresholds with
-:class:`~mixfleet.earlyexit.policy.AdaptiveThresholds` (``mode="adaptive"``;
+:class:`~mixfleet.earlyexit.serve.policy.AdaptiveThresholds` (``mode="adaptive"``;
 ``"static"`` keeps the calibrated ones, ``"full"`` never exits early),
 forces exits when a deadline would be missed, and samples full passes when
 idle (drift guard). Past ``queue_bound`` requests it answers 429 with
 ``Retry-After``; bad input is a 4xx with a one-line message, never a crash.
 Metrics go through ``ray.serve.metrics`` (Ray's Prometheus endpoint);
 ``record_autoscaling_stats()`` feeds Serve's autoscaler the queue length and
-forced-exit rate (policy: :mod:`mixfleet.earlyexit.autoscale`). Binding
-and deploying the replica: :mod:`mixfleet.earlyexit.deploy`.
+forced-exit rate (policy: :mod:`mixfleet.earlyexit.serve.autoscale`). Binding
+and deploying the replica: :mod:`mixfleet.earlyexit.serve.app`.
 """
 
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -32,10 +31,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from mixfleet.earlyexit.answers import EarlyAnswers
-from mixfleet.earlyexit.device import DeviceClock, EmulatedDevice
 from mixfleet.earlyexit.inputs import parse_instances
-from mixfleet.errors import InputError
+from mixfleet.earlyexit.serve.answers import EarlyAnswers
+from mixfleet.earlyexit.serve.device import DeviceClock, EmulatedDevice
+from mixfleet.errors import (
+    InputError,
+    MixfleetError,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    error_text,
+    grpc_error,
+    http_error,
+)
 from mixfleet.platform.config import StrictModel, parse_model
 from mixfleet.platform.jsonbody import loads_body
 
@@ -57,7 +65,7 @@ class ServeOptions(StrictModel):
     drift_sample_rate: float = 0.05
     drift_floor: float = 0.97
     seed: int = 0
-    device: EmulatedDevice | None = None  # EMULATED accelerator time per stage (mixfleet.earlyexit.device)
+    device: EmulatedDevice | None = None  # EMULATED accelerator time per stage (mixfleet.earlyexit.serve.device)
 
 
 @dataclass
@@ -67,9 +75,10 @@ class _Item:
     future: asyncio.Future | None = None  # resolved as soon as every sample of the request has left
 
 
-def _error(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(exc: MixfleetError) -> JSONResponse:
+    """``{"error": message}``; status and Retry-After from :data:`mixfleet.errors.WIRE`."""
+    status, headers = http_error(exc)
+    return JSONResponse({"error": error_text(exc)}, status_code=status, headers=headers)
 
 
 @serve.deployment(name="EarlyExitServer")
@@ -80,13 +89,13 @@ class EarlyExitServer:
     def __init__(self, model_bytes: bytes, name: str = "mnist"):
         import torch
 
-        from mixfleet.earlyexit.batch import _spill
+        from mixfleet.earlyexit.batch import spill_model
         from mixfleet.earlyexit.persist import load
 
         torch.set_num_threads(1)
         from pathlib import Path
 
-        path = Path(_spill(model_bytes))
+        path = Path(spill_model(model_bytes))
         try:
             self.model = load(path)
         finally:
@@ -108,7 +117,7 @@ class EarlyExitServer:
     # -- configuration ---------------------------------------------------------------------
     def reconfigure(self, user_config: dict) -> None:
         from mixfleet.earlyexit.inputs import check_thresholds
-        from mixfleet.earlyexit.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
+        from mixfleet.earlyexit.serve.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
 
         opts = parse_model(user_config or {}, ServeOptions, source="user_config")
         if opts.thresholds is not None:
@@ -147,7 +156,7 @@ class EarlyExitServer:
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's custom-metrics hook: queue length and, since the last call, forced-exit and SLA-miss rates.
 
-        :class:`~mixfleet.earlyexit.autoscale.EarlyExitAutoscaling` scales on these.
+        :class:`~mixfleet.earlyexit.serve.autoscale.EarlyExitAutoscaling` scales on these.
         """
         served, forced, misses = self.served, self.forced, self.sla_misses
         s0, f0, m0 = getattr(self, "_reported", (0, 0, 0))
@@ -160,7 +169,7 @@ class EarlyExitServer:
     @api.get("/v1/models/{name}")
     async def status(self, name: str):
         if name != self.name:
-            return _error(404, f"model '{name}' is not served here; this server serves '{self.name}'")
+            return _error(NotFound(f"model '{name}' is not served here; this server serves '{self.name}'"))
         return {"name": self.name, "ready": True, "exits": self.model.exit_names}
 
     @api.get("/v1/models/{name}/stats")
@@ -175,22 +184,21 @@ class EarlyExitServer:
     async def predict(self, name: str, request: Request):
         arrival = time.monotonic()
         if name != self.name:
-            return _error(404, f"model '{name}' is not served here; this server serves '{self.name}'")
+            return _error(NotFound(f"model '{name}' is not served here; this server serves '{self.name}'"))
         if self.inflight >= self.opts.queue_bound:
-            wait = self.inflight / max(self.opts.max_batch_size, 1) * max(self.planner.stage_s.sum(), 1e-3)
-            return _error(429, f"server is at its queue bound ({self.opts.queue_bound} requests)", retry_after=wait)
+            return _error(self._overloaded())
         length = request.headers.get("content-length") or "0"
         size = int(length) if length.isdigit() else 0  # a bad header: the body's own length is checked below
         if size > self.opts.max_body_bytes:
-            return _error(413, f"request body of {size} bytes exceeds {self.opts.max_body_bytes}")
+            return _error(PayloadTooLarge(f"request body of {size} bytes exceeds {self.opts.max_body_bytes}"))
         body = await request.body()
         if len(body) > self.opts.max_body_bytes:
-            return _error(413, f"request body of {len(body)} bytes exceeds {self.opts.max_body_bytes}")
+            return _error(PayloadTooLarge(f"request body of {len(body)} bytes exceeds {self.opts.max_body_bytes}"))
         try:
             payload = loads_body(body, example='{"instances": [...]}')
             x = parse_instances(payload, self.model.input_shape, self.opts.max_instances)
         except InputError as exc:
-            return _error(400, exc.one_line())
+            return _error(exc)
         import torch
 
         preds = await self._answer(_Item(torch.from_numpy(x), arrival))
@@ -199,37 +207,41 @@ class EarlyExitServer:
     # -- gRPC (through Serve's gRPC proxy; metadata "application" selects the app) --------------
     async def Predict(self, request, grpc_context=None):
         """``EarlyExitService.Predict``: same schema as the HTTP API; errors map to gRPC codes."""
-        import grpc
         import torch
 
-        from mixfleet.earlyexit.proto import earlyexit_pb2 as pb
+        from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
 
-        def fail(code, msg: str, retry_after: float | None = None):
-            if grpc_context is not None:
-                grpc_context.set_code(code)
-                grpc_context.set_details(msg)
-                if retry_after is not None:
-                    grpc_context.set_trailing_metadata([("retry-after", str(max(1, math.ceil(retry_after))))])
+        def fail(exc: MixfleetError):
+            grpc_error(grpc_context, exc)
             return pb.PredictResponse()
 
         arrival = time.monotonic()
+        if isinstance(request, (bytes, bytearray)):  # registered raw (mixfleet.platform.grpcraw)
+            from google.protobuf.message import DecodeError
+
+            try:
+                request = pb.PredictRequest.FromString(bytes(request))
+            except DecodeError:
+                return fail(InputError("the request is not a valid PredictRequest message"))
         if request.model and request.model != self.name:
-            return fail(grpc.StatusCode.NOT_FOUND, f"model '{request.model}' is not served here ('{self.name}')")
+            return fail(NotFound(f"model '{request.model}' is not served here ('{self.name}')"))
         if self.inflight >= self.opts.queue_bound:
-            return fail(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server is at its queue bound ({self.opts.queue_bound})",
-                        retry_after=1.0)
+            return fail(self._overloaded())
         side = int(np.prod(self.model.input_shape[1:]))
         rows = [list(i.pixels) for i in request.instances]
         if any(len(r) != side for r in rows):
-            return fail(grpc.StatusCode.INVALID_ARGUMENT,
-                        f"each instance needs {side} pixels (a flattened 28x28 image)")
+            return fail(InputError(f"each instance needs {side} pixels (a flattened 28x28 image)"))
         try:
             x = parse_instances({"instances": np.asarray(rows, dtype=np.float32).reshape(
                 -1, *self.model.input_shape[1:]).tolist()}, self.model.input_shape, self.opts.max_instances)
         except (InputError, ValueError) as exc:
-            return fail(grpc.StatusCode.INVALID_ARGUMENT, exc.one_line() if isinstance(exc, InputError) else str(exc))
+            return fail(exc if isinstance(exc, InputError) else InputError(str(exc)))
         preds = await self._answer(_Item(torch.from_numpy(x), arrival))
         return pb.PredictResponse(predictions=[pb.Prediction(**p) for p in preds])
+
+    def _overloaded(self) -> Overloaded:
+        wait = self.inflight / max(self.opts.max_batch_size, 1) * max(self.planner.stage_s.sum(), 1e-3)
+        return Overloaded(f"server is at its queue bound ({self.opts.queue_bound} requests)", retry_after_s=wait)
 
     # -- batched inference -----------------------------------------------------------------
     async def _answer(self, item: _Item) -> list[dict]:
@@ -338,4 +350,4 @@ class EarlyExitServer:
             self.m_threshold.set(t, tags={"exit": str(k)})
 
 
-GRPC_SERVICER = "mixfleet.earlyexit.proto.earlyexit_pb2_grpc.add_EarlyExitServiceServicer_to_server"
+GRPC_SERVICER = "mixfleet.platform.grpcraw.add_earlyexit_servicer"  # requests arrive as bytes: see Predict

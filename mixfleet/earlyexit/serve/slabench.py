@@ -1,11 +1,11 @@
 """The SLA load test behind ``earlyexit bench-sla`` and ``benchmarks/earlyexit_sla.py``.
 
 One replica of the early-exit server on 127.0.0.1, driven by the open-loop
-generator of :mod:`mixfleet.earlyexit.loadtest` (Poisson arrivals, latency
+generator of :mod:`mixfleet.earlyexit.serve.loadtest` (Poisson arrivals, latency
 from the scheduled send time). Two parts, in one run:
 
 1. **SLA under bursts**, on an EMULATED device by default
-   (:mod:`mixfleet.earlyexit.device`: the replica computes every answer
+   (:mod:`mixfleet.earlyexit.serve.device`: the replica computes every answer
    with the real model, and each stage takes the emulated accelerator
    time), because on this CPU host the model's real compute is far below
    the HTTP path's cost per request, so without it no exit policy could
@@ -29,36 +29,34 @@ APP = "earlyexit-bench"
 PREFIX = "/eebench"
 MULTIPLIERS = (("low", 0.3), ("1x", 1.0), ("3x", 3.0), ("5x", 5.0), ("recover", 1.0))
 BURSTS = ("3x", "5x")
-DEFAULT_DEVICE = {"full_ms_per_sample": 30.0, "launch_ms": 0.5}  # emulated; see mixfleet.earlyexit.device
+DEFAULT_DEVICE = {"full_ms_per_sample": 30.0, "launch_ms": 0.5}  # emulated; see mixfleet.earlyexit.serve.device
 
 
 def run_sla_bench(sla_ms: float = 200.0, phase_s: float = 4.0, seed: int = 0, queue_bound: int = 64,
                   model_path=None, port: int | None = None, device: dict | None = DEFAULT_DEVICE,
                   min_requests: int = 0, procs: int = 2, overhead_s: float = 15.0, progress=print) -> dict:
-    from ray import serve
-
     from mixfleet.earlyexit.data import load_dataset
-    from mixfleet.earlyexit.deploy import deploy
-    from mixfleet.earlyexit.device import EmulatedDevice
-    from mixfleet.earlyexit.loadtest import measure_capacity, run_condition
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.earlyexit.serve.device import EmulatedDevice
+    from mixfleet.earlyexit.serve.loadtest import measure_capacity, run_condition
     from mixfleet.errors import InputError
-    from mixfleet.platform.bootstrap import connect, free_port, serve_ports, start_serve
+    from mixfleet.platform.bootstrap import connect
     from mixfleet.platform.config import parse_model
+    from mixfleet.platform.serving import serving
 
     if sla_ms <= 0 or phase_s <= 0:
         raise InputError(f"--sla-ms {sla_ms} and --phase-s {phase_s} must be > 0", "use e.g. --sla-ms 100")
     if device is not None:
         parse_model(device, EmulatedDevice, source="emulated device")
     connect(num_cpus=2)
-    if serve_ports() is None:
-        start_serve(http_port=port or free_port())
     test = load_dataset("mnist", seed=0).test
     images, labels = test.x[:, 0], test.y
     common = {"app_name": APP, "route_prefix": PREFIX, "model_path": model_path, "sla_ms": sla_ms,
               "queue_bound": queue_bound}
     out: dict = {"sla_ms": sla_ms, "queue_bound": queue_bound, "device": device, "conditions": {},
                  "emulated": device is not None}
-    try:
+    with serving(http_port=port) as srv:
+        srv.own(APP)
         # part 2 first (real CPU, low load): the early-exit path's overhead over the plain backbone
         url = deploy(mode="plain", **common)
         run_condition(url, images, labels, [("warm-up", 20.0, 2.0)], sla_ms, seed=seed, procs=1)
@@ -90,8 +88,6 @@ def run_sla_bench(sla_ms: float = 200.0, phase_s: float = 4.0, seed: int = 0, qu
             progress(f"{cond:<9} {res['requests']} requests, SLA attainment {100 * res['sla_attainment']:.3f}% "
                      f"(3x: {100 * burst['sla_attainment']:.3f}%), p99 {res['p99_ms'] or float('nan'):.1f} ms, "
                      f"accuracy {100 * (res['accuracy'] or 0):.2f}%")
-    finally:
-        serve.delete(APP)
     return out
 
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from mixfleet.earlyexit.proto import earlyexit_pb2 as mixfleet_dot_earlyexit_dot_proto_dot_earlyexit__pb2
+from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as mixfleet_dot_earlyexit_dot_serve_dot_proto_dot_earlyexit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in mixfleet/earlyexit/proto/earlyexit_pb2_grpc.py depends on'
+        + ' but the generated code in mixfleet/earlyexit/serve/proto/earlyexit_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class EarlyExitServiceStub:
         """
         self.Predict = channel.unary_unary(
                 '/mixfleet.earlyexit.EarlyExitService/Predict',
-                request_serializer=mixfleet_dot_earlyexit_dot_proto_dot_earlyexit__pb2.PredictRequest.SerializeToString,
-                response_deserializer=mixfleet_dot_earlyexit_dot_proto_dot_earlyexit__pb2.PredictResponse.FromString,
+                request_serializer=mixfleet_dot_earlyexit_dot_serve_dot_proto_dot_earlyexit__pb2.PredictRequest.SerializeToString,
+                response_deserializer=mixfleet_dot_earlyexit_dot_serve_dot_proto_dot_earlyexit__pb2.PredictResponse.FromString,
                 _registered_method=True)
 
 
@@ -55,8 +55,8 @@ def add_EarlyExitServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
-                    request_deserializer=mixfleet_dot_earlyexit_dot_proto_dot_earlyexit__pb2.PredictRequest.FromString,
-                    response_serializer=mixfleet_dot_earlyexit_dot_proto_dot_earlyexit__pb2.PredictResponse.SerializeToString,
+                    request_deserializer=mixfleet_dot_earlyexit_dot_serve_dot_proto_dot_earlyexit__pb2.PredictRequest.FromString,
+                    response_serializer=mixfleet_dot_earlyexit_dot_serve_dot_proto_dot_earlyexit__pb2.PredictResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -84,8 +84,8 @@ class EarlyExitService:
             request,
             target,
             '/mixfleet.earlyexit.EarlyExitService/Predict',
-            mixfleet_dot_earlyexit_dot_proto_dot_earlyexit__pb2.PredictRequest.SerializeToString,
-            mixfleet_dot_earlyexit_dot_proto_dot_earlyexit__pb2.PredictResponse.FromString,
+            mixfleet_dot_earlyexit_dot_serve_dot_proto_dot_earlyexit__pb2.PredictRequest.SerializeToString,
+            mixfleet_dot_earlyexit_dot_serve_dot_proto_dot_earlyexit__pb2.PredictResponse.FromString,
             options,
             channel_credentials,
             insecure,

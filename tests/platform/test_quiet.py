@@ -1,0 +1,80 @@
+"""Quiet by default, loud on request: the steps a demo takes (start Ray, Ray Data, Serve up and down) print
+nothing of Ray's on stderr unless MIXFLEET_LOG asks for it. Each run is a fresh process with its own Ray."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STEPS = r'''
+import os
+
+import httpx
+import numpy as np
+import ray
+import ray.data
+from ray import serve
+
+from mixfleet.earlyexit.inputs import check_input
+from mixfleet.platform.bootstrap import connect, shutdown
+from mixfleet.platform.serving import serving
+
+
+@serve.deployment
+class Echo:
+    async def __call__(self, request):
+        return {"ok": True}
+
+
+connect(num_cpus=2)
+batches = ray.data.from_numpy(np.zeros((64, 1, 28, 28), np.float32)).iter_batches(batch_size=32)
+for batch in batches:  # Ray Data hands out read-only arrays: check_input must not warn about them
+    check_input(batch["data"], (1, 28, 28))
+if not os.environ.get("SKIP_SERVE"):
+    with serving() as srv:
+        srv.run(Echo.bind(), name="quiet-check", route_prefix="/quiet")
+        assert httpx.get(srv.url("/quiet"), timeout=30).json() == {"ok": True}
+shutdown()
+print("steps done")
+'''
+
+
+def _run(tmp_path, **env) -> subprocess.CompletedProcess:
+    script = tmp_path / "steps.py"
+    script.write_text(STEPS)
+    full = {k: v for k, v in os.environ.items() if k not in ("MIXFLEET_LOG", "RAY_ADDRESS")}
+    full.update(PYTHONPATH=str(ROOT), RAY_DATA_DISABLE_PROGRESS_BARS="", **env)
+    full = {k: v for k, v in full.items() if v != ""}
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=full,
+                          cwd=tmp_path)
+
+
+def test_ray_serve_and_data_are_silent_by_default_and_loud_on_request(tmp_path):
+    quiet = _run(tmp_path)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert "steps done" in quiet.stdout
+    noisy = [line for line in quiet.stderr.splitlines() if line.strip()]
+    assert noisy == [], "\n".join(noisy[:20])  # no INFO line, no warning, no traceback, no force-kill notice
+    loud = _run(tmp_path, MIXFLEET_LOG="info", SKIP_SERVE="1")  # Ray and Ray Data suffice to show the switch
+    assert loud.returncode == 0, loud.stderr[-3000:]
+    assert "INFO" in loud.stderr and "Traceback" not in loud.stderr  # Ray's own log lines are back
+
+
+def test_verbose_is_a_global_cli_flag(capsys):
+    import logging
+
+    from mixfleet import cli
+    from mixfleet.platform import logs
+
+    try:
+        assert cli._dispatch(["--verbose", "--version"]) == 0  # anywhere on the line, removed before dispatch
+        assert "mixfleet" in capsys.readouterr().out
+        assert logs.verbose() and logging.getLogger("ray.serve").level <= logging.INFO
+        assert logs.ray_init_kwargs()["log_to_driver"] is True
+    finally:
+        logs.set_verbose(None)  # back to MIXFLEET_LOG (unset here: quiet)
+    assert logging.getLogger("ray.serve").level == logging.ERROR and logs.ray_init_kwargs()["log_to_driver"] is False
