@@ -302,6 +302,7 @@ def main() -> int:
         print(f"side by side on {mb:.0f} MB ({len(files)} files), {args.cpus} CPUs", file=sys.stderr)
         out["peers"] = {"command": command, "cpus": args.cpus, "note": args.note, "mb": round(mb, 1),
                         "bars": BARS, **peers(args, files, data)}
+    out["command"] = " ; ".join(out[m]["command"].strip() for m in ("peers", "scaling") if m in out)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / "mapreduce_wordcount.md").write_text(markdown(out))

@@ -152,7 +152,6 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
      "ilq", {}),
     ("xf-only-clouds", ["xfaas", "plan", WF, "--only-clouds", "mars"], 2, "mars", {}),
     ("xf-budget", ["xfaas", "plan", WF, "--budget", "-1"], 2, "--budget -1", {}),
-    ("xf-bench-runs", ["xfaas", "bench", WF, "--runs", "0"], 2, "--runs 0", {}),
     ("xf-bench-plot-under-file", ["xfaas", "bench", WF, "--plot", "{sb}/afile/x.png"], 2, "is a file, not a folder",
      {}),
     ("xf-address-http-server", ["xfaas", "run", WF, "--input", '{{"seed": 1, "req": 4}}', "--address",

@@ -271,9 +271,9 @@ def bench_sla(
     from mixfleet.platform.bootstrap import shutdown
 
     check_writable(plot, "--plot")
-    if sla_ms <= 0 or phase_s <= 0:
-        raise InputError(f"--sla-ms {sla_ms:g} and --phase-s {phase_s:g} must both be > 0",
-                         "e.g. --sla-ms 200 --phase-s 4")
+    for option, value in (("--sla-ms", sla_ms), ("--phase-s", phase_s)):
+        if value <= 0:
+            raise InputError(f"{option} {value} must be > 0", "e.g. --sla-ms 200 --phase-s 4")
     if model_path is not None:
         read(model_path)
     device = _device(device_ms)

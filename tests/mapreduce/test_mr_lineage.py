@@ -21,6 +21,14 @@ jobs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(jobs)
 
 
+def _master_nodes() -> set[str]:
+    """Nodes of the running MapReduce masters, from the GCS actor table."""
+    from ray._private import state
+
+    return {a["Address"]["NodeID"] for a in state.actors().values()
+            if a["Name"].startswith("mixfleet-mapreduce-master-") and a["State"] == "ALIVE"}
+
+
 def test_map_outputs_on_a_dead_node_are_recomputed(ray_cluster, data_dir, tmp_path):
     """Kill a worker node (an emulated machine) that holds finished maps' blocks, while map
     s0-m-00000 is held open: the reduces can't fetch those blocks, the master re-runs exactly
@@ -36,7 +44,8 @@ def test_map_outputs_on_a_dead_node_are_recomputed(ray_cluster, data_dir, tmp_pa
     def go():
         try:
             box["result"] = run(jobs.NodeGated(str(scratch)), [str(b) for b in books], str(tmp_path / "out"),
-                                num_workers=3, num_reducers=2, split_bytes=200_000, speculation=False)
+                                num_workers=3, num_reducers=1, split_bytes=600_000, speculation=False,
+                                progress=lambda st: box.update(maps_done=st["maps"]["done"]))
         except Exception as exc:  # surfaced by the assertion below
             box["error"] = exc
 
@@ -45,11 +54,13 @@ def test_map_outputs_on_a_dead_node_are_recomputed(ray_cluster, data_dir, tmp_pa
     victim = None
     deadline = time.monotonic() + 180
     while victim is None and time.monotonic() < deadline and thread.is_alive():
+        keep = {head} | _master_nodes()  # the driver's node and the master's stay up
+        committed = box.get("maps_done", 0)  # read before the files: done maps are a subset of them
         done = [p.name.rsplit("-", 1)[1] for p in scratch.glob("mapdone-*")]
-        victim = next((n for n in done if n != head), None)
+        if committed >= len(done):  # so the master has the output of every map that left a file
+            victim = next((n for n in done if n not in keep), None)
         time.sleep(0.1)
-    assert victim, "no map finished on a worker node"
-    print("driver node", head, "victim", victim)
+    assert victim, "no map finished on a node other than the driver's and the master's"
     index = next(i for i in range(len(ray_cluster.nodes)) if ray_cluster.node_handle(i).node_id == victim)
     held = {"-".join(p.name.split("-")[1:4]) for p in scratch.glob(f"mapdone-*-{victim}")}  # the task ids
     try:

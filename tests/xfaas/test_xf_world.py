@@ -175,7 +175,7 @@ def test_retry_advice_only_for_errors_a_retry_can_fix(ray_local, tmp_path):
         assert ("raise retries" in err.value.hint) is retryable, err.value.hint
 
 
-def test_bench_cli_serves_a_workload_and_writes_no_plot_unasked(ray_local, tmp_path, monkeypatch):
+def test_bench_cli_serves_a_workload_and_writes_no_plot_unasked(ray_local, tmp_path, monkeypatch, capfd):
     from typer.testing import CliRunner
 
     from mixfleet.xfaas.cli import app
@@ -184,7 +184,8 @@ def test_bench_cli_serves_a_workload_and_writes_no_plot_unasked(ray_local, tmp_p
     r = CliRunner().invoke(app, ["bench", "smart_grid", "--workload", "step", "--rate-scale", "0.05",
                                  "--time-scale", "0.01", "--strategies", "azure,adaptive", "--json"])
     assert r.exit_code == 0, r.output[-2000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    printed = (r.stdout + capfd.readouterr().out).strip()  # --json goes to the process's real stdout
+    out = json.loads(printed.splitlines()[-1])
     assert out["emulated"] and out["requests"] == len(arrivals(read_shape("step"), 0.05)) == 54
     assert set(out["strategies"]) == {"azure", "adaptive"}
     for v in out["strategies"].values():
