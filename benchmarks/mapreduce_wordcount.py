@@ -24,8 +24,8 @@ each of ``--sizes`` GiB and records the peak RSS of every worker actor.
 Writes ``benchmarks/results/mapreduce_wordcount.{json,md}`` (a mode keeps the
 other mode's last results).
 
-    flock /tmp/mixfleet-heavy.lock python benchmarks/mapreduce_wordcount.py --peers
-    flock /tmp/mixfleet-heavy.lock python benchmarks/mapreduce_wordcount.py --scaling
+    python benchmarks/mapreduce_wordcount.py --peers
+    python benchmarks/mapreduce_wordcount.py --scaling
 """
 
 from __future__ import annotations
@@ -343,7 +343,7 @@ def markdown(r: dict) -> str:
             lines += ["", f"Spark ran on {p['java']}."]
         if p.get("note"):
             lines += ["", f"Note: {p['note']}"]
-        lines += ["", f"Reproduce: `flock /tmp/mixfleet-heavy.lock {p['command'].strip()}`", ""]
+        lines += ["", f"Reproduce: `{p['command'].strip()}`", ""]
     s = r.get("scaling")
     if s:
         lines += [f"### mixfleet scaling (chunk API), {s['cpus']} CPUs", "",
@@ -353,7 +353,7 @@ def markdown(r: dict) -> str:
                          f"{', '.join(str(x) for x in row['worker_peak_rss_mib'])} |")
         if s.get("note"):
             lines += ["", f"Note: {s['note']}"]
-        lines += ["", f"Reproduce: `flock /tmp/mixfleet-heavy.lock {s['command'].strip()}`", ""]
+        lines += ["", f"Reproduce: `{s['command'].strip()}`", ""]
     return "\n".join(lines)
 
 

@@ -53,7 +53,7 @@ LENGTH_READERS = ["least_work_left_blind", "kv_aware", "least_work_left", "ilp"]
 TRACES = ["azure-code", "azure-conv", "mooncake-conv"]
 LOADS = [0.7, 0.85, 0.95]
 BAR_BEST, GOAL_BEST, BAR_POW2, BAR_FEEDBACK = 0.90, 0.85, 0.70, 0.90  # ilp P99 / peer P99 at most
-COMMAND = "flock /tmp/mixfleet-heavy.lock python benchmarks/routing_p99.py"
+COMMAND = "python benchmarks/routing_p99.py"
 RESULTS = ROOT / "benchmarks" / "results"
 FLEET_FILE = ROOT / "examples" / "routing" / "fleet.yaml"
 

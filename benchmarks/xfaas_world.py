@@ -10,7 +10,7 @@ dag-benchmark.json (Smart Grid) or a profile run of the world with another seed 
 
 Writes benchmarks/results/xfaas_world.{json,md} and one PNG per DAG (+ one per DAG for the
 degradation runs). Run (about 5 min per DAG on 2 cores):
-  flock /tmp/mixfleet-heavy.lock .venv/bin/python benchmarks/xfaas_world.py [--dags smart_grid,math,text]
+  .venv/bin/python benchmarks/xfaas_world.py [--dags smart_grid,math,text]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main(dags: list[str]) -> dict:
     out.update({"benchmark": "xfaas_world", "emulated": True, "time_scale": TIME_SCALE,
                 "degradation_time_scale": DEGRADE_TIME_SCALE,
                 "strategies": list(STRATEGIES), "workloads": list(WORKLOADS), "degradation_factor": FACTOR,
-                "command": "flock /tmp/mixfleet-heavy.lock .venv/bin/python benchmarks/xfaas_world.py "
+                "command": ".venv/bin/python benchmarks/xfaas_world.py "
                            f"--dags {','.join(DAGS)}"})
     out.setdefault("dags", {})
     connect(num_cpus=2)
