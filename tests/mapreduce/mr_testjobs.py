@@ -269,8 +269,9 @@ class GatedMap(SlowReduce):
 class Straggler(WordCounting):
     """Word count where every attempt on worker ``slow`` is a CPU-bound straggler: it burns
     CPU in a loop (no sleep) until another attempt of the same task has finished (the
-    ``done-TASK`` file), or for ``limit_s``. Only a backup attempt can end such a task early,
-    so which attempt wins does not depend on timing."""
+    ``done-TASK`` file), or for ``limit_s``. Once the other attempt has finished, the straggler
+    still does not finish before ``limit_s`` (it waits without burning CPU): it must never race
+    the winner to the master, so only a backup can win and the master drains the straggler."""
 
     def __init__(self, scratch: str = "", slow: int = 1, limit_s: float = 120.0):
         super().__init__()
@@ -285,6 +286,8 @@ class Straggler(WordCounting):
         while not os.path.exists(done) and time.monotonic() < deadline:
             for i in range(20_000):
                 x += i * i
+        while time.monotonic() < deadline:  # lost the race by construction: wait to be drained
+            time.sleep(0.2)
 
     def _done(self):
         open(os.path.join(self.scratch, f"done-{self.task_id}"), "w").close()
