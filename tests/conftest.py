@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,25 @@ def ray_local():
     from mixfleet.platform import connect
 
     return connect(num_cpus=2)
+
+
+@pytest.fixture(scope="session")
+def wait_ready():
+    """``wait(url, timeout_s)``: poll ``url`` until it answers 200 (a deployed app is serving) or time runs out."""
+
+    def wait(url: str, timeout_s: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+
+    return wait
 
 
 _cluster = None

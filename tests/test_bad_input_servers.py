@@ -9,7 +9,6 @@ the session's Serve as well.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -106,7 +105,7 @@ def test_good_bodies_still_parse():
 
 
 @pytest.fixture(scope="module")
-def ee_base(ray_local):
+def ee_base(ray_local, wait_ready):
     """The early-exit app on the session's Serve (started here only if no test started it yet)."""
     from ray import serve
 
@@ -117,14 +116,7 @@ def ee_base(ray_local):
     if serve_ports() is None:
         start_serve(http_port=free_port(), grpc_port=free_port())
     url = deploy(app_name="earlyexit-bad-bodies", route_prefix="/ee-bad", num_cpus=0.25, sla_ms=500)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/v1/models/mnist", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    wait_ready(url + "/v1/models/mnist", 120)
     yield url
     serve.delete("earlyexit-bad-bodies")
 

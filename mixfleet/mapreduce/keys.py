@@ -8,6 +8,7 @@ hash alike, so a dict-equal key never lands on two reducers.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import pickle
 import zlib
@@ -85,3 +86,29 @@ def sort_keys(keys: list[Any]) -> list[Any]:
         return sorted(keys)
     except TypeError:
         return sorted(keys, key=_fallback)
+
+
+async def sample_boundaries(workers: list, files: list, splits: list, step: int, rng, per_split: int,
+                            n: int) -> list[Any]:
+    """The range partitioner's boundaries: up to 64 splits are sampled by the worker actors
+    (``per_split`` records each, from a random offset in the split's first half unless the
+    file is Parquet or a block), then cut into ``n`` ranges by :func:`range_boundaries`."""
+    from mixfleet.mapreduce.inputs import Piece
+
+    chosen = splits if len(splits) <= 64 else rng.sample(splits, 64)
+    calls = []
+    for j, split in enumerate(chosen):
+        piece = split[0]
+        if not piece.block_kind and files[piece.file].fmt != "parquet":
+            span = piece.end - piece.start
+            start = piece.start + (rng.randrange(span // 2) if span > 2 else 0)
+            piece = Piece(piece.file, start, piece.end)
+        calls.append(workers[j % len(workers)].sample.remote(step, piece, per_split))
+    sample: list = []
+    for keys in await asyncio.gather(*[_resolve(c) for c in calls]):
+        sample += keys
+    return range_boundaries(sample, n)
+
+
+async def _resolve(ref):
+    return await ref

@@ -41,7 +41,7 @@ import ray
 from mixfleet.errors import JobError
 from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import Piece
-from mixfleet.mapreduce.keys import range_boundaries
+from mixfleet.mapreduce.keys import sample_boundaries
 from mixfleet.mapreduce.outputs import abort, commit
 from mixfleet.mapreduce.recovery import Recovery
 from mixfleet.mapreduce.reporting import Reporting
@@ -392,19 +392,9 @@ class Master(Recovery, Reporting):
     # --- range partitioner ----------------------------------------------------------
     async def _sample(self, step: int, splits: list[list[Piece]]) -> list:
         self.phase = "sample"
-        chosen = splits if len(splits) <= 64 else self.rng.sample(splits, 64)
-        calls = []
-        for j, split in enumerate(chosen):
-            piece = split[0]
-            if not piece.block_kind and self.files[piece.file].fmt != "parquet":
-                span = piece.end - piece.start
-                start = piece.start + (self.rng.randrange(span // 2) if span > 2 else 0)
-                piece = Piece(piece.file, start, piece.end)
-            calls.append(self.workers[j % len(self.workers)].sample.remote(step, piece, self.cfg.sample_records))
-        sample: list = []
-        for keys in await asyncio.gather(*[_await(c) for c in calls]):
-            sample += keys
-        return range_boundaries(sample, self.num_reducers)
+        return await sample_boundaries(self.workers, self.files, splits, step, self.rng,
+                                       self.cfg.sample_records, self.num_reducers)
+
 
 async def _await(ref):
     return await ref

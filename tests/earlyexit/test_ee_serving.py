@@ -23,21 +23,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def base(ray_local):
+def base(ray_local, wait_ready):
     from mixfleet.earlyexit.serve.app import deploy
     from mixfleet.platform.serving import delete_app, serve_ports, start_serve
 
     if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer
         start_serve(http_port=_free_port(), grpc_port=_free_port())
     url = deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/v1/models/mnist", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    wait_ready(url + "/v1/models/mnist", 60)
     yield url
     delete_app(APP)
 
