@@ -135,13 +135,17 @@ def up(file: str = typer.Argument(DEFAULT_CLUSTER_FILE), dry_run: bool = typer.O
     from mixfleet.platform import launcher
 
     state = launcher.start(spec, file)
+    env = launcher.client_env(state)
     if json_out:
-        emit_json({k: state[k] for k in ("cluster_name", "address", "dashboard", "state_dir", "emulated")})
+        emit_json({**{k: state[k] for k in ("cluster_name", "address", "dashboard", "state_dir", "emulated")},
+                   "env": env})
         return
     say = console().print
     say(f"rehearsal cluster '{spec.cluster_name}' is up (Ray's autoscaler on the fake multi-node provider; "
         "GPUs EMULATED)")
     say(f"  address:   {state['address']}\n  dashboard: {state['dashboard']}")
+    say("  token auth: Ray's CLIs need, in their shell:\n"
+        f"    export {' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())}")
     say(f"  jobs:      ray job submit --address {state['dashboard']} --working-dir . -- mixfleet ...")
     say(f"  serve:     serve deploy --address {state['dashboard']} CONFIG.yaml")
     say(f"  status:    mixfleet cluster status    stop: mixfleet cluster down {file}")
@@ -173,21 +177,26 @@ def down(file: str = typer.Argument(DEFAULT_CLUSTER_FILE), dry_run: bool = typer
         console().print(f"rehearsal cluster '{spec.cluster_name}' is not running")
 
 
-def _default_address() -> str:
+def _resolve_address(address: str | None) -> str:
+    """``--address``, else RAY_ADDRESS, else the running rehearsal cluster, else 'auto'.
+
+    A rehearsal cluster's token is put in this process's environment (before Ray is imported).
+    """
     import os
 
-    from mixfleet.platform.launcher import live_clusters
+    from mixfleet.platform.launcher import live_clusters, use_cluster_auth
 
-    if os.environ.get("RAY_ADDRESS"):
-        return os.environ["RAY_ADDRESS"]
     live = live_clusters()
-    if len(live) > 1:
-        raise InputError(f"{len(live)} rehearsal clusters are up ({', '.join(s['address'] for s in live)})",
-                         "pick one with --address")
-    if not live:
-        return "auto"
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as `cluster up` started it
-    return live[0]["address"]
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address is None:
+        if len(live) > 1:
+            raise InputError(f"{len(live)} rehearsal clusters are up ({', '.join(s['address'] for s in live)})",
+                             "pick one with --address")
+        address = live[0]["address"] if live else "auto"
+    for state in live:
+        if state["address"] == address:
+            use_cluster_auth(state)
+    return address
 
 
 @app.command()
@@ -221,7 +230,7 @@ def status(address: str = typer.Option(None, "--address",
         raise InputError("--watch and --json do not mix", "use --json for one snapshot, --watch for a live table")
     if interval <= 0 or count < 0:
         raise InputError(f"bad --interval {interval} / --count {count}", "use --interval > 0 and --count >= 0")
-    connect(address or _default_address())
+    connect(_resolve_address(address))
     rows = node_rows()
     node_types = published_node_types()  # recorded by `cluster up`: an autoscaling cluster
     scaling = autoscaler_report(node_types) if node_types else None

@@ -14,9 +14,17 @@ Isolation from any other Ray on the machine: every port is picked free, the
 cluster gets its own ``--temp-dir``, and ``ray start`` runs in a new session,
 so ``cluster down`` stops exactly this cluster's processes (never ``ray stop``,
 which would stop every Ray of the user). The state directory holds
-``state.json`` (addresses, session id), the bootstrap config, ``up.log`` and
-Ray's logs; it is ``/tmp/mixfleet-<cluster_name>`` unless
+``state.json`` (addresses, session id), the bootstrap config, ``up.log``, the
+cluster's token and Ray's logs; it is ``/tmp/mixfleet-<cluster_name>`` unless
 ``MIXFLEET_CLUSTER_DIR`` names another (short: Unix socket paths are limited).
+
+Access: Ray's gRPC servers (GCS, raylets) listen on every interface whatever
+the node address, so the cluster runs with Ray's token authentication
+(``RAY_AUTH_MODE=token``) and a fresh token of its own, readable by this user
+only (``auth_token`` in the state directory, never ``~/.ray/auth_token``, which
+would switch every other local Ray of the user to token mode). Every node
+advertises 127.0.0.1 and the dashboard listens there only. Ray's CLIs reach
+the cluster with :func:`client_env` in their environment.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,6 +51,7 @@ STATE_FILE = "state.json"
 RAY_FAKE_HEAD_TYPE = "ray.head.default"
 KV_NAMESPACE = "mixfleet"
 KV_NODE_TYPES = "cluster_node_types"
+TOKEN_FILE = "auth_token"
 
 
 def cluster_dir(cluster_name: str) -> Path:
@@ -54,6 +64,25 @@ def read_state(cluster_name: str) -> dict[str, Any] | None:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return None
+
+
+def client_env(state: dict[str, Any]) -> dict[str, str]:
+    """What Ray's CLIs and drivers need in their environment to reach the cluster (its token)."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state["auth_token_path"]}
+
+
+def use_cluster_auth(state: dict[str, Any]) -> None:
+    """Authenticate this process to the cluster; call before Ray is imported (Ray reads it once)."""
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the cluster's token file
+    os.environ.update(client_env(state))
+
+
+def _new_token(path: Path) -> None:
+    """A fresh 256-bit token (Ray's own format), readable by this user only."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
 
 
 def bootstrap_config(spec: ClusterSpec, gcs_address: str) -> dict[str, Any]:
@@ -141,7 +170,7 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
                            f"use it, or stop it first: mixfleet cluster down {old['file']}")
     if old:
         stop_processes(old)
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     ports = {k: free_port() for k in ("gcs", "dashboard", "client", "agent", "agent_grpc", "metrics",
                                       "runtime_env_agent")}
     address = f"{LOOPBACK}:{ports['gcs']}"
@@ -159,13 +188,17 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
            "--dashboard-agent-grpc-port", str(ports["agent_grpc"]),
            "--metrics-export-port", str(ports["metrics"]),
            "--runtime-env-agent-port", str(ports["runtime_env_agent"]), "--disable-usage-stats"]
+    token = d / TOKEN_FILE
+    _new_token(token)
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1",
-           # Explicit, so that Ray's CLIs (`ray job submit`, `serve deploy`) reach it whether or not
-           # ~/.ray/auth_token exists; the dashboard listens on loopback only (see docs/platform.md).
-           "RAY_AUTH_MODE": "disabled",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           # Ray advertises this machine's address for nodes it starts without one (the autoscaler's
+           # worker nodes); with this it uses 127.0.0.1, as on a laptop (ray_constants.ENABLE_RAY_CLUSTER)
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            # `python`/`mixfleet` in job entrypoints are this environment's
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(key, None)
     log = d / "up.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -173,7 +206,7 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
     state = {"cluster_name": spec.cluster_name, "file": file, "address": address,
              "dashboard": f"http://{LOOPBACK}:{ports['dashboard']}", "temp_dir": str(d / "ray"),
              "session": proc.pid, "ports": ports, "state_dir": str(d), "emulated": True,
-             "started": time.time()}
+             "auth_token_path": str(token), "started": time.time()}
     atomic_write_text(d / STATE_FILE, json.dumps(state, indent=1))  # before waiting: `down` can clean up
     try:
         rc = proc.wait(timeout=timeout_s)
@@ -185,6 +218,7 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
         tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or ["no output"]
         raise ClusterError(f"`ray start --head` failed for '{file}': {tail[0][:300]}", f"see {log}")
     try:
+        use_cluster_auth(state)
         publish_node_types(spec, address)
     except Exception as exc:
         stop_processes(state)
@@ -261,4 +295,5 @@ def stop(cluster_name: str) -> dict[str, Any]:
         return {"stopped": False, "processes": 0}
     killed = stop_processes(state)
     (cluster_dir(cluster_name) / STATE_FILE).unlink(missing_ok=True)
+    (cluster_dir(cluster_name) / TOKEN_FILE).unlink(missing_ok=True)
     return {"stopped": True, "processes": len(killed), "address": state["address"]}

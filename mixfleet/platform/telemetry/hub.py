@@ -156,13 +156,15 @@ def get_hub(*, detached: bool = True, **hub_options: Any):
     try:
         handle = ray.get_actor(HUB_NAME, namespace=NAMESPACE)
     except ValueError:
-        # On the head (soft affinity; else near the caller), 0 CPUs so it never blocks work: a hub
-        # on a worker would keep that node busy, and the autoscaler would never let it go idle.
+        # On the head, with 0 CPUs so it never blocks work: a hub on a worker node would keep that
+        # node busy ("Busy workers on node."), so the autoscaler would never remove it. The affinity
+        # must be hard: Ray places an actor that asks for no resources on a random node unless it has
+        # a hard node affinity (a soft one is ignored for such actors).
         head = next((n["NodeID"] for n in ray.nodes()
-                     if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), ctx.get_node_id())
-        options: dict[str, Any] = dict(
-            name=HUB_NAME, namespace=NAMESPACE, get_if_exists=True,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=True))
+                     if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), None)
+        options: dict[str, Any] = dict(name=HUB_NAME, namespace=NAMESPACE, get_if_exists=True)
+        if head is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=False)
         if detached:
             options["lifetime"] = "detached"
         # Long polls run in their own thread group, so they never take the threads reports use.
