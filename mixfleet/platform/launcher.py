@@ -72,9 +72,14 @@ def client_env(state: dict[str, Any]) -> dict[str, str]:
 
 
 def use_cluster_auth(state: dict[str, Any]) -> None:
-    """Authenticate this process to the cluster; call before Ray is imported (Ray reads it once)."""
+    """Authenticate this process (a CLI, not yet connected to any Ray) to the cluster."""
     os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the cluster's token file
     os.environ.update(client_env(state))
+    if "ray._raylet" in sys.modules:  # Ray read its config already: make it read the mode and token again
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")  # as Ray's own _enable_token_auth does
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _new_token(path: Path) -> None:
