@@ -18,7 +18,6 @@ only works by accident of order fails here too:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pickle
 import random
@@ -37,7 +36,7 @@ def inline_splits(files: list[InputFile], cfg: RunConfig) -> list[list[Piece]]:
     total = sum(f.size for f in files)
     cap = max(1, math.ceil(total / 2))
     size = min(cfg.split_bytes or split_size(total, 2, cfg), cap)
-    return plan_splits(files, 2, dataclasses.replace(cfg, split_bytes=size))
+    return plan_splits(files, 2, cfg.model_copy(update={"split_bytes": size}))
 
 
 def run_inline(job: Job, files: list[InputFile], splits: list[list[Piece]], partitioner: str,
