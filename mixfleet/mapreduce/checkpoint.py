@@ -38,7 +38,7 @@ def piece_to_json(p: Any) -> list | None:
 
 
 def piece_from_json(p: list) -> Piece:
-    return Piece(*p)
+    return Piece(file=p[0], start=p[1], end=p[2], nbytes=p[3])
 
 
 _LIVE = ("refs", "block")  # ObjectRefs live only in this run's block stores: never saved

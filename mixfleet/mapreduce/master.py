@@ -49,7 +49,7 @@ from mixfleet.mapreduce.outputs import abort, commit
 from mixfleet.mapreduce.plan import JobPlan
 from mixfleet.mapreduce.recovery import Recovery
 from mixfleet.mapreduce.reporting import Reporting
-from mixfleet.mapreduce.results import Failed, Lost, MapDone
+from mixfleet.mapreduce.results import Failed, JobReport, Lost, MapDone
 from mixfleet.mapreduce.speculation import Running, choose_backup
 from mixfleet.mapreduce.splitting import steal
 from mixfleet.mapreduce.store import store_for
@@ -118,7 +118,7 @@ class Master:
                 pass
 
     # --- the job -----------------------------------------------------------------
-    async def run(self) -> dict:
+    async def run(self) -> JobReport:
         plan, rec = self.plan, self.recovery
         fs, path, fmt = plan.output
         for i in range(len(self.workers)):
@@ -287,8 +287,6 @@ class Master:
 
     def _lost(self, task: Task, attempt) -> None:
         if not self.table.lose(task, attempt, self.cfg.max_attempts) and task.state is State.FAILED:
-            from mixfleet.errors import JobError
-
             raise JobFailed(JobError(f"task {task.id} lost its worker {len(task.attempts)} times",
                                      "check the workers' logs (out of memory?) or raise max_attempts"))
 

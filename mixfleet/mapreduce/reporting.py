@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mixfleet.mapreduce.results import MapDone, ReduceDone
+from mixfleet.mapreduce.results import JobReport, MapDone, ReduceDone
 from mixfleet.mapreduce.tasks import TaskTable
 
 
@@ -67,7 +67,7 @@ class Reporting:
                 "bytes_done": min(self.bytes_done, self.bytes_total), "bytes_total": self.bytes_total,
                 "elapsed_s": time.monotonic() - self.t0, "status": self.status_line}
 
-    def report(self, status: str, parts: list | None = None, error: BaseException | None = None) -> dict:
+    def report(self, status: str, parts: list | None = None, error: BaseException | None = None) -> JobReport:
         t = self.table
         counters = {g: dict(v) for g, v in self.counters.items()}
         total_out = counters.get("mixfleet", {}).get("map_output_records", 0)
@@ -84,10 +84,9 @@ class Reporting:
                        reduce_attempts=t.launched_by_kind.get("reduce", 0),
                        maps_restored=self.restored["maps"], reduces_restored=self.restored["reduces"],
                        master_restarts=self.incarnation)
-        return {"status": status, "parts": parts or [], "error": error,
-                "map_tasks": len(t.of_kind("map")), "reduce_tasks": len(t.of_kind("reduce")),
-                "attempts": {"launched": t.launched, "failed": t.failed_attempts, "speculative": t.speculative},
-                "counters": counters, "tasks": self._timeline()}
+        return JobReport(status, len(t.of_kind("map")), len(t.of_kind("reduce")),
+                         {"launched": t.launched, "failed": t.failed_attempts, "speculative": t.speculative},
+                         counters, parts or [], error, self._timeline())
 
     def _timeline(self) -> list[dict]:
         return [{"task": t.id, "kind": t.kind, "worker": a.worker, "start": a.started - self.t0,

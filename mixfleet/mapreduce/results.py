@@ -8,6 +8,9 @@
   ``error``. A lost *worker* is not an outcome: it is the ``RayActorError``
   of the call.
 
+:class:`JobReport` is what the master (or the inline runner) hands the
+driver when the job ends.
+
 The checkpoint's JSON form of a result is written and read in one place,
 :mod:`~mixfleet.mapreduce.checkpoint` (ObjectRefs stay out: a restored map
 gets its blocks back from a live block store or its durable shuffle files).
@@ -58,4 +61,16 @@ class Lost:
 @dataclass
 class Failed:
     error: BaseException
+
+
+@dataclass
+class JobReport:
+    status: str  # "succeeded" | "failed"
+    map_tasks: int
+    reduce_tasks: int
+    attempts: dict[str, int]  # launched, failed, speculative
+    counters: dict[str, dict[str, int]]
+    parts: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+    timeline: list[dict] = field(default_factory=list)  # one entry per attempt (none inline)
 

@@ -28,6 +28,7 @@ from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_split
 from mixfleet.mapreduce.job import Job, check_steps
 from mixfleet.mapreduce.outputs import abort, check_output, input_folders, prepare_output, read_output
 from mixfleet.mapreduce.plan import JobPlan
+from mixfleet.mapreduce.results import JobReport
 from mixfleet.mapreduce.settings import RunConfig
 from mixfleet.mapreduce.store import start_stores
 
@@ -223,16 +224,16 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
                 if not cfg.checkpoint:
                     abort(out_fs, out_path)
                 raise
-    if report["status"] != "succeeded":
+    if report.status != "succeeded":
         abort(out_fs, out_path)  # again, now that the master and its workers are gone
-        error = report["error"]
+        error = report.error
         raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
-    return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],
-                     report["reduce_tasks"], report["attempts"], report["counters"], report["parts"],
-                     cfg.output_format, report["tasks"], out_fs, out_path)
+    return JobResult("succeeded", str(output), time.perf_counter() - t0, report.map_tasks, report.reduce_tasks,
+                     report.attempts, report.counters, report.parts, cfg.output_format, report.timeline,
+                     out_fs, out_path)
 
 
-def _drive(plan: JobPlan, progress: Callable[[dict], None] | None) -> dict:
+def _drive(plan: JobPlan, progress: Callable[[dict], None] | None) -> JobReport:
     """Start the block stores and a master on ``plan``, wait for its report; restart a dead
     master from the checkpoint. The master and the stores are killed however this ends
     (the workers, owned by the master, go with it)."""
@@ -264,7 +265,7 @@ def _drive(plan: JobPlan, progress: Callable[[dict], None] | None) -> dict:
             ray.kill(store)
 
 
-def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> dict:
+def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> JobReport:
     import ray
 
     done_ref = master.run.remote()
