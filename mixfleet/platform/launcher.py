@@ -22,7 +22,7 @@ Access: Ray's gRPC servers (GCS, raylets) listen on every interface whatever
 the node address, so the cluster runs with Ray's token authentication
 (``RAY_AUTH_MODE=token``) and a fresh token of its own, readable by this user
 only (``auth_token`` in the state directory, never ``~/.ray/auth_token``, which
-would switch every other local Ray of the user to token mode). Every node
+would switch every other local Ray of the user to token mode). The head
 advertises 127.0.0.1 and the dashboard listens there only. Ray's CLIs reach
 the cluster with :func:`client_env` in their environment.
 """
@@ -197,9 +197,6 @@ def start(spec: ClusterSpec, file: str, *, timeout_s: float = 180) -> dict[str, 
     _new_token(token)
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1",
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-           # Ray advertises this machine's address for nodes it starts without one (the autoscaler's
-           # worker nodes); with this it uses 127.0.0.1, as on a laptop (ray_constants.ENABLE_RAY_CLUSTER)
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            # `python`/`mixfleet` in job entrypoints are this environment's
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):

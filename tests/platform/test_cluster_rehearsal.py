@@ -201,8 +201,6 @@ def test_up_job_submit_serve_deploy_autoscale_and_down(cli, repo_root, data_dir,
 
         # Ray's token authentication is on: the dashboard refuses a request without the cluster's token
         assert httpx.get(f"{dashboard}/api/jobs/", timeout=30).status_code in (401, 403)
-        # every node advertises loopback (checked again once GPU nodes are up)
-        assert {n["address"] for n in _status(cli, env)["nodes"]} == {"127.0.0.1"}
 
         # 1. a MapReduce word count through Ray's own job submission; it runs while the router deploys
         book = data_dir / "gutenberg" / "pg-metamorphosis.txt"
@@ -232,7 +230,6 @@ def test_up_job_submit_serve_deploy_autoscale_and_down(cli, repo_root, data_dir,
         status = _status(cli, env)
         assert {"A100", "T4"} <= set(status["by_accelerator"]) and "V100" not in status["by_accelerator"]
         assert {r["node_type"] for r in status["nodes"] if r["emulated_gpus"]} == {"gpu_a100", "gpu_t4"}
-        assert {n["address"] for n in status["nodes"]} == {"127.0.0.1"}
 
         completions = f"http://127.0.0.1:{http}/v1/completions"
         _wait_for("the router to be running and answer", lambda: _app_running(
