@@ -113,9 +113,16 @@ def build_model(cfg: TorchModelConfig, device: str = "cpu"):
                      max_position_embeddings=cfg.max_context, bos_token_id=None, eos_token_id=None,
                      pad_token_id=0, tie_word_embeddings=False, initializer_range=cfg.init_std,
                      attn_implementation="sdpa")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = LlamaForCausalLM(hf)
+    model = LlamaForCausalLM(hf)
+    # the weights come from a private generator, not the global RNG that other threads (another engine's
+    # generation loop) may draw from meanwhile: Llama's own init (normal(0, std) matrices, unit norms)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        for _name, p in sorted(model.named_parameters()):
+            if p.dim() >= 2:
+                p.normal_(0.0, cfg.init_std, generator=gen)
+            else:
+                p.fill_(1.0)
     return model.to(device=device, dtype=getattr(torch, cfg.dtype)).eval()
 
 

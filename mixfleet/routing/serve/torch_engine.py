@@ -64,8 +64,13 @@ class TorchEngine:
 
     def __init__(self, replica_id: str, cfg: TorchModelConfig, *, kv_tokens: int, max_batch: int,
                  max_batched_tokens: int, max_waiting: int = 64, device: str = "auto", threads: int = 1) -> None:
+        import logging
+
         import torch
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        # its CPU notes (no psutil for a memory breakdown: we size the cache ourselves) are not errors here
+        logging.getLogger("ContinuousBatchingLogger").setLevel(logging.CRITICAL)
 
         self.replica_id, self.cfg, self.max_waiting = replica_id, cfg, max_waiting
         self.device = pick_device(device)
