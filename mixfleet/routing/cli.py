@@ -246,7 +246,8 @@ def profile(
     """Measure the real engine (real compute, random weights) and write a measured profile for the simulator."""
     from mixfleet.errors import unknown_name
     from mixfleet.routing import profiler
-    from mixfleet.routing.torch_model import REAL_NOTE, model_config as load_model_config, pick_device
+    from mixfleet.routing.torch_model import REAL_NOTE, pick_device
+    from mixfleet.routing.torch_model import model_config as load_model_config
 
     if engine != "torch":
         raise unknown_name("engine to profile", engine, ["torch"])

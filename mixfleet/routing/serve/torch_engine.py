@@ -41,7 +41,13 @@ from collections.abc import AsyncIterator
 
 from mixfleet.errors import ClusterError, InputError, Unavailable
 from mixfleet.routing.serve.emulated_engine import Chunk, EngineOverloaded
-from mixfleet.routing.torch_model import REAL_NOTE, TorchModelConfig, build_model, generation_config, pick_device
+from mixfleet.routing.torch_model import (
+    REAL_NOTE,
+    TorchModelConfig,
+    build_model,
+    generation_config,
+    pick_device,
+)
 
 PAGE_SIZE = 32
 
