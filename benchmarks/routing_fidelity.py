@@ -280,6 +280,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per replica (CPU)")
     ap.add_argument("--quick-profile", action="store_true", help="a small profiling grid")
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
+    ap.add_argument("--flush", type=float, default=0.5, help="token-chunk interval of the replicas (s); TTFT and "
+                    "the last token are exact regardless")
     ap.add_argument("--timeout", type=float, default=300.0)
     args = ap.parse_args(argv)
     loads = args.load or [0.5, 0.85]
@@ -316,7 +318,7 @@ def main(argv=None) -> int:
         port = free_port()
         start_serve(http_port=port)
         deploy(fleet, ServeOptions(policy=args.policy, device=args.device, torch_threads=args.threads,
-                                   max_waiting=10_000, max_outstanding=100_000))
+                                   max_waiting=10_000, max_outstanding=100_000, flush_s=args.flush))
         base = f"http://127.0.0.1:{port}"
         asyncio.run(replay(base, fleet.model, at_rate(base_rows[:6], 2.0), 120))  # warm-up
         transport = idle_transport(base, fleet.model, base_rows[:8])
@@ -344,7 +346,7 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     scatter(runs, out_dir / "routing_fidelity.png")
     cmd = (f"python benchmarks/routing_fidelity.py --requests {args.requests} --scale {args.scale:g} "
-           + " ".join(f"--load {x:g}" for x in loads) + f" --replicas {args.replicas} --device {args.device}")
+           + " ".join(f"--load {x:g}" for x in loads) + f" --replicas {args.replicas} --device {args.device} --flush {args.flush:g}")
     import os
 
     out = {"benchmark": "routing_fidelity", "note": NOTE, "emulated": False, "fleet": fleet.describe(),

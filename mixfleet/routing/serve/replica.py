@@ -70,7 +70,7 @@ class EngineReplica:
             self.engine = TorchEngine(replica_id, model_config(options.torch_model), kv_tokens=rep.kv_tokens,
                                       max_batch=rep.max_batch, max_batched_tokens=max_batched_tokens,
                                       max_waiting=options.max_waiting, device=options.device,
-                                      threads=options.torch_threads)
+                                      threads=options.torch_threads, flush_s=options.flush_s)
         else:
             self.engine = EmulatedEngine(replica_id, rep.perf, rep.kv_tokens, rep.max_batch, max_batched_tokens,
                                          max_waiting=options.max_waiting, flush_s=options.flush_s,

@@ -26,6 +26,11 @@ Invariants:
   ``max_batch`` sequences per iteration, ``max_batched_tokens`` tokens per
   iteration: the replica's fleet values, so the simulator models the same engine.
 
+Tokens reach the caller in chunks at most every ``flush_s`` seconds (the first
+and the last token at once): one Ray streaming message per token and request
+would cost more CPU than the model itself on a small machine, and that CPU is
+the engine's (the same chunking as the emulated engine).
+
 Timing: ``ttft_s``/``e2e_s`` are measured from the request's arrival at this
 engine to its first/last token as stamped by the generation loop
 (``time.perf_counter`` is ``CLOCK_MONOTONIC`` on Linux, the same clock as
@@ -53,11 +58,13 @@ PAGE_SIZE = 32
 
 
 class _Req:
-    __slots__ = ("queue", "emitted", "t_submit", "first_at")
+    __slots__ = ("queue", "emitted", "t_submit", "first_at", "sent", "t_sent")
 
     def __init__(self, t_submit: float) -> None:
         self.queue: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue()
-        self.emitted = 0
+        self.emitted = 0  # tokens seen from the generation loop
+        self.sent = 0  # tokens handed to the caller
+        self.t_sent = t_submit
         self.t_submit = t_submit
         self.first_at: float | None = None
 
@@ -69,7 +76,8 @@ class TorchEngine:
     note = REAL_NOTE
 
     def __init__(self, replica_id: str, cfg: TorchModelConfig, *, kv_tokens: int, max_batch: int,
-                 max_batched_tokens: int, max_waiting: int = 64, device: str = "auto", threads: int = 1) -> None:
+                 max_batched_tokens: int, max_waiting: int = 64, device: str = "auto", threads: int = 1,
+                 flush_s: float = 0.0) -> None:
         import logging
 
         import torch
@@ -78,7 +86,7 @@ class TorchEngine:
         # its CPU notes (no psutil for a memory breakdown: we size the cache ourselves) are not errors here
         logging.getLogger("ContinuousBatchingLogger").setLevel(logging.CRITICAL)
 
-        self.replica_id, self.cfg, self.max_waiting = replica_id, cfg, max_waiting
+        self.replica_id, self.cfg, self.max_waiting, self.flush_s = replica_id, cfg, max_waiting, flush_s
         self.device = pick_device(device)
         if self.device == "cpu" and threads > 0:
             torch.set_num_threads(threads)
@@ -196,21 +204,25 @@ class TorchEngine:
                                              retry_after_s=1.0))
             return
         toks = list(out.generated_tokens)
-        new = toks[req.emitted:]
         done = out.is_finished()
-        if not new and not done:
+        if len(toks) <= req.emitted and not done:
             return
         stamps = out.timestamps or []
-        chunk = Chunk(new, first=req.emitted == 0 and bool(new), done=done)
-        if req.first_at is None and new:
-            req.first_at = stamps[0] + self._clock_off if stamps else time.monotonic()
+        now = time.monotonic()
+        if req.first_at is None and toks:
+            req.first_at = stamps[0] + self._clock_off if stamps else now
+        self.tokens += len(toks) - req.emitted
         req.emitted = len(toks)
-        self.tokens += len(new)
+        first = req.sent == 0
+        if not (first or done or now - req.t_sent >= self.flush_s):
+            return  # coalesce: the caller gets these with the next chunk
+        chunk = Chunk(toks[req.sent:], first=first and bool(toks), done=done)
+        req.sent, req.t_sent = len(toks), now
         if done:
-            end = stamps[-1] + self._clock_off if stamps else time.monotonic()
-            first = req.first_at if req.first_at is not None else end
-            chunk.ttft_s, chunk.e2e_s = first - req.t_submit, end - req.t_submit
-            chunk.t_submit, chunk.t_end, chunk.t_emit = req.t_submit, end, time.monotonic()
+            end = stamps[-1] + self._clock_off if stamps else now
+            first_at = req.first_at if req.first_at is not None else end
+            chunk.ttft_s, chunk.e2e_s = first_at - req.t_submit, end - req.t_submit
+            chunk.t_submit, chunk.t_end, chunk.t_emit = req.t_submit, end, now
             self.completed += 1
             self._finish(rid)
         req.queue.put_nowait(chunk)
