@@ -15,7 +15,7 @@ One run, in order:
    ``mixfleet routing profile``) and its least-squares fit: the simulator's
    ``measured:`` entry;
 2. capacity: a burst of the slice's requests on the real engine, offline (requests
-   per second at saturation);
+   per second at saturation; the first 4 warm it up);
 3. per load (default 50% and 85% of that capacity): the Azure conversation trace's
    first ``--requests`` rows, prompt and output lengths scaled by ``--scale``
    (clipped to the model's context), arrivals scaled to the load; replayed
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
     print(f"profiled in {time.perf_counter() - t0:.0f} s; fit mean error {coef['mean_abs_rel_error']:.1%}",
           file=sys.stderr)
     base_rows = slice_rows(args.requests, args.scale, cfg.max_context)
-    cap = measure_capacity(cfg, fleet, base_rows[:64], args.device, args.threads)
+    cap = measure_capacity(cfg, fleet, base_rows, args.device, args.threads)
     print(f"capacity {cap['req_s_per_replica']:.2f} req/s per replica", file=sys.stderr)
     runs = []
     connect(num_cpus=2)
@@ -318,7 +318,8 @@ def main(argv=None) -> int:
         port = free_port()
         start_serve(http_port=port)
         deploy(fleet, ServeOptions(policy=args.policy, device=args.device, torch_threads=args.threads,
-                                   max_waiting=10_000, max_outstanding=100_000, flush_s=args.flush))
+                                   max_waiting=10_000, max_outstanding=100_000, flush_s=args.flush,
+                                   first_chunk_timeout_s=600))
         base = f"http://127.0.0.1:{port}"
         asyncio.run(replay(base, fleet.model, at_rate(base_rows[:6], 2.0), 120))  # warm-up
         transport = idle_transport(base, fleet.model, base_rows[:8])
