@@ -16,9 +16,11 @@ Invariants:
   is finished *at* ``t`` (not at the moment the event loop woke up), so
   event-loop lateness delays deliveries but never accumulates into the
   modelled timeline;
-- every submitted request receives exactly its ``max_tokens`` tokens (the
-  emulated model never stops early: ``finish_reason`` is ``"length"``) and
-  then its stream closes, once;
+- every submitted request receives exactly ``min(eos_after, max_tokens)``
+  tokens and then its stream closes, once: ``eos_after`` is the hidden true
+  output length (the emulated model's EOS, e.g. the trace's answer length),
+  which only the engine sees, as in the simulator; without it the model
+  never stops early and generates ``max_tokens``;
 - a request is never admitted past the waiting-queue bound
   (:class:`EngineOverloaded`), and one larger than the KV cache is refused
   up front (it could never be scheduled).
@@ -114,8 +116,9 @@ class EmulatedEngine:
         return (self._clock() - self._t0) / self.dilation
 
     # -- public API ------------------------------------------------------------------
-    def submit(self, prompt_tokens: int, max_tokens: int) -> _Stream:
-        """Queue a request now; raises :class:`EngineOverloaded` past the waiting bound."""
+    def submit(self, prompt_tokens: int, max_tokens: int, eos_after: int | None = None) -> _Stream:
+        """Queue a request now (it stops at EOS after ``eos_after`` tokens, if given, or at ``max_tokens``);
+        raises :class:`EngineOverloaded` past the waiting bound."""
         eng = self._eng
         if prompt_tokens < 1 or max_tokens < 1:
             raise InputError(f"bad request size: prompt {prompt_tokens}, max_tokens {max_tokens}",
@@ -127,7 +130,8 @@ class EmulatedEngine:
             raise EngineOverloaded(self.replica_id, len(eng.waiting), self.retry_after_s())
         now = self.now()
         self._advance(now)  # finish iterations that are already due, so admission happens at `now`
-        r = SimRequest(self._seq, now, prompt_tokens, max_tokens, None)
+        out = max_tokens if eos_after is None else max(1, min(eos_after, max_tokens))
+        r = SimRequest(self._seq, now, prompt_tokens, out, None, cap=max_tokens)
         self._seq += 1
         stream = _Stream(r, now)
         self._streams[r.seq] = stream
@@ -136,9 +140,10 @@ class EmulatedEngine:
         self._wake.set()
         return stream
 
-    async def generate(self, prompt_tokens: int, max_tokens: int) -> AsyncIterator[Chunk]:
+    async def generate(self, prompt_tokens: int, max_tokens: int,
+                       eos_after: int | None = None) -> AsyncIterator[Chunk]:
         """Submit and stream :class:`Chunk` s until the request finishes."""
-        stream = self.submit(prompt_tokens, max_tokens)
+        stream = self.submit(prompt_tokens, max_tokens, eos_after)
         while True:
             chunk = await stream.queue.get()
             if chunk is None:
