@@ -63,11 +63,12 @@ def _poll_stats(url: str, stop: threading.Event, every_s: float, into: list) -> 
 
 
 def fire(url: str, bodies: list[bytes], body_labels: np.ndarray, schedule: np.ndarray, pick: np.ndarray,
-         procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0) -> dict:
+         procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0, grpc: tuple[int, str] | None = None) -> dict:
     """POST ``bodies[pick[i]]`` at ``schedule[i]`` (open loop); per request: latency, status, answer, correctness.
 
     Also the replica's CPU milliseconds per answered sample over the run (its ``/stats`` before and after;
-    ``None`` when the two reads come from different replicas).
+    ``None`` when the two reads come from different replicas). With ``grpc=(port, application)`` the
+    bodies are serialised ``PredictRequest`` messages sent through Serve's gRPC proxy instead.
     """
     import httpx
 
@@ -83,7 +84,13 @@ def fire(url: str, bodies: list[bytes], body_labels: np.ndarray, schedule: np.nd
     poller = threading.Thread(target=_poll_stats, args=(url, stop, poll_s, timeline), daemon=True)
     poller.start()
     try:
-        res = run_open_loop(parts.hostname, parts.port, path, bodies, schedule, pick, procs=procs, timeout_s=timeout_s)
+        if grpc is None:
+            res = run_open_loop(parts.hostname, parts.port, path, bodies, schedule, pick, procs=procs,
+                                timeout_s=timeout_s)
+        else:
+            from mixfleet.earlyexit.serve.grpcload import run_grpc_open_loop
+
+            res = run_grpc_open_loop(grpc[0], grpc[1], bodies, schedule, pick, procs=procs, timeout_s=timeout_s)
     finally:
         stop.set()
         poller.join()
@@ -104,15 +111,25 @@ def fire(url: str, bodies: list[bytes], body_labels: np.ndarray, schedule: np.nd
 
 
 def run_condition(url: str, images: np.ndarray, labels: np.ndarray, phases: list[tuple[str, float, float]],
-                  sla_ms: float, seed: int = 0, procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0) -> dict:
-    """Fire the phases (name, rate req/s, seconds) at ``url``; returns overall, per-phase and timeline stats."""
+                  sla_ms: float, seed: int = 0, procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0,
+                  grpc: tuple[int, str] | None = None) -> dict:
+    """Fire the phases (name, rate req/s, seconds) at ``url``; returns overall, per-phase and timeline stats.
+
+    ``grpc=(port, application)``: the same requests through Serve's gRPC proxy (``url`` still serves /stats).
+    """
     from mixfleet.platform.loadgen import poisson_schedule
 
     rng = np.random.default_rng(seed)
     schedule, phase_of = poisson_schedule([(rate, secs) for _, rate, secs in phases], rng)
     pool = min(len(images), POOL)
     pick = rng.integers(0, pool, size=len(schedule))
-    f = fire(url, encode_bodies(images[:pool]), labels[:pool], schedule, pick, procs, poll_s, timeout_s)
+    if grpc is None:
+        bodies = encode_bodies(images[:pool])
+    else:
+        from mixfleet.earlyexit.serve.grpcload import encode_requests
+
+        bodies = encode_requests(images[:pool])
+    f = fire(url, bodies, labels[:pool], schedule, pick, procs, poll_s, timeout_s, grpc=grpc)
     lat, ok, correct, exits = f["latency_ms"], f["ok"], f["correct"], f["exits"]
     out = _stats(lat, ok, correct, sla_ms)
     duration = sum(secs for _, _, secs in phases)

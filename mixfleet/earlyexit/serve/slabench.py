@@ -16,7 +16,8 @@ Parts, in one run:
    ``requests / (mu_static * 8.8)`` seconds, so that a condition gets about
    ``requests`` requests. Conditions: ``full`` (one replica), ``static``
    (calibrated thresholds), ``apparate`` (accuracy-feedback thresholds that
-   ignore load), ``adaptive`` (ours) on one replica, and ``full-autoscale``
+   ignore load), ``adaptive`` (ours) on one replica, ``adaptive-grpc`` (the same
+   through Serve's gRPC proxy), and ``full-autoscale``
    (Serve's autoscaler, 1 to ``max_replicas`` replicas: the replica budget the
    cores allow). Cost per condition: mean FLOPs and replica CPU-ms per request.
 4. **Drift**: :mod:`mixfleet.earlyexit.serve.drift` at half of full's
@@ -38,7 +39,7 @@ PREFIX = "/eebench"
 MULTIPLIERS = (("low", 0.3), ("1x", 1.0), ("1.5x", 1.5), ("2x", 2.0), ("3x", 3.0), ("recover", 1.0))
 BURSTS = ("2x", "3x")
 RESOLUTION = 10_000  # burst requests per condition at which one miss is 0.01%
-CONDITIONS = ("full", "static", "apparate", "adaptive", "full-autoscale")
+CONDITIONS = ("full", "static", "apparate", "adaptive", "adaptive-grpc", "full-autoscale")
 DRIFT_CONDITIONS = ("full", "static", "adaptive")
 DEFAULT_DEVICE = {"full_ms_per_sample": 30.0, "launch_ms": 0.5}  # emulated; see mixfleet.earlyexit.serve.device
 
@@ -95,10 +96,11 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
     from mixfleet.earlyexit.serve.device import EmulatedDevice
     from mixfleet.earlyexit.serve.drift import run_drift
     from mixfleet.earlyexit.serve.loadtest import measure_capacity, run_condition
+    from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
     from mixfleet.errors import InputError
-    from mixfleet.platform.bootstrap import connect
+    from mixfleet.platform.bootstrap import connect, free_port
     from mixfleet.platform.config import parse_model
-    from mixfleet.platform.serving import serving
+    from mixfleet.platform.serving import serve_ports, serving
 
     if sla_ms <= 0:
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "use e.g. --sla-ms 200")
@@ -117,8 +119,9 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                  "requests_target": requests, "coarse_warning": warning, "conditions": {}, "drift": {}}
     if warning:
         progress("warning: " + warning)
-    with serving(http_port=port) as srv:
+    with serving(http_port=port, grpc_port=free_port()) as srv:
         srv.own(APP)
+        grpc_port = serve_ports().grpc_port_for(GRPC_SERVICER)
         # 1. overhead on the real CPU: the plain backbone vs the early-exit path with no exit taken
         url = deploy(mode="plain", **common)
         run_condition(url, images, labels, [("warm-up", 10.0, 2.0)], sla_ms, seed=seed, procs=1)
@@ -149,8 +152,9 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
             if cond == "full-autoscale":
                 deploy(mode="full", autoscaling=full_autoscaling(max_replicas), **common)
             else:
-                deploy(mode=cond, **common)
-            res = run_condition(url, images, labels, phases, sla_ms, seed=seed + i + 1, procs=procs)
+                deploy(mode=cond.removesuffix("-grpc"), **common)
+            via = (grpc_port, APP) if cond.endswith("-grpc") and grpc_port else None
+            res = run_condition(url, images, labels, phases, sla_ms, seed=seed + i + 1, procs=procs, grpc=via)
             res["mflops_per_request"] = _cost(model, cond, res["exit_counts"]) / 1e6
             out["conditions"][cond] = res
             b = {k: res["phases"][k] for k in BURSTS}
