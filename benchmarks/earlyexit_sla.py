@@ -133,6 +133,17 @@ def markdown(res: dict) -> str:
         for c, r in d.items():
             lines.append(f"| {c} | " + " | ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in r["windows"])
                          + f" | {100 * (r['accuracy'] or 0):.2f}% |")
+    prof = res.get("profile") or {}
+    rows = [(c, proc, v) for c, procs in prof.items() for proc, v in procs.items() if isinstance(v, dict)]
+    if rows:
+        lines += ["", "Where the time goes in the 3x phase (py-spy, `--idle`, share of samples; replica and Serve "
+                  "proxy processes):", "", "| condition | process | samples | by category | top leaf functions |",
+                  "| --- | --- | ---: | --- | --- |"]
+        for c, proc, v in rows:
+            cats = ", ".join(f"{k} {100 * x:.0f}%" for k, x in (v.get("by_category") or {}).items())
+            leaves = ", ".join(f"`{k.split(' (')[0]}` {100 * x:.0f}%" for k, x in
+                               list((v.get("top_leaf_functions") or {}).items())[:4])
+            lines.append(f"| {c} | {proc} | {v.get('samples', 0)} | {cats or v.get('error', '-')} | {leaves} |")
     o = res["overhead"]
     lines += ["", f"Overhead run (real CPU, 10 req/s): plain backbone p50 {o['plain']['p50_ms']:.2f} ms "
               f"({o['plain']['requests']} requests), early-exit path with thresholds pinned at 1.0 p50 "

@@ -154,7 +154,10 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
             else:
                 deploy(mode=cond.removesuffix("-grpc"), **common)
             via = (grpc_port, APP) if cond.endswith("-grpc") and grpc_port else None
+            spy = _profile_3x(url, phases, out, cond) if cond.startswith("adaptive") else None
             res = run_condition(url, images, labels, phases, sla_ms, seed=seed + i + 1, procs=procs, grpc=via)
+            if spy is not None:
+                spy.join(timeout=60)
             res["mflops_per_request"] = _cost(model, cond, res["exit_counts"]) / 1e6
             out["conditions"][cond] = res
             b = {k: res["phases"][k] for k in BURSTS}
@@ -169,6 +172,20 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                     progress(f"drift {dc:<9} accuracy per 30 s window: "
                              + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
     return out
+
+
+def _profile_3x(url: str, phases: list, out: dict, cond: str):
+    """py-spy on the replica and the proxy for a few seconds inside the 3x phase (results in out["profile"])."""
+    import httpx
+
+    from mixfleet.earlyexit.serve.profile import profile_later, proxy_pid
+
+    pids = {"replica": httpx.get(f"{url}/v1/models/mnist/stats", timeout=10).json().get("pid"), "proxy": proxy_pid()}
+    before = sum(s for n, _, s in phases[:[n for n, _, _ in phases].index("3x")])
+    length = phases[[n for n, _, _ in phases].index("3x")][2]
+    into = out.setdefault("profile", {}).setdefault(cond, {"seconds": min(10.0, 0.6 * length)})
+    # the generator's processes start within ~3 s; then skip the first fifth of the phase
+    return profile_later({k: v for k, v in pids.items() if v}, 3.0 + before + 0.2 * length, into["seconds"], into)
 
 
 def summary(out: dict) -> dict:
