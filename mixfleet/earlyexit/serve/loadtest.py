@@ -147,6 +147,19 @@ def run_condition(url: str, images: np.ndarray, labels: np.ndarray, phases: list
     return out
 
 
+def drain(url: str, timeout_s: float = 60.0) -> None:
+    """Wait until the replica has nothing in flight, so that one run's backlog never starts the next."""
+    import httpx
+
+    end = time.monotonic() + timeout_s
+    with httpx.Client(timeout=10.0) as client:
+        while time.monotonic() < end:
+            st = _get_stats(client, url)
+            if st is not None and st.get("inflight", 0) == 0:
+                return
+            time.sleep(0.5)
+
+
 def measure_capacity(url: str, images: np.ndarray, labels: np.ndarray, sla_ms: float, probe_s: float = 4.0,
                      lo: float = 2.0, hi: float = 400.0, steps: int = 7, target: float = 0.99,
                      min_probe_requests: int = 100, procs: int = 2) -> float:
@@ -155,13 +168,13 @@ def measure_capacity(url: str, images: np.ndarray, labels: np.ndarray, sla_ms: f
     Run it with the replica in the mode whose capacity you want (``full``
     for the load test's 1x). A warm-up at ``lo`` comes first; each probe
     lasts ``probe_s`` or long enough for ``min_probe_requests``; the server
-    is given a second to drain between probes. Returns ``lo`` when even
+    is drained between probes. Returns ``lo`` when even
     ``lo`` does not hold.
     """
     def probe(rate: float, seed: int) -> bool:
         secs = max(probe_s, min_probe_requests / rate)
         r = run_condition(url, images, labels, [("probe", rate, secs)], sla_ms, seed=seed, procs=procs, poll_s=secs)
-        time.sleep(1.0)
+        drain(url)
         return (r["sla_attainment"] or 0.0) >= target
 
     def holds(rate: float, seed: int) -> bool:  # a rate fails only if it fails twice (one hiccup is not capacity)

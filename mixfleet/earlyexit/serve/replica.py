@@ -140,7 +140,7 @@ class EarlyExitServer:
             if self.clock is not None:  # a prior until the first batch is timed
                 self.planner.stage_s[:] = [self.clock.target_s(t, 1) for t in self.clock.stage_s]
         self.guard = DriftGuard(floor=opts.drift_floor, sample_rate=opts.drift_sample_rate)
-        self.tuner = AccuracyTuner(self.calibrated, eps=1.0 - opts.drift_floor)
+        self.tuner = AccuracyTuner(self.calibrated, eps=float((self.model.calibration or {}).get("eps", 0.01)))
         self.rng = np.random.default_rng(opts.seed)
         self._infer.set_max_batch_size(opts.max_batch_size)
         self._infer.set_batch_wait_timeout_s(opts.batch_wait_timeout_s)
@@ -190,7 +190,7 @@ class EarlyExitServer:
                 "pressure": self.policy.pressure, "agreement": self.guard.agreement,
                 "drift_samples": self.guard.samples, "backoff": self.guard.backoff, "options": self.opts.model_dump(),
                 "device": "emulated" if self.clock is not None else "real",
-                "cpu_s": time.process_time(), "pid": os.getpid()}  # the replica process's CPU time (every thread): cost per request
+                "cpu_s": time.process_time(), "pid": os.getpid(), "inflight": self.inflight}  # the replica process's CPU time (every thread): cost per request
 
     @api.post("/v1/models/{name}:predict")
     async def predict(self, name: str, request: Request):

@@ -95,7 +95,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
     from mixfleet.earlyexit.serve.app import deploy
     from mixfleet.earlyexit.serve.device import EmulatedDevice
     from mixfleet.earlyexit.serve.drift import run_drift
-    from mixfleet.earlyexit.serve.loadtest import measure_capacity, run_condition
+    from mixfleet.earlyexit.serve.loadtest import drain, measure_capacity, run_condition
     from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
     from mixfleet.errors import InputError
     from mixfleet.platform.bootstrap import connect, free_port
@@ -158,6 +158,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
             res = run_condition(url, images, labels, phases, sla_ms, seed=seed + i + 1, procs=procs, grpc=via)
             if spy is not None:
                 spy.join(timeout=60)
+            drain(url)
             res["mflops_per_request"] = _cost(model, cond, res["exit_counts"]) / 1e6
             out["conditions"][cond] = res
             b = {k: res["phases"][k] for k in BURSTS}
@@ -168,6 +169,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                 for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
                     deploy(mode=dc, **common)
                     d = run_drift(url, images, labels, 0.5 * caps["full"], drift_s, seed=seed + 100 + j, procs=procs)
+                    drain(url)
                     out["drift"][dc] = d
                     progress(f"drift {dc:<9} accuracy per 30 s window: "
                              + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
