@@ -105,6 +105,8 @@ def markdown(res: dict) -> str:
              f"1-minute load average at the end: {res['load_average_1m']:.1f}.", ""]
     if res.get("coarse_warning"):
         lines += [f"**{res['coarse_warning']}.**", ""]
+    for name, err in (res.get("errors") or {}).items():
+        lines += [f"**{name} FAILED in this run: {err}**", ""]
     lines += ["| condition | requests | SLA 2x | SLA 3x | SLA all | p50 ms | p99 ms | p99.99 ms | accuracy (bursts) | "
               "accuracy (all) | shed | MFLOPs/req | replica CPU ms/req |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

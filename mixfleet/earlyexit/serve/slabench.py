@@ -148,7 +148,8 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                  f"phases of {phase_s:.1f} s")
         out.update(capacity_rps=caps, phase_s=phase_s, phases=[{"name": n, "rate": r, "seconds": s} for n, r, s in phases])
         # 3. bursts (full-autoscale last: it changes the replica count)
-        for i, cond in enumerate(c for c in CONDITIONS if c in conditions):
+
+        def burst(i: int, cond: str) -> None:
             if cond == "full-autoscale":
                 deploy(mode="full", autoscaling=full_autoscaling(max_replicas), **common)
             else:
@@ -165,15 +166,30 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
             progress(f"{cond:<14} {res['requests']} requests, SLA 2x {100 * b['2x']['sla_attainment']:.3f}% 3x "
                      f"{100 * b['3x']['sla_attainment']:.3f}%, accuracy {100 * (res['accuracy'] or 0):.2f}%, "
                      f"{res['mflops_per_request']:.0f} MFLOPs/request")
-            if cond == "adaptive" and drift_s > 0:  # 4. drift, while a single replica is deployed
+
+        def drift(j: int, cond: str) -> None:  # 4. drift, while a single replica is deployed
+            deploy(mode=cond, **common)
+            d = run_drift(url, images, labels, 0.5 * caps["full"], drift_s, seed=seed + 100 + j, procs=procs)
+            drain(url)
+            out["drift"][cond] = d
+            progress(f"drift {cond:<9} accuracy per 30 s window: "
+                     + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
+
+        for i, cond in enumerate(c for c in CONDITIONS if c in conditions):
+            _guarded(out, cond, progress, burst, i, cond)
+            if cond == "adaptive" and drift_s > 0:
                 for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
-                    deploy(mode=dc, **common)
-                    d = run_drift(url, images, labels, 0.5 * caps["full"], drift_s, seed=seed + 100 + j, procs=procs)
-                    drain(url)
-                    out["drift"][dc] = d
-                    progress(f"drift {dc:<9} accuracy per 30 s window: "
-                             + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
+                    _guarded(out, f"drift {dc}", progress, drift, j, dc)
     return out
+
+
+def _guarded(out: dict, name: str, progress, fn, *args) -> None:
+    """Run one condition; a failure is recorded in ``out["errors"]`` and the benchmark goes on."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - reported in the results, never hidden
+        out.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"[:300]
+        progress(f"{name}: FAILED ({out['errors'][name]})")
 
 
 def _profile_3x(url: str, phases: list, out: dict, cond: str):
