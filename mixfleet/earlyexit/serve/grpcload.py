@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing as mp
 import time
 
 import numpy as np
@@ -40,6 +39,7 @@ async def _shard(conn, port, app, bodies, schedule, body_index, timeout_s):
     import grpc
 
     from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
+    from mixfleet.platform.loadgen import fire_on_schedule
 
     n = len(schedule)
     status, latency, lag = np.zeros(n, dtype=np.int32), np.full(n, np.inf), np.zeros(n)
@@ -64,13 +64,7 @@ async def _shard(conn, port, app, bodies, schedule, body_index, timeout_s):
             status[i] = 200
             out[i] = json.dumps({"predictions": [{"label": p.label, "exit": p.exit} for p in preds]}).encode()
 
-        tasks = []
-        for i in range(n):
-            delay = start + schedule[i] - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await fire_on_schedule(start, schedule, one)
     return status, latency, lag, out
 
 
@@ -82,38 +76,8 @@ def _worker(conn, port, app, bodies, schedule, body_index, timeout_s) -> None:
 def run_grpc_open_loop(port: int, app: str, bodies: list[bytes], schedule: np.ndarray, body_index: np.ndarray,
                        procs: int = 2, timeout_s: float = 30.0):
     """Send ``bodies[body_index[i]]`` at ``start + schedule[i]`` to ``127.0.0.1:port`` (application ``app``)."""
-    from mixfleet.platform.loadgen import LoadResult
+    from mixfleet.platform.loadgen import run_sharded
 
     n = len(schedule)
-    procs = max(1, min(procs, n or 1))
-    ctx = mp.get_context("spawn")
-    pipes, workers = [], []
-    for w in range(procs):
-        idx = np.arange(w, n, procs)
-        parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(child, port, app, bodies, schedule[idx], body_index[idx], timeout_s),
-                        daemon=True)
-        p.start()
-        pipes.append((idx, parent))
-        workers.append(p)
-    try:
-        for _, conn in pipes:
-            if not conn.poll(60):
-                raise RuntimeError("a gRPC load-generator process did not start within 60 s")
-            conn.recv()
-        start = time.time() + 0.2
-        for _, conn in pipes:
-            conn.send(start)
-        status, latency, lag = np.zeros(n, dtype=np.int32), np.full(n, np.inf), np.zeros(n)
-        out: list[bytes | None] = [None] * n
-        for idx, conn in pipes:
-            s, lat, lg, bod = conn.recv()
-            status[idx], latency[idx], lag[idx] = s, lat, lg
-            for j, b in zip(idx, bod, strict=True):
-                out[j] = b
-    finally:
-        for p in workers:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-    return LoadResult(status, latency, lag, out, start)
+    return run_sharded(_worker, lambda idx: (port, app, bodies, schedule[idx], body_index[idx], timeout_s), n,
+                       max(1, min(procs, n or 1)))
