@@ -134,6 +134,33 @@ def test_open_loop_load_generator_against_the_live_server(base, images):
     assert out["timeline"] and len(out["timeline"][0]["thresholds"]) == 2
 
 
+def test_open_loop_over_grpc_and_the_apparate_baseline(base, images):
+    """The gRPC open-loop generator answers like HTTP; the Apparate-style mode runs every sample to the
+    final exit (its answers still come from the exits) and reports thresholds within [calibrated, 1]."""
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.earlyexit.serve.loadtest import run_condition
+    from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
+    from mixfleet.platform.serving import serve_ports
+
+    x, y = images
+    port = serve_ports().grpc_port_for(GRPC_SERVICER)
+    out = run_condition(base, x, y, [("low", 10.0, 1.5)], sla_ms=5000, seed=4, procs=1, grpc=(port, APP))
+    assert out["requests"] > 0 and out["shed"] == 0 and out["accuracy"] >= 0.9
+    try:
+        deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, mode="apparate", sla_ms=200, queue_bound=8,
+               autoscaling=AUTOSCALING)
+        deadline = time.monotonic() + 30
+        while httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()["options"]["mode"] != "apparate":
+            assert time.monotonic() < deadline, "the new user_config never reached the replica"
+            time.sleep(0.3)
+        preds = _predict(base, x[:16].tolist()).json()["predictions"]
+        assert np.mean([p["label"] == t for p, t in zip(preds, y[:16], strict=True)]) >= 0.9
+        st = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
+        assert all(0.0 < t <= 1.0 for t in st["thresholds"]) and not st["forced"]
+    finally:
+        deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
+
+
 def test_cli_bad_serving_arguments(cli):
     r = cli("earlyexit", "bench-sla", "--sla-ms", "0", "--json")
     assert r.returncode != 0 and "--sla-ms 0.0" in r.error_line and r.stdout == ""
