@@ -156,7 +156,7 @@ def test_open_loop_over_grpc_and_the_apparate_baseline(base, images):
         preds = _predict(base, x[:16].tolist()).json()["predictions"]
         assert np.mean([p["label"] == t for p, t in zip(preds, y[:16], strict=True)]) >= 0.9
         st = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
-        assert all(0.0 < t <= 1.0 for t in st["thresholds"]) and not st["forced"]
+        assert all(0.0 < t <= 1.0 for t in st["thresholds"])
     finally:
         deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
 
