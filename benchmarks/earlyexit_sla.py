@@ -157,17 +157,18 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(sla_ms: float, requests: int, coarse: bool, drift_s: float, device: dict | None, procs: int) -> dict:
+def main(sla_ms: float, requests: int, coarse: bool, drift_s: float, device: dict | None, procs: int,
+         budget_s: float | None = None) -> dict:
     from mixfleet.earlyexit.serve import slabench
     from mixfleet.platform.bootstrap import shutdown
 
     slabench.check_requests(requests, coarse)
     command = (f"python benchmarks/earlyexit_sla.py --requests {requests} --sla-ms {sla_ms:g} --drift-s {drift_s:g}"
-               + (" --coarse" if coarse else "")
+               + (" --coarse" if coarse else "") + (f" --budget-s {budget_s:g}" if budget_s else "")
                + (f" --device-ms {device['full_ms_per_sample']:g}" if device else ""))
     try:
         out = slabench.run_sla_bench(sla_ms=sla_ms, requests=requests, coarse=coarse, drift_s=drift_s,
-                                     device=device, procs=procs)
+                                     device=device, procs=procs, budget_s=budget_s)
     finally:
         shutdown()
     slabench.plot(out, RESULTS / "earlyexit_sla.png")
@@ -192,10 +193,11 @@ if __name__ == "__main__":
     ap.add_argument("--drift-s", type=float, default=150.0, help="seconds of the drift stream per condition")
     ap.add_argument("--device-ms", type=float, default=0.0, help="EMULATED device: full-pass ms per sample (0: real)")
     ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    ap.add_argument("--budget-s", type=float, default=None, help="skip conditions not started after this many s")
     a = ap.parse_args()
     try:
         main(a.sla_ms, a.requests, a.coarse, a.drift_s,
-             {"full_ms_per_sample": a.device_ms, "launch_ms": 0.5} if a.device_ms > 0 else None, a.procs)
+             {"full_ms_per_sample": a.device_ms, "launch_ms": 0.5} if a.device_ms > 0 else None, a.procs, a.budget_s)
     except MixfleetError as exc:
         print(f"error: {error_text(exc)}", file=sys.stderr)
         sys.exit(2)
