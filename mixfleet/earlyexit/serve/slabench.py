@@ -209,7 +209,11 @@ def _profile_3x(url: str, phases: list, out: dict, cond: str):
 
     from mixfleet.earlyexit.serve.profile import profile_later, proxy_pid
 
-    pids = {"replica": httpx.get(f"{url}/v1/models/mnist/stats", timeout=10).json().get("pid"), "proxy": proxy_pid()}
+    try:
+        replica = httpx.get(f"{url}/v1/models/mnist/stats", timeout=10).json().get("pid")
+    except (httpx.HTTPError, ValueError):
+        replica = None
+    pids = {"replica": replica, "proxy": proxy_pid()}
     before = sum(s for n, _, s in phases[:[n for n, _, _ in phases].index("3x")])
     length = phases[[n for n, _, _ in phases].index("3x")][2]
     into = out.setdefault("profile", {}).setdefault(cond, {"seconds": min(10.0, 0.6 * length)})
