@@ -27,6 +27,7 @@ STEPS: list[tuple[str, str]] = [
     ("mapreduce", "mixfleet.mapreduce.demo:step"),
     ("routing", "mixfleet.routing.demo:step"),
     ("routing_live", "mixfleet.routing.serve.demo:step"),
+    ("routing_real", "mixfleet.routing.serve.demo:real_step"),
     ("earlyexit", "mixfleet.earlyexit.demo:step"),
     ("earlyexit_serve", "mixfleet.earlyexit.serve.demo:step"),
     ("xfaas", "mixfleet.xfaas.demo:step"),
