@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -47,7 +48,8 @@ def summarise(raw: str, top: int = 8) -> dict:
 
 def profile_later(pids: dict[str, int], delay_s: float, seconds: float, into: dict) -> threading.Thread | None:
     """In a thread: wait ``delay_s``, then record every ``{name: pid}`` for ``seconds``; summaries go to ``into``."""
-    exe = shutil.which("py-spy")
+    beside = Path(sys.executable).with_name("py-spy")  # the venv's bin, which need not be on PATH
+    exe = str(beside) if beside.is_file() else shutil.which("py-spy")
     if exe is None:
         into["error"] = "py-spy is not installed (it ships with ray[default])"
         return None
