@@ -10,9 +10,10 @@ EMULATED device (:mod:`mixfleet.earlyexit.serve.device`: real answers, emulated
 stage times), whose nominal full-depth rate is 75% of ``1000 /
 full_ms_per_sample`` req/s (close to what the benchmark measures). Each condition gets a short open-loop Poisson
 load of 1x then 3x that rate (1.5 s each); the step prints the
-per-condition table. It is a glimpse, not the benchmark
-(``benchmarks/earlyexit_sla.py`` measures the rate, runs 5 phases and at
-least 30,000 requests per condition).
+per-condition table. It is a glimpse, not the benchmark, and it keeps the
+small model so that the demo stays fast (``benchmarks/earlyexit_sla.py`` runs
+the 64x64 serving model on the real CPU, at rates from static's measured
+capacity, with its baselines and a drift stream).
 """
 
 from __future__ import annotations
