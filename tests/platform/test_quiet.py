@@ -1,5 +1,6 @@
 """Quiet by default, loud on request: the steps a demo takes (start Ray, Serve up and down, Ray Data, the
-early-exit batch inference) print nothing of Ray's unless MIXFLEET_LOG asks for it. Each run is a fresh process with its own Ray."""
+early-exit batch inference) print nothing of Ray's unless MIXFLEET_LOG asks for it. Each run is a fresh process:
+the quiet one starts its own Ray (and Serve), the loud one joins the session's."""
 
 from __future__ import annotations
 
@@ -59,14 +60,15 @@ def _run(tmp_path, **env) -> subprocess.CompletedProcess:
                           cwd=tmp_path)
 
 
-def test_ray_serve_and_data_are_silent_by_default_and_loud_on_request(tmp_path):
+def test_ray_serve_and_data_are_silent_by_default_and_loud_on_request(tmp_path, ray_local):
     quiet = _run(tmp_path)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     shown = [line for line in quiet.stdout.splitlines() if line.strip()]
     assert shown == ["steps done"], "\n".join(shown[:20])  # nothing of Ray's, e.g. "(raylet) Task ... failed"
     noisy = [line for line in quiet.stderr.splitlines() if line.strip()]
     assert noisy == [], "\n".join(noisy[:20])  # no INFO line, no warning, no traceback, no force-kill notice
-    loud = _run(tmp_path, MIXFLEET_LOG="info", QUICK="1")  # Ray and Ray Data suffice to show the switch
+    # Ray and Ray Data suffice to show the switch: joining the session's Ray logs at INFO too
+    loud = _run(tmp_path, MIXFLEET_LOG="info", QUICK="1", RAY_ADDRESS=ray_local.address)
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert "INFO" in loud.stderr and "Traceback" not in loud.stderr  # Ray's own log lines are back
 
