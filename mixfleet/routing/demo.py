@@ -40,7 +40,7 @@ def step(ctx) -> dict:
         o = run["oracle_floor"]
         rows.append(("oracle floor", o["p50_e2e_s"], o["p99_e2e_s"], o["p99_ttft_s"], None, None))
         print_table(f"routing: {SLICE} Azure conv requests at {LOAD:.0%} of {cmp.capacity_req_s:.1f} req/s, "
-                    f"{fleet.describe()} (simulated from calibrated profiles; GPUs EMULATED)",
+                    f"{fleet.describe()} (simulated; GPUs EMULATED)",
                     ["policy", "p50 e2e s", "p99 e2e s", "p99 ttft s", "p99 tpot s", "SLO"], rows)
         if ctx.out_dir is not None:
             ctx.say(f"plot: {plot_path}")

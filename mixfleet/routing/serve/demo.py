@@ -64,8 +64,7 @@ def step(ctx) -> dict:
     summary = {g: {"requests": v["requests"], "mean_latency_s": round(sum(v["latencies"]) / len(v["latencies"]), 3)}
                for g, v in sorted(by_gpu.items())}
     if not ctx.json_mode:
-        print_table(f"routing_live: {len(results)} requests through the OpenAI API to the live router (ilp); GPUs "
-                    "and engines EMULATED (timing from the simulator's GPU profiles)",
+        print_table(f"routing_live: {len(results)} OpenAI API calls, live ilp router, EMULATED GPUs and engines",
                     ["GPU type", "requests", "mean latency s"],
                     [(g, v["requests"], v["mean_latency_s"]) for g, v in summary.items()])
     return {"emulated": True, "policy": "ilp", "requests": len(results), "by_accelerator": summary,
