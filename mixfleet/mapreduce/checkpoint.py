@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 from typing import Any
 
 from mixfleet.errors import InputError
+from mixfleet.mapreduce.inputs import Piece
+from mixfleet.mapreduce.results import MapDone, ReduceDone
 
 VERSION = 1
 FILE = "mapreduce-checkpoint.json"
@@ -32,6 +35,31 @@ def fingerprint(job_name: str, files: list, num_reducers: int, output: str, step
 
 def piece_to_json(p: Any) -> list | None:
     return None if p.block_kind else [p.file, p.start, p.end, p.nbytes]
+
+
+def piece_from_json(p: list) -> Piece:
+    return Piece(file=p[0], start=p[1], end=p[2], nbytes=p[3])
+
+
+_LIVE = ("refs", "block")  # ObjectRefs live only in this run's block stores: never saved
+
+
+def task_to_json(t: Any) -> dict:
+    """A task of the table as saved, with a done task's result (read back by :func:`result_from_json`)."""
+    result = None
+    if t.state.value == "done" and t.result is not None:
+        result = {f.name: getattr(t.result, f.name) for f in fields(t.result) if f.name not in _LIVE}
+        if "hot" in result:
+            result["hot"] = {str(k): n for k, n in result["hot"].items()}
+    return {"id": t.id, "index": t.index, "state": t.state.value,
+            "pieces": [piece_to_json(p) for p in t.pieces], "result": result}
+
+
+def result_from_json(kind: str, state: dict) -> MapDone | ReduceDone:
+    """A saved result, its ObjectRefs empty; keys an older checkpoint has and the dataclass lacks are ignored."""
+    cls = MapDone if kind == "map" else ReduceDone
+    names = set(cls.__dataclass_fields__) - set(_LIVE)
+    return cls(**{k: v for k, v in state.items() if k in names})
 
 
 def save(fs: Any, folder: str, state: dict) -> None:

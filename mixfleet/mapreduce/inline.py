@@ -18,7 +18,6 @@ only works by accident of order fails here too:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pickle
 import random
@@ -29,6 +28,7 @@ from mixfleet.mapreduce.inputs import InputFile, Piece, plan_splits, split_size
 from mixfleet.mapreduce.job import Job
 from mixfleet.mapreduce.keys import hash_partitioner, range_boundaries, range_partitioner
 from mixfleet.mapreduce.outputs import abort, commit, write_attempt
+from mixfleet.mapreduce.results import JobReport
 from mixfleet.mapreduce.settings import RunConfig
 
 
@@ -37,11 +37,11 @@ def inline_splits(files: list[InputFile], cfg: RunConfig) -> list[list[Piece]]:
     total = sum(f.size for f in files)
     cap = max(1, math.ceil(total / 2))
     size = min(cfg.split_bytes or split_size(total, 2, cfg), cap)
-    return plan_splits(files, 2, dataclasses.replace(cfg, split_bytes=size))
+    return plan_splits(files, 2, cfg.model_copy(update={"split_bytes": size}))
 
 
 def run_inline(job: Job, files: list[InputFile], splits: list[list[Piece]], partitioner: str,
-               reducers: int, output: tuple, cfg: RunConfig) -> dict:
+               reducers: int, output: tuple, cfg: RunConfig) -> JobReport:
     """Run every step here; returns the report the Ray master would (no timeline)."""
     fs, path, fmt = output
     rng = random.Random(cfg.seed)
@@ -92,9 +92,8 @@ def run_inline(job: Job, files: list[InputFile], splits: list[list[Piece]], part
         raise
     counters.setdefault("mixfleet", {}).update(map_attempts=launched["map"], reduce_attempts=launched["reduce"])
     total = launched["map"] + launched["reduce"]
-    return {"status": "succeeded", "parts": parts, "error": None, "map_tasks": launched["map"],
-            "reduce_tasks": launched["reduce"], "attempts": {"launched": total, "failed": 0, "speculative": 0},
-            "counters": counters, "tasks": []}
+    return JobReport("succeeded", launched["map"], launched["reduce"],
+                     {"launched": total, "failed": 0, "speculative": 0}, counters, parts)
 
 
 def _merge(into: dict, counters: dict[str, Any]) -> None:

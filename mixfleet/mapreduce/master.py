@@ -15,10 +15,13 @@ completions it
 - launches backup attempts for stragglers (:mod:`speculation`: past 1.5x
   the phase's median task time); the first attempt to finish wins and the others are told to stop at their next claim;
 - writes the durable checkpoint (:mod:`checkpoint`) at phase transitions
-  and every ``checkpoint_every_s`` (:mod:`recovery`).
+  and every ``checkpoint_every_s``.
 
-Its live status and the final report (counters, skew, timeline) are built
-in :mod:`reporting`.
+It is built from a :class:`~mixfleet.mapreduce.plan.JobPlan`; workers answer
+with the outcomes of :mod:`results`. Two collaborators share its task table:
+:class:`~mixfleet.mapreduce.reporting.Reporting` (counters, live status,
+final report) and :class:`~mixfleet.mapreduce.recovery.Recovery` (lineage,
+restore, checkpoint).
 
 Invariants:
 - only the master moves task states (see :mod:`tasks`); counters come from
@@ -43,9 +46,10 @@ from mixfleet.mapreduce import checkpoint as ckpt
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import sample_boundaries
 from mixfleet.mapreduce.outputs import abort, commit
+from mixfleet.mapreduce.plan import JobPlan
 from mixfleet.mapreduce.recovery import Recovery
 from mixfleet.mapreduce.reporting import Reporting
-from mixfleet.mapreduce.settings import RunConfig
+from mixfleet.mapreduce.results import Failed, JobReport, Lost, MapDone
 from mixfleet.mapreduce.speculation import Running, choose_backup
 from mixfleet.mapreduce.splitting import steal
 from mixfleet.mapreduce.store import store_for
@@ -63,49 +67,30 @@ class JobFailed(JobError):
         self.error = error
 
 
-class Master(Recovery, Reporting):
-    def __init__(self, job_ref: list, files: list, splits: list[list[Piece]], num_steps: int,
-                 partitioners: list[str], num_reducers: int, num_workers: int, worker_cpus: float,
-                 output: tuple, stores: dict, cfg: RunConfig, fingerprint: str = "", incarnation: int = 0):
-        self.job_ref, self.files, self.cfg, self.stores = job_ref, files, cfg, stores
-        self.recompute: set[str] = set()  # map tasks whose outputs a reduce could not fetch
-        self.splits, self.num_steps, self.partitioners = splits, num_steps, partitioners
-        self.num_reducers, self.output = num_reducers, output
-        self.fingerprint, self.incarnation = fingerprint, incarnation
+class Master:
+    def __init__(self, plan: JobPlan):
+        self.plan, self.cfg, self.files, self.stores = plan, plan.cfg, plan.files, plan.stores
+        self.num_reducers = plan.num_reducers
         self.table = TaskTable()
-        self.rng = random.Random(cfg.seed)
-        self.worker_cpus = worker_cpus
-        self.workers: list[Any] = [None] * num_workers
-        self.where: list[tuple[str, int] | None] = [None] * num_workers  # (node id, pid) per worker
+        self.stats = Reporting(self.table, plan.num_steps, plan.input_bytes, plan.cfg.hot_key_fraction,
+                               plan.incarnation)
+        self.recovery = Recovery(self.table, self.stats, plan)
+        self.rng = random.Random(plan.cfg.seed)
+        self.workers: list[Any] = [None] * plan.num_workers
+        self.where: list[tuple[str, int] | None] = [None] * plan.num_workers  # (node id, pid) per worker
         self.busy: dict[int, Any] = {}
         self.phase, self.step = "starting", 0
-        self.bytes_total = sum(sum(p.size for p in s) for s in splits)
-        self.bytes_done = 0
-        self.counters: dict[str, dict[str, int]] = {}
-        self.hot: dict[Any, int] = {}
-        self.reduce_records: list[int] = []
-        self.t0 = time.monotonic()
-        self.status_line = ""
         self.seen: dict[tuple[str, int], float] = {}
         self.progress: dict[tuple[str, int], float] = {}
         self.rates: dict[str, dict[int, float]] = {"map": {}, "reduce": {}}
-        self.spec = {"backups_launched": 0, "backups_won": 0, "wasted_ms": 0, "presumed_lost": 0,
-                     "workers_replaced": 0}
-        self.restored = {"maps": 0, "reduces": 0}
-        self.saved: dict = {}
-        self.last_save = 0.0
-        if cfg.checkpoint:
-            from mixfleet.mapreduce.inputs import filesystem_for
-
-            self.ckpt_fs, self.ckpt_path = filesystem_for(cfg.checkpoint)
-        self.step_state: dict[str, dict] = {}
 
     # --- worker pool -----------------------------------------------------------
     def _spawn(self, i: int) -> None:
         me = ray.get_runtime_context().current_actor
-        shuffle = (self.ckpt_fs, self.ckpt_path) if self.cfg.durable_shuffle else None
-        handle = ray.remote(Worker).options(num_cpus=self.worker_cpus, max_restarts=0, max_concurrency=1).remote(
-            self.job_ref, self.files, me, self.stores, self.cfg, i, shuffle)
+        rec = self.recovery
+        shuffle = (rec.ckpt_fs, rec.ckpt_path) if self.cfg.durable_shuffle else None
+        handle = ray.remote(Worker).options(num_cpus=self.plan.worker_cpus, max_restarts=0, max_concurrency=1).remote(
+            [self.plan.job_ref], self.files, me, self.stores, self.cfg, i, shuffle)
         self.workers[i] = handle
         self.where[i] = None  # set by the first task it starts
 
@@ -117,7 +102,7 @@ class Master(Recovery, Reporting):
                 pass
             self._force_kill(i)
             self._spawn(i)
-            self.spec["workers_replaced"] += 1
+            self.stats.spec["workers_replaced"] += 1
 
     def _force_kill(self, i: int) -> None:
         """A frozen process (SIGSTOP, a hung syscall) ignores ray.kill's polite exit and keeps
@@ -133,22 +118,22 @@ class Master(Recovery, Reporting):
                 pass
 
     # --- the job -----------------------------------------------------------------
-    async def run(self) -> dict:
-        fs, path, fmt = self.output
+    async def run(self) -> JobReport:
+        plan, rec = self.plan, self.recovery
+        fs, path, fmt = plan.output
         for i in range(len(self.workers)):
             self._spawn(i)
-        self.saved = (ckpt.load(self.ckpt_fs, self.ckpt_path, self.fingerprint) or {}) if self.cfg.checkpoint else {}
-        self._restore_stats()
+        saved_steps = rec.load()
         try:
-            pieces = self.splits
+            pieces = plan.splits
             winners: dict[int, str] = {}
-            for step in range(self.num_steps):
+            for step in range(plan.num_steps):
                 self.step = step
-                last = step == self.num_steps - 1
-                saved = self.saved.get("steps", {}).get(str(step), {})
-                st = self.step_state.setdefault(str(step), {"boundaries": saved.get("boundaries")})
+                last = step == plan.num_steps - 1
+                saved = saved_steps.get(str(step), {})
+                st = rec.step_state.setdefault(str(step), {"boundaries": saved.get("boundaries")})
                 boundaries = st["boundaries"]
-                if self.partitioners[step] == "range" and boundaries is None:
+                if plan.partitioners[step] == "range" and boundaries is None:
                     boundaries = st["boundaries"] = await self._sample(step, pieces)
                 maps = self._map_tasks(step, pieces, saved.get("maps"))
                 st["maps"] = maps
@@ -159,34 +144,34 @@ class Master(Recovery, Reporting):
                         t.id, a.number, s, list(t.pieces), self.num_reducers, b))
                     self._save(force=True)
                     if reduces is None:
-                        self.reduce_records = []
+                        self.stats.reduce_records = []
                         reduces = st["reduces"] = self._reduce_tasks(step, saved.get("reduces"), last)
                     self.phase = "reduce"
-                    out = self.output if last else None
-                    shuffle_fs = self.ckpt_fs if self.cfg.durable_shuffle else None
+                    out = plan.output if last else None
+                    shuffle_fs = rec.ckpt_fs if self.cfg.durable_shuffle else None
                     try:
                         await self._phase(reduces, lambda t, a, w, s=step, o=out, ms=maps, sf=shuffle_fs:
                                           self.workers[w].reduce.remote(t.id, a.number, s, t.index,
                                                                         [self._source(m, t.index) for m in ms], o, sf))
-                        self.recompute = set()
+                        rec.recompute = set()
                         break
                     except Recompute:
-                        self._recompute_lost(maps)
+                        rec.recompute_lost(maps)
                 self._save(force=True)
                 if last:
-                    winners = {t.index: t.result["path"] for t in reduces}
+                    winners = {t.index: t.result.path for t in reduces}
                 else:
-                    pieces = [[Piece(block=t.result["block"], block_kind="pairs", nbytes=t.result["records"])]
-                              for t in reduces if t.result["records"]]
+                    pieces = [[Piece(block=t.result.block, block_kind="pairs", nbytes=t.result.records)]
+                              for t in reduces if t.result.records]
             self.phase = "commit"
             parts = commit(fs, path, winners, fmt)
             self.phase = "done"
             self._save(force=True)
-            return self._report("succeeded", parts=parts)
+            return self.stats.report("succeeded", parts=parts)
         except JobFailed as failed:
             self.phase = "failed"
             abort(fs, path)
-            return self._report("failed", error=failed.error)
+            return self.stats.report("failed", error=failed.error)
         finally:
             for w in self.workers:
                 if w is not None:
@@ -194,26 +179,26 @@ class Master(Recovery, Reporting):
 
     def _source(self, m: Task, index: int) -> tuple[str, Any]:
         """``(map task id, ObjectRef or durable file or None)`` of map ``m``'s block for ``index``."""
-        ref = m.result["refs"][index] if m.result.get("refs") else None
+        ref = m.result.refs[index] if m.result.refs else None
         if ref is not None:
             return m.id, ref
-        files = m.result.get("files")
+        files = m.result.files
         return m.id, files[index] if files else None
 
     def _map_tasks(self, step: int, pieces: list[list[Piece]], saved: list | None) -> list[Task]:
         if saved and step == 0:  # the saved pieces include stolen tails
-            tasks = [self.table.add(Task(s["id"], "map", s["index"], [Piece(*p) for p in s["pieces"]],
+            tasks = [self.table.add(Task(s["id"], "map", s["index"], [ckpt.piece_from_json(p) for p in s["pieces"]],
                                          size=sum(p[3] or (p[2] - p[1]) for p in s["pieces"]))) for s in saved]
         else:
             tasks = [self.table.add(Task(f"s{step}-m-{i:05d}", "map", i, list(g), size=sum(p.size for p in g)))
                      for i, g in enumerate(pieces)]
-        self._restore_done(tasks, saved or [], "map")
+        self.recovery.restore_done(tasks, saved or [], "map")
         return tasks
 
     def _reduce_tasks(self, step: int, saved: list | None, last: bool) -> list[Task]:
         tasks = [self.table.add(Task(f"s{step}-r-{i:05d}", "reduce", i)) for i in range(self.num_reducers)]
         if last:  # intermediate reduce blocks live only in this run's store
-            self._restore_done(tasks, saved or [], "reduce")
+            self.recovery.restore_done(tasks, saved or [], "reduce")
         return tasks
 
     async def _phase(self, tasks: list[Task], launch) -> None:
@@ -222,7 +207,7 @@ class Master(Recovery, Reporting):
         kind = tasks[0].kind if tasks else "map"
         while True:
             self._check_silence(inflight)
-            if self.recompute:  # let the running attempts end, then go back to the maps
+            if self.recovery.recompute:  # let the running attempts end, then go back to the maps
                 if not inflight:
                     raise Recompute("map outputs were lost: rerun the phase")
                 idle = []
@@ -256,7 +241,7 @@ class Master(Recovery, Reporting):
         attempt = self.table.start(task, worker, speculative=speculative)
         self.busy[worker] = attempt
         if speculative:
-            self.spec["backups_launched"] += 1
+            self.stats.spec["backups_launched"] += 1
         handle = self.workers[worker]
         fut = asyncio.ensure_future(_await(launch(task, attempt, worker)))
         fut.add_done_callback(_retrieve)  # a dropped attempt's error is expected, not "never retrieved"
@@ -276,7 +261,7 @@ class Master(Recovery, Reporting):
         now = time.monotonic()
         gone = []
         for fut, (_task, attempt, handle) in list(inflight.items()):
-            self.spec["wasted_ms"] += int(1000 * (now - attempt.started))
+            self.stats.spec["wasted_ms"] += int(1000 * (now - attempt.started))
             self.busy.pop(attempt.worker, None)
             del inflight[fut]
             if not fut.done():
@@ -294,7 +279,7 @@ class Master(Recovery, Reporting):
             # before its first report the attempt may be waiting for a new actor to start: more slack
             silent = now - last if last is not None else (now - attempt.started) / 3
             if silent > self.cfg.heartbeat_timeout_s:
-                self.spec["presumed_lost"] += 1
+                self.stats.spec["presumed_lost"] += 1
                 del inflight[fut]
                 self.busy.pop(attempt.worker, None)
                 self._replace(attempt.worker, handle)
@@ -302,8 +287,6 @@ class Master(Recovery, Reporting):
 
     def _lost(self, task: Task, attempt) -> None:
         if not self.table.lose(task, attempt, self.cfg.max_attempts) and task.state is State.FAILED:
-            from mixfleet.errors import JobError
-
             raise JobFailed(JobError(f"task {task.id} lost its worker {len(task.attempts)} times",
                                      "check the workers' logs (out of memory?) or raise max_attempts"))
 
@@ -318,27 +301,29 @@ class Master(Recovery, Reporting):
                 self._lost(task, attempt)
             return
         elapsed = time.monotonic() - attempt.started
-        if "lost" in result:
-            self._outputs_lost(task, attempt, result["lost"])
+        if isinstance(result, Lost):  # retry this reduce after the lost maps ran again
+            self._lost(task, attempt)
+            self.recovery.outputs_lost(result.maps)
             return
         if attempt.outcome == "cancelled":  # another attempt already won
-            self.spec["wasted_ms"] += int(1000 * elapsed)
+            self.stats.spec["wasted_ms"] += int(1000 * elapsed)
             return
-        if "error" in result:
+        if isinstance(result, Failed):
             self.table.fail(task, attempt)
-            raise JobFailed(result["error"])
-        self.rates[task.kind][attempt.worker] = result.get("bytes", 1) / max(elapsed, 1e-3)
+            raise JobFailed(result.error)
+        self.rates[task.kind][attempt.worker] = result.bytes / max(elapsed, 1e-3)
         if self.table.finish(task, attempt, result):
-            self.spec["backups_won"] += int(attempt.speculative)
-            self._merge_counters(result["counters"])
-            if task.kind == "map":
-                store_for(self.stores, result.get("node", ""))[1].register.remote(task.id, result["refs"])
-                for key, n in result.get("hot", {}).items():
-                    self.hot[key] = self.hot.get(key, 0) + n
-            else:
-                self.reduce_records.append(result["counters"].get("mixfleet", {}).get("reduce_input_records", 0))
-            if result.get("status"):
-                self.status_line = result["status"]
+            self.stats.spec["backups_won"] += int(attempt.speculative)
+            self.stats.won(result)
+            if isinstance(result, MapDone):
+                store_for(self.stores, result.node)[1].register.remote(task.id, result.refs)
+
+    def status(self) -> dict:
+        """The live status the runner polls (progress bars, ``--json`` progress)."""
+        return self.stats.status(self.phase, self.step)
+
+    def _save(self, force: bool = False) -> None:
+        self.recovery.save(self.phase, self.step, force)
 
     # --- health and speculation --------------------------------------------------------
     async def started(self, task_id: str, attempt: int, worker: int, where: tuple[str, int]) -> None:
@@ -385,7 +370,7 @@ class Master(Recovery, Reporting):
         end = task.pieces[piece].end
         granted = max(pos, min(want, end))
         if attempt == task.attempts[0].number or len(task.running_attempts) == 1:
-            self.bytes_done += granted - pos
+            self.stats.bytes_done += granted - pos
         task.claimed[piece] = max(task.claimed.get(piece, 0), granted)
         return granted, end
 

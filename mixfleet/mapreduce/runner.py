@@ -9,6 +9,7 @@ actor and polls its status for the progress display. It returns a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -26,6 +27,8 @@ from mixfleet.mapreduce.inline import inline_splits, run_inline
 from mixfleet.mapreduce.inputs import dataset_splits, filesystem_for, plan_splits, resolve_inputs
 from mixfleet.mapreduce.job import Job, check_steps
 from mixfleet.mapreduce.outputs import abort, check_output, input_folders, prepare_output, read_output
+from mixfleet.mapreduce.plan import JobPlan
+from mixfleet.mapreduce.results import JobReport
 from mixfleet.mapreduce.settings import RunConfig
 from mixfleet.mapreduce.store import start_stores
 
@@ -210,8 +213,9 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
         job_ref = ray.put(cloudpickle.dumps(job))
         with _signals() as caught:
             try:
-                report = _drive(job_ref, files, splits, len(steps), partitioner, reducers, workers, cpus,
-                                (out_fs, out_path, cfg.output_format), cfg, fp, progress)
+                plan = JobPlan(job_ref, files, splits, len(steps), [partitioner] * len(steps), reducers, workers,
+                               min(1.0, cpus / workers), (out_fs, out_path, cfg.output_format), cfg, fp)
+                report = _drive(plan, progress)
             except KeyboardInterrupt:
                 if not cfg.checkpoint:  # nothing to resume from: leave no attempt file behind
                     abort(out_fs, out_path)
@@ -220,21 +224,19 @@ def run(job: Job | type[Job], inputs: Any, output: str, num_reducers: int | None
                 if not cfg.checkpoint:
                     abort(out_fs, out_path)
                 raise
-    if report["status"] != "succeeded":
+    if report.status != "succeeded":
         abort(out_fs, out_path)  # again, now that the master and its workers are gone
-        error = report["error"]
+        error = report.error
         raise error if isinstance(error, MixfleetError) else JobError(f"job failed: {error}")
-    return JobResult("succeeded", str(output), time.perf_counter() - t0, report["map_tasks"],
-                     report["reduce_tasks"], report["attempts"], report["counters"], report["parts"],
-                     cfg.output_format, report["tasks"], out_fs, out_path)
+    return JobResult("succeeded", str(output), time.perf_counter() - t0, report.map_tasks, report.reduce_tasks,
+                     report.attempts, report.counters, report.parts, cfg.output_format, report.timeline,
+                     out_fs, out_path)
 
 
-def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner: str, reducers: int,
-           workers: int, cpus: float, output: tuple, cfg: RunConfig, fp: str,
-           progress: Callable[[dict], None] | None) -> dict:
-    """Start the block stores and a master, wait for its report; restart a dead master
-    from the checkpoint. The master and the stores are killed however this ends (the
-    workers, owned by the master, go with it)."""
+def _drive(plan: JobPlan, progress: Callable[[dict], None] | None) -> JobReport:
+    """Start the block stores and a master on ``plan``, wait for its report; restart a dead
+    master from the checkpoint. The master and the stores are killed however this ends
+    (the workers, owned by the master, go with it)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -243,13 +245,12 @@ def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner:
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)  # with the driver
     stores = start_stores(BlockStore)
-    incarnation = 0
+    cfg, incarnation = plan.cfg, 0
     try:
         while True:
             name = f"mixfleet-mapreduce-master-{uuid.uuid4().hex[:8]}-{incarnation}"
             master = ray.remote(Master).options(num_cpus=0, max_restarts=0, name=name, scheduling_strategy=here).remote(
-                [job_ref], files, splits, num_steps, [partitioner] * num_steps, reducers, workers,
-                min(1.0, cpus / workers), output, stores, cfg, fp, incarnation)
+                dataclasses.replace(plan, stores=stores, incarnation=incarnation))
             try:
                 return _wait(master, cfg, progress)
             except ray.exceptions.RayActorError:
@@ -264,7 +265,7 @@ def _drive(job_ref: Any, files: list, splits: list, num_steps: int, partitioner:
             ray.kill(store)
 
 
-def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> dict:
+def _wait(master: Any, cfg: RunConfig, progress: Callable[[dict], None] | None) -> JobReport:
     import ray
 
     done_ref = master.run.remote()

@@ -1,15 +1,21 @@
-"""Tunables of one MapReduce run, checked when built.
+"""Tunables of one MapReduce run, checked once when built.
 
-:class:`RunConfig` is a frozen dataclass: the runtime never mutates it and
-every actor gets the same copy. Defaults suit a laptop; tests shrink the
-timeouts and sizes to stay fast.
+:class:`RunConfig` is a strict, frozen pydantic model on the platform's
+:class:`~mixfleet.platform.config.StrictModel`: unknown options are rejected
+with the platform's one-line error (naming the key and the closest valid
+one), types are checked without coercion, and the cross-field rules below
+raise :class:`~mixfleet.errors.InputError` naming the bad value. The runtime
+never mutates it and every actor gets the same copy (unpickling does not
+validate again). Defaults suit a laptop; tests shrink the timeouts and sizes
+to stay fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from pydantic import ConfigDict, model_validator
 
-from mixfleet.errors import InputError, did_you_mean, unknown_name
+from mixfleet.errors import ConfigError, InputError, unknown_name
+from mixfleet.platform.config import StrictModel, parse_model
 
 MiB = 1 << 20
 
@@ -18,9 +24,10 @@ INPUT_FORMATS = ("text", "jsonl", "parquet")
 PARTITIONERS = ("hash", "range")
 
 
-@dataclass(frozen=True)
-class RunConfig:
+class RunConfig(StrictModel):
     """How a job runs (not what it computes)."""
+
+    model_config = ConfigDict(strict=True)
 
     num_workers: int | None = None          # None: one per CPU of the cluster
     num_reducers: int | None = None         # None: from the input size
@@ -55,7 +62,8 @@ class RunConfig:
     checkpoint_every_s: float = 5.0
     max_master_restarts: int = 3
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
         if self.durable_shuffle and not self.checkpoint:
             raise InputError("--durable-shuffle needs --checkpoint URI", "pass --checkpoint where to spill map outputs")
         for name in ("heartbeat_s", "heartbeat_timeout_s", "checkpoint_every_s"):
@@ -73,22 +81,21 @@ class RunConfig:
             raise unknown_name("input format", self.input_format, INPUT_FORMATS)
         if self.partitioner is not None and self.partitioner not in PARTITIONERS:
             raise unknown_name("partitioner", self.partitioner, PARTITIONERS)
-        for name in ("num_workers", "num_reducers"):
+        for name, flag in (("num_workers", "--workers"), ("num_reducers", "--reducers")):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                flag = "--workers" if name == "num_workers" else "--reducers"
+            if value is not None and value < 1:
                 raise InputError(f"{flag} {value} is not a positive integer", f"pass {flag} 1 or more")
         for name in ("chunk_bytes", "reduce_memory_bytes", "min_split_bytes", "max_split_bytes",
                      "bytes_per_reducer", "max_attempts"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name}={getattr(self, name)} must be positive", "use 1 or more")
+        return self
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> RunConfig:
-        """Build from keyword options, rejecting unknown ones with a suggestion."""
-        valid = [f.name for f in fields(cls)]
-        for key in kwargs:
-            if key not in valid:
-                raise InputError(f"unknown run option '{key}'{did_you_mean(key, valid)}",
-                                 f"valid options: {', '.join(valid)}")
-        return cls(**kwargs)
+        """Build from keyword options (``run()``'s and the CLI's): an unknown option or a value of
+        the wrong type is one :class:`InputError` naming the key (and the closest valid one)."""
+        try:
+            return parse_model(kwargs, cls, source="run options")
+        except ConfigError as exc:
+            raise InputError(exc.message, exc.hint) from None

@@ -9,8 +9,9 @@ lost (another attempt won), and the map stops reading at its next claim.
 
 Map blocks are owned by the block store of this worker's node (see
 :mod:`store`), so they outlive this worker; with durable shuffle they are also written under the
-checkpoint URI. User errors come back as a result with ``error`` set (not
-as an exception), so that the master can tell them from a lost worker.
+checkpoint URI. Every call returns one outcome of :mod:`results`; user
+errors come back as :class:`~mixfleet.mapreduce.results.Failed` (not as an
+exception), so that the master can tell them from a lost worker.
 """
 
 from __future__ import annotations
@@ -28,18 +29,19 @@ from mixfleet.mapreduce.execute import reduce_counters, run_map, run_reduce, sam
 from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import hash_partitioner, range_partitioner
 from mixfleet.mapreduce.outputs import write_attempt
+from mixfleet.mapreduce.results import Failed, Lost, MapDone, ReduceDone
 from mixfleet.mapreduce.settings import RunConfig
 from mixfleet.mapreduce.store import store_for
 
 
-def _error(exc: BaseException) -> dict:
+def _error(exc: BaseException) -> Failed:
     from mixfleet.errors import JobError, MixfleetError
 
     if not isinstance(exc, MixfleetError):
         import traceback
 
         exc = JobError(f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc().splitlines()[-1])
-    return {"error": exc}
+    return Failed(exc)
 
 
 class _Lost(JobError):
@@ -85,8 +87,7 @@ class Worker:
 
     # --- map ---------------------------------------------------------------------
     def map(self, task_id: str, attempt: int, step: int, pieces: list[Piece], num_reducers: int,
-            boundaries: list | None) -> dict:
-        t0 = time.perf_counter()
+            boundaries: list | None) -> MapDone | Failed:
         self._start(task_id, attempt)
         total = max(1, sum(p.size for p in pieces))
         try:
@@ -101,8 +102,7 @@ class Worker:
             return _error(exc)
         finally:
             self.current = None
-        return {"refs": refs, "files": files, "node": self.node, "counters": out.all_counters(), "status": out.status, "hot": _top(out.hot),
-                "elapsed_s": time.perf_counter() - t0, "worker": self.index, "bytes": total}
+        return MapDone.of(out, refs, files, self.node, total)
 
     def _claims(self, task_id: str, attempt: int, pieces: list[Piece], total: int):
         done_before = [sum(p.size for p in pieces[:i]) for i in range(len(pieces))]
@@ -141,12 +141,11 @@ class Worker:
 
     # --- reduce ------------------------------------------------------------------
     def reduce(self, task_id: str, attempt: int, step: int, index: int, sources: list, output: tuple | None,
-               shuffle_fs: Any = None) -> dict:
+               shuffle_fs: Any = None) -> ReduceDone | Lost | Failed:
         """Reduce one partition from ``sources``, ``(map task id, ObjectRef or durable block
         path)`` pairs; ``output=(fs, path, fmt)`` writes a part attempt, ``None`` returns a
         block. A block that can't be fetched because its node or store died is reported as
-        ``{"lost": [map task id]}``, for the master to recompute that map."""
-        t0 = time.perf_counter()
+        :class:`Lost`, for the master to recompute that map."""
         self._start(task_id, attempt)
         try:
             live = [(m, s) for m, s in sources if s is not None]
@@ -169,27 +168,21 @@ class Worker:
             if output is None:
                 pairs = list(stream)
                 [ref] = ray.get(self.store.put.remote([pickle.dumps(pairs, protocol=5)]))
-                result: dict = {"block": ref, "records": len(pairs)}
+                tmp, n = None, len(pairs)
             else:
                 fs, path, fmt = output
+                ref = None
                 tmp, n = write_attempt(fs, path, index, attempt, fmt, stream)
-                result = {"path": tmp, "records": n}
         except _Lost as lost:
-            return {"lost": [lost.map_id], "elapsed_s": time.perf_counter() - t0, "worker": self.index, "bytes": 0}
+            return Lost([lost.map_id])
         except Exception as exc:
             return _error(exc)
         finally:
             self.current = None
-        result.update(counters=reduce_counters(ctx, merger, result["records"]), status=ctx.status, elapsed_s=time.perf_counter() - t0,
-                      worker=self.index, bytes=len(live))
-        return result
+        return ReduceDone(reduce_counters(ctx, merger, n), ctx.status, len(live), records=n, path=tmp, block=ref)
 
     # --- sampling (range partitioner) -------------------------------------------------
     def sample(self, step: int, piece: Piece, n: int) -> list:
         """Keys the mapper emits for up to ``n`` records from ``piece``."""
         entry = self.files[piece.file] if piece.file >= 0 else None
         return sample_keys(self.steps[step], entry, piece, self.cfg.chunk_bytes, n)
-
-
-def _top(hot: dict, n: int = 20) -> dict:
-    return dict(sorted(hot.items(), key=lambda kv: -kv[1])[:n])

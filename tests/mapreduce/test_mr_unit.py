@@ -153,3 +153,31 @@ def test_run_config_rejects_unknown_options_with_a_suggestion():
         RunConfig(output_format="csv")
     with pytest.raises(InputError, match="--reducers 0"):
         RunConfig(num_reducers=0)
+
+
+def test_run_config_is_strict_and_frozen():
+    with pytest.raises(InputError, match="bad value '2' for 'num_workers'"):
+        RunConfig.from_kwargs(num_workers="2")  # no silent coercion
+    cfg = RunConfig.from_kwargs(seed=1)
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.seed = 2
+
+
+def test_a_checkpointed_result_reads_back_without_its_object_refs():
+    """What a resumed master restores: the winner's counters, files and hot keys, never a stale ref."""
+    import json
+
+    from mixfleet.mapreduce import checkpoint as ckpt
+    from mixfleet.mapreduce.results import MapDone, ReduceDone
+
+    task = Task("s0-m-00000", "map", 0, [Piece(0, 0, 10, nbytes=7)], state=State.DONE,
+                result=MapDone({"g": {"n": 1}}, "st", 10, refs=[object()], files=["f0", None], node="n1",
+                               hot={("a", 1): 3}))
+    saved = json.loads(json.dumps(ckpt.task_to_json(task)))
+    assert [ckpt.piece_from_json(p) for p in saved["pieces"]] == task.pieces
+    back = ckpt.result_from_json("map", {**saved["result"], "elapsed_s": 1.0})  # an older checkpoint's extra key
+    assert back == MapDone({"g": {"n": 1}}, "st", 10, refs=None, files=["f0", None], node="n1", hot={"('a', 1)": 3})
+    reduce = Task("s0-r-00000", "reduce", 0, state=State.DONE, result=ReduceDone({}, "", 2, 5, "p.a1", object()))
+    assert ckpt.result_from_json("reduce", json.loads(json.dumps(ckpt.task_to_json(reduce)))["result"]) == \
+        ReduceDone({}, "", 2, 5, "p.a1")
+    assert ckpt.task_to_json(Task("s0-m-00001", "map", 1))["result"] is None
