@@ -29,7 +29,6 @@ def step(ctx) -> dict:
 
     connect(ctx.address)
     fleet = fleet_from_dict(DEMO_FLEET)
-    ctx.say("[dim]EMULATED GPUs and engines: replica timing comes from the routing simulator's GPU profiles[/dim]")
     t0 = time.perf_counter()
     with serving() as srv:
         port = srv.ports.http_port
@@ -65,7 +64,7 @@ def step(ctx) -> dict:
     summary = {g: {"requests": v["requests"], "mean_latency_s": round(sum(v["latencies"]) / len(v["latencies"]), 3)}
                for g, v in sorted(by_gpu.items())}
     if not ctx.json_mode:
-        print_table("live router (ilp) over the OpenAI API: requests per GPU type (EMULATED)",
+        print_table(f"routing_live: {len(results)} OpenAI API calls, live ilp router, EMULATED GPUs and engines",
                     ["GPU type", "requests", "mean latency s"],
                     [(g, v["requests"], v["mean_latency_s"]) for g, v in summary.items()])
     return {"emulated": True, "policy": "ilp", "requests": len(results), "by_accelerator": summary,
