@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,bench]'
+	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The benchmarks' peers (Spark, Dask) are only needed by `make bench`.
+$(VENV)/.bench: $(STAMP)
+	$(PIP) install -q -e '.[dev,bench]'
+	touch $@
 
 demo: install
 	$(VENV)/bin/mixfleet demo
@@ -28,7 +33,7 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not multinode and not slow"
 
-bench: install
+bench: $(VENV)/.bench
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Regenerates every <!-- results:NAME --> block in README.md and docs/*.md from benchmarks/results/NAME.json.

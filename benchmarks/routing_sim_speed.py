@@ -97,11 +97,11 @@ def main(quick: bool = False) -> dict:
               f"simulator state {(peak - kept) / 1e6:5.1f} MB", flush=True)
     growth = mem[1]["simulator_state_mb"] / max(mem[0]["simulator_state_mb"], 1e-9)
     out["memory"] = {"runs": mem, "state_growth_for_4x_requests": growth, "meets_bar": growth < 1.5}
-    out["command"] = COMMAND
+    out["command"] = COMMAND + (" --quick" if quick else "")
     res_dir = ROOT / "benchmarks" / "results"
     atomic_write_text(res_dir / "routing_sim_speed.json", json.dumps(out, indent=2))
     atomic_write_text(res_dir / "routing_sim_speed.md", markdown(out))
-    print(f"\nwrote benchmarks/results/routing_sim_speed.{{json,md}}; reproduce with: {COMMAND}")
+    print(f"\nwrote benchmarks/results/routing_sim_speed.{{json,md}}; reproduce with: {out['command']}")
     return out
 
 

@@ -58,7 +58,12 @@ class Interrupted(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+_leaving = threading.Lock()  # held by whichever of the main thread and the watchdog leaves first
+
+
 def _hard_exit(signum: int) -> None:
+    if not _leaving.acquire(blocking=False):
+        return  # already leaving (the other thread, or an outer frame): one "error: interrupted" line only
     try:
         os.write(2, b"error: interrupted\n")
     finally:
@@ -71,6 +76,7 @@ _received: list[int] = []  # the signals seen, in order (ray.get re-raises ours 
 def _on_signal(signum: int, _frame) -> None:
     if _received:  # a second signal: leave now
         _hard_exit(signum)
+        return
     _received.append(signum)
     raise Interrupted(signum)
 

@@ -3,8 +3,10 @@
 The frame starts an emulated fleet from ``cluster.yaml`` (GPUs emulated),
 then runs each part's step in order. A step is a function
 ``step(ctx: DemoContext) -> dict`` in ``mixfleet/<part>/demo.py``; its dict
-becomes one key of the ``--json`` object, and it prints its own table for
-people. Steps are listed in :data:`STEPS`.
+becomes one key of the ``--json`` object, and for people it prints one
+compact table (``output.print_table``) under a bold title line that starts
+with the step's name, plus at most a line or two. The whole demo fits on two
+screens: keep a new step to about five lines. Steps are listed in :data:`STEPS`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ STEPS: list[tuple[str, str]] = [
     ("mapreduce", "mixfleet.mapreduce.demo:step"),
     ("routing", "mixfleet.routing.demo:step"),
     ("routing_live", "mixfleet.routing.serve.demo:step"),
+    ("routing_real", "mixfleet.routing.serve.demo:real_step"),
     ("earlyexit", "mixfleet.earlyexit.demo:step"),
     ("earlyexit_serve", "mixfleet.earlyexit.serve.demo:step"),
     ("xfaas", "mixfleet.xfaas.demo:step"),
@@ -96,7 +99,6 @@ def demo(
                 if not _has_module(module_name):
                     continue  # that part has no demo step yet
                 step = getattr(importlib.import_module(module_name), func_name)
-                console().rule(f"[bold]{key}")
                 s0 = time.perf_counter()
                 out = step(ctx)
                 out["elapsed_s"] = round(time.perf_counter() - s0, 2)

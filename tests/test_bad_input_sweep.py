@@ -32,7 +32,8 @@ WC = "examples/mapreduce/wordcount.py:WordCount"
 HANG_BOUND_S = 10 + 15  # "not a Ray cluster" must answer within 10 s; slack for a loaded CI machine
 BOUND_S = 60
 
-# (id, argv, exit code, substring of the error line, {"absent": [...], "intact": [...], "bound": s})
+# (id, argv, exit code, substring of the error line, {"absent": [...], "intact": [...], "bound": s, "join": bool})
+# "join": the case runs Ray, so it joins the session's Ray (as under `ray job submit`) instead of starting one
 CASES: list[tuple[str, list[str], int, str, dict]] = [
     # -- the top-level command --------------------------------------------------------------
     ("unknown-command", ["mapreduse"], 2, "unknown command 'mapreduse'", {}),
@@ -160,7 +161,7 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
     # a user error found while running (Ray starts): still one line, naming the node
     ("xf-output-not-json", ["xfaas", "run", "{sb}/wf/workflow.yaml", "--input", "{{}}", "--placement", "aws",
                             "--json"], 1, "the output of node 'finish' in workflow 'badout' is not JSON-serialisable",
-     {}),
+     {"join": True}),
 ]
 
 JOBS = '''
@@ -241,8 +242,10 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(argv: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+def _run(argv: list[str], ray_address: str | None = None) -> tuple[subprocess.CompletedProcess, float]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "mixfleet", *argv], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=BOUND_S + 60)
@@ -250,7 +253,7 @@ def _run(argv: list[str]) -> tuple[subprocess.CompletedProcess, float]:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, ray_local):
     """Run every case (two at a time); ``{id: (case, proc, seconds, intact_before, root)}``."""
     root = tmp_path_factory.mktemp("bad-input")
     _sandbox(root)
@@ -261,8 +264,9 @@ def sweep(tmp_path_factory):
               for d in (x.format(**slots) for x in extra.get("intact", []))}
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {cid: pool.submit(_run, [a.format(**slots) for a in argv])
-                       for cid, argv, *_ in CASES}
+            futures = {cid: pool.submit(_run, [a.format(**slots) for a in argv],
+                                        ray_local.address if extra.get("join") else None)
+                       for cid, argv, _code, _needle, extra in CASES}
             results = {cid: f.result() for cid, f in futures.items()}
     finally:
         server.shutdown()

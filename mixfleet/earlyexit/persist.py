@@ -15,18 +15,24 @@ from pathlib import Path
 import torch
 
 from mixfleet.earlyexit.attach import attach_exits
-from mixfleet.earlyexit.resnet import digits_resnet, mnist_resnet, resnet18
+from mixfleet.earlyexit.resnet import digits_resnet, mnist64_resnet, mnist_resnet, resnet18
 from mixfleet.errors import InputError, first_line, unknown_name
 from mixfleet.platform.output import atomic_write_bytes
 
 FORMAT = "mixfleet.earlyexit/1"
-ARCHITECTURES = {"mnist_resnet": mnist_resnet, "digits_resnet": digits_resnet, "resnet18": resnet18}
+ARCHITECTURES = {"mnist_resnet": mnist_resnet, "mnist64_resnet": mnist64_resnet, "digits_resnet": digits_resnet, "resnet18": resnet18}
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def default_model_path() -> Path:
     """The committed MNIST-5k model (trained and calibrated; see docs/earlyexit.md)."""
     return WEIGHTS_DIR / "mnist_resnet.pt"
+
+
+def serving_model_path() -> Path:
+    """The committed 64x64 serving model (``mnist64_resnet``): real CPU cost per request that dominates
+    Serve's own, the default of ``earlyexit serve`` and ``bench-sla`` (see docs/earlyexit.md)."""
+    return WEIGHTS_DIR / "mnist64_resnet.pt"
 
 
 def build_model(arch: str, exits=("layer1", "layer2"), input_shape=(1, 28, 28), head="pool_linear",

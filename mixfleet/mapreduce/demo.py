@@ -53,14 +53,14 @@ def step(ctx) -> dict:
     else:
         from mixfleet.mapreduce.cli import _Bars
 
-        ctx.say(f"word count over {len(books)} bundled books on worker actors")
+        ctx.say(f"[bold]mapreduce: word count over {len(books)} bundled books on worker actors[/bold]")
         with _Bars() as bars:
             result = run(DemoWordCount, books, str(out), address=ctx.address, split_bytes=64 * 1024,
                          progress=bars.update)
     counts = sorted(((k, int(v)) for k, v in result.read()), key=lambda kv: (-kv[1], kv[0]))
     top = counts[:10]
-    if not ctx.json_mode:
-        print_table("top words", ["word", "count"], top)
+    if not ctx.json_mode:  # one row: the top words and their counts
+        print_table("", [w for w, _ in top], [[c for _, c in top]])
     return {"books": len(books), "words": sum(c for _, c in counts), "distinct_words": len(counts),
             "top_words": [[w, c] for w, c in top], "map_tasks": result.map_tasks,
             "reduce_tasks": result.reduce_tasks, "attempts": result.attempts}

@@ -170,12 +170,17 @@ class Master:
             return self.stats.report("succeeded", parts=parts)
         except JobFailed as failed:
             self.phase = "failed"
+            self._kill_workers()  # first: a running attempt must not write while its folder goes
             abort(fs, path)
             return self.stats.report("failed", error=failed.error)
         finally:
-            for w in self.workers:
-                if w is not None:
-                    ray.kill(w)
+            self._kill_workers()
+
+    def _kill_workers(self) -> None:
+        for i, w in enumerate(self.workers):
+            if w is not None:
+                ray.kill(w)
+                self.workers[i] = None
 
     def _source(self, m: Task, index: int) -> tuple[str, Any]:
         """``(map task id, ObjectRef or durable file or None)`` of map ``m``'s block for ``index``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -231,8 +232,15 @@ def abort(fs: Any, out_path: str) -> None:
     import pyarrow.fs as pafs
 
     staging = staging_path(out_path)
-    if fs.get_file_info(staging).type == pafs.FileType.Directory:
-        fs.delete_dir(staging)
+    for _ in range(100):  # a killed attempt may still be closing its file for a moment
+        if fs.get_file_info(staging).type != pafs.FileType.Directory:
+            return
+        try:
+            fs.delete_dir(staging)
+            return
+        except OSError:  # "Directory not empty": a file appeared while the folder was being removed
+            time.sleep(0.1)
+    fs.delete_dir(staging)
 
 
 def read_output(fs: Any, out_path: str, fmt: str) -> Iterable[tuple[Any, Any]]:

@@ -26,6 +26,6 @@ def step(ctx) -> dict:
     if not ctx.json_mode:
         from mixfleet.platform.cli import _print_nodes
 
-        _print_nodes(rows, title=f"emulated fleet from {source} (GPUs emulated)")
+        _print_nodes(rows, title=f"cluster: emulated fleet from {source} (GPUs emulated)")
     return {"address": conn.address, "source": source, "emulated": True,
             "nodes": len(rows), "by_accelerator": {k: len(v) for k, v in by_accelerator(rows).items()}}

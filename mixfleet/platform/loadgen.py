@@ -64,13 +64,22 @@ def run_open_loop(host: str, port: int, path: str, bodies: list[bytes], schedule
     n = len(schedule)
     procs = max(1, min(procs, n or 1))
     heads = [_request(host, port, path, b, content_type) for b in bodies]
+    return run_sharded(_worker, lambda idx: (host, port, heads, schedule[idx], body_index[idx],
+                                             max(1, max_conns // procs), timeout_s), n, procs)
+
+
+def run_sharded(target, shard_args, n: int, procs: int) -> LoadResult:
+    """Run ``target(conn, *shard_args(idx))`` in ``procs`` spawned processes, request ``i`` in shard ``i % procs``.
+
+    The protocol every worker follows (as :func:`_worker` does): send ``"ready"`` once warm, receive the shared
+    wall-clock start, then send ``(status, latency_s, lag_s, bodies)`` for its shard, in shard order.
+    """
     ctx = mp.get_context("spawn")
     pipes, workers = [], []
     for w in range(procs):
         idx = np.arange(w, n, procs)
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_worker, args=(child, host, port, heads, schedule[idx], body_index[idx],
-                                              max(1, max_conns // procs), timeout_s), daemon=True)
+        p = ctx.Process(target=target, args=(child, *shard_args(idx)), daemon=True)
         p.start()
         pipes.append((idx, parent))
         workers.append(p)
@@ -170,13 +179,18 @@ async def _shard(conn, host, port, heads, schedule, body_index, max_conns, timeo
             else:
                 writer.close()
 
+    await fire_on_schedule(start, schedule, one)
+    for _, w in idle:
+        w.close()
+    return status, latency, lag, bodies
+
+
+async def fire_on_schedule(start: float, schedule: np.ndarray, one) -> None:
+    """Start ``one(i)`` at wall-clock ``start + schedule[i]`` for every ``i`` (open loop) and wait for all."""
     tasks = []
-    for i in range(n):
+    for i in range(len(schedule)):
         delay = start + schedule[i] - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    for _, w in idle:
-        w.close()
-    return status, latency, lag, bodies

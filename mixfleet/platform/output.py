@@ -67,15 +67,28 @@ def emit_json(obj: Any) -> None:
     out.flush()
 
 
+def compact(table: Any) -> Any:
+    """The house table style: a rule under the header and nothing else around it (no box, no edges)."""
+    from rich import box
+
+    table.box, table.show_edge, table.pad_edge = box.SIMPLE_HEAD, False, False
+    return table
+
+
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A rich table on stderr (the human-readable counterpart of ``--json``)."""
+    """A compact rich table on stderr (the human-readable counterpart of ``--json``) under a bold title line.
+
+    The title is its own line, wrapped at the terminal's width rather than the table's.
+    """
     from rich.table import Table
 
-    table = Table(title=title)
+    table = compact(Table())
     for col in columns:
         table.add_column(str(col))
     for row in rows:
         table.add_row(*[_fmt(v) for v in row])
+    if title:
+        console().print(f"[bold]{title}[/bold]", highlight=False)
     console().print(table)
 
 

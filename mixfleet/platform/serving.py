@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,10 +105,36 @@ def start_serve(
     serve.start(**kwargs)
 
 
-def stop_serve() -> None:
-    """Stop Serve gracefully (apps, replicas, proxies, controller) if it runs; Ray stays up."""
-    if serve_ports() is not None:
-        _serve().shutdown()
+def stop_serve(timeout_s: float = 60.0) -> None:
+    """Stop Serve gracefully (apps, replicas, proxies, controller) if it runs; Ray stays up.
+
+    ``serve.shutdown()`` blocks on a controller call that only ends when the controller kills
+    itself, and Ray reports that call on the driver as a failed task to retry. Here the
+    controller is asked to shut down without a pending call, and its exit is awaited by name
+    (killed after ``timeout_s`` if it has not exited by then).
+    """
+    import ray
+
+    if serve_ports() is None:
+        return
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    from ray.serve.context import _disconnect
+
+    client = _client()
+    client.shutdown_cached_handles()
+    ray.get(client._controller.graceful_shutdown.remote(wait=False), timeout=30)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:  # the controller has deleted every app, replica and proxy, then exited
+            break
+        if time.monotonic() > deadline:
+            ray.kill(controller, no_restart=True)
+            break
+        time.sleep(0.1)
+    client._shutdown = True
+    _disconnect()
 
 
 def run_app(app, *, name: str, route_prefix: str | None = "/"):

@@ -229,6 +229,58 @@ def plan(
          f"(build {p.build_time_s * 1e3:.0f} ms)")
 
 
+@app.command()
+def profile(
+    out: str = typer.Option(..., "--out", help="profiles file to write (YAML): built-in profiles + the measured entry"),
+    engine: str = typer.Option("torch", "--engine", help="engine to profile (only the real engine: torch)"),
+    model_config: str = typer.Option("tiny-llama", "--model-config", help="built-in model name or a model YAML"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    gpu: str = typer.Option(None, "--gpu", help="GPU type name for the entry (default: CPU, or CUDA on a GPU)"),
+    threads: int = typer.Option(1, "--threads", min=1, max=256, help="torch CPU threads"),
+    kv_tokens: int = typer.Option(16384, "--kv-tokens", min=256, help="KV-cache size of the engine (tokens)"),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, max=4096, help="sequences per iteration"),
+    max_batched_tokens: int = typer.Option(512, "--max-batched-tokens", min=16, help="tokens per iteration"),
+    quick: bool = typer.Option(False, "--quick", help="a small grid, one repeat (tests, smoke checks)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Measure the real engine (real compute, random weights) and write a measured profile for the simulator."""
+    from mixfleet.errors import unknown_name
+    from mixfleet.routing import profiler
+    from mixfleet.routing.torch_model import REAL_NOTE, pick_device
+    from mixfleet.routing.torch_model import model_config as load_model_config
+
+    if engine != "torch":
+        raise unknown_name("engine to profile", engine, ["torch"])
+    if device not in ("auto", "cpu", "cuda"):
+        raise unknown_name("device", device, ["auto", "cpu", "cuda"])
+    check_writable(out, "--out")
+    cfg = load_model_config(model_config)
+    dev = pick_device(device)
+    name = gpu or ("CUDA" if dev == "cuda" else "CPU")
+    if not json_out:
+        _say(f"profiling the real engine ({REAL_NOTE}): model {cfg.name} on {dev} ...")
+    measured = profiler.measure(cfg, device=dev, threads=threads, kv_tokens=kv_tokens, max_batch=max_batch,
+                                max_batched_tokens=max_batched_tokens,
+                                grid=profiler.QUICK if quick else profiler.Grid())
+    coef = profiler.fit(measured["points"])
+    book = profiler.profile_book(measured, coef, gpu=name)
+    profiler.write_profile(out, book, measured, coef)
+    entry = book["measured"][-1]
+    if json_out:
+        emit_json({"out": out, "engine": "torch", "note": REAL_NOTE, "device": dev, "gpu": name, "model": cfg.name,
+                   "entry": entry, "points": measured["points"],
+                   "fit_error": {"mean": coef["mean_abs_rel_error"], "max": coef["max_abs_rel_error"]}})
+        return
+    f = entry["fit"]
+    print_table(f"measured iteration time ({REAL_NOTE}; {len(measured['points'])} points)", ["term", "value"],
+                [("overhead per iteration", f"{f['overhead_ms']:.3f} ms"),
+                 ("per token in the iteration", f"{f['per_token_ms'] * 1e3:.2f} us"),
+                 ("per KV token read", f"{f['per_kv_token_ms'] * 1e3:.3f} us"),
+                 ("per prompt token squared", f"{f['per_prompt_sq_ms'] * 1e6:.3f} ns"),
+                 ("fit |rel. error| mean / max", f"{coef['mean_abs_rel_error']:.1%} / {coef['max_abs_rel_error']:.1%}")])
+    _say(f"wrote {out} (gpu '{name}', model '{cfg.name}'): point a fleet file at it with `profiles: {out}`")
+
+
 def _register_serve() -> None:
     """``mixfleet routing serve`` lives in the live router's subpackage; add it when present."""
     if importlib.util.find_spec("mixfleet.routing.serve") is None:

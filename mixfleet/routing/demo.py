@@ -30,8 +30,6 @@ def step(ctx) -> dict:
     from mixfleet.routing.policies import POLICIES
 
     fleet = load_fleet(example_fleet_path())
-    ctx.say(f"routing: {len(POLICIES)} policies on the first {SLICE} requests of the Azure conv trace at "
-            f"{LOAD:.0%} load, {fleet.describe()} (simulated; GPUs EMULATED from calibrated profiles)")
     cmp = compare(fleet, "azure-conv", list(POLICIES), [LOAD], [0], limit=SLICE)
     plot_path = ctx.keep("routing_compare.png")  # under --out DIR, else in the demo's scratch folder
     plot(cmp, plot_path, title="demo: azure-conv slice")
@@ -41,7 +39,8 @@ def step(ctx) -> dict:
                 for name, v in run["policies"].items()]
         o = run["oracle_floor"]
         rows.append(("oracle floor", o["p50_e2e_s"], o["p99_e2e_s"], o["p99_ttft_s"], None, None))
-        print_table(f"routing at {LOAD:.0%} of {cmp.capacity_req_s:.1f} req/s capacity (simulated)",
+        print_table(f"routing: {SLICE} Azure conv requests at {LOAD:.0%} of {cmp.capacity_req_s:.1f} req/s, "
+                    f"{fleet.describe()} (simulated; GPUs EMULATED)",
                     ["policy", "p50 e2e s", "p99 e2e s", "p99 ttft s", "p99 tpot s", "SLO"], rows)
         if ctx.out_dir is not None:
             ctx.say(f"plot: {plot_path}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -22,11 +23,16 @@ from mixfleet.routing.profiles import IterationModel, ProfileBook, load_profiles
 
 
 class PoolConfig(StrictModel):
-    """``count`` replicas of one GPU type."""
+    """``count`` replicas of one GPU type.
+
+    ``engine`` picks the live router's engine for this pool: ``emulated`` (the simulator's model on a wall
+    clock) or ``torch`` (the REAL engine: real compute, random weights); unset = the serve options' engine.
+    """
 
     gpu: str
     count: int = Field(default=1, ge=1, le=4096)
     max_batch: int | None = Field(default=None, ge=1, le=4096)
+    engine: Literal["emulated", "torch"] | None = None
 
 
 class SloConfig(StrictModel):
@@ -67,6 +73,7 @@ class Replica:
     kv_tokens: int
     price_per_hour: float
     perf: IterationModel
+    engine: str | None = None  # live router engine of its pool; None = the serve options' engine
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,8 @@ def build_fleet(config: FleetConfig, book: ProfileBook | None = None, *, base_di
             n = counters.get(pool.gpu, 0)
             counters[pool.gpu] = n + 1
             replicas.append(Replica(f"{pool.gpu}-{n}", pool.gpu, gpu.ray_accelerator,
-                                    pool.max_batch or config.max_batch, kv, gpu.price_per_hour, perf))
+                                    pool.max_batch or config.max_batch, kv, gpu.price_per_hour, perf,
+                                    pool.engine))
     return Fleet(config, config.model, tuple(replicas), book)
 
 

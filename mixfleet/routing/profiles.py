@@ -61,13 +61,35 @@ class ModelProfile(StrictModel):
     max_context: int = Field(gt=0)
 
 
+class IterationFit(StrictModel):
+    """A measured engine's iteration time, fitted by least squares (``mixfleet routing profile``).
+
+    time (ms) = overhead_ms + per_token_ms x (tokens in the iteration: one per decoding sequence plus the
+    prompt tokens) + per_kv_token_ms x (context tokens the decodes read) + per_prompt_sq_ms x sum of the
+    prompt chunks' attention squares. A sum, not the roofline's max: on a CPU (and for a tiny model on a
+    GPU) the fixed per-iteration cost of the engine adds to the compute.
+    """
+
+    overhead_ms: float = Field(ge=0)
+    per_token_ms: float = Field(ge=0)
+    per_kv_token_ms: float = Field(ge=0)
+    per_prompt_sq_ms: float = Field(default=0.0, ge=0)
+
+
 class MeasuredProfile(StrictModel):
-    """A measured (GPU, model) pair that replaces the roofline's calibration."""
+    """A measured (GPU, model) pair that replaces the roofline's calibration.
+
+    With only ``decode_step_ms`` (batch 1) and ``prefill_tok_s`` the pair's roofline efficiencies are
+    re-derived from them; with ``fit`` the iteration times are the fitted sum (:class:`IterationFit`) and
+    ``kv_tokens`` (if set) is the engine's KV-cache size.
+    """
 
     gpu: str
     model: str
     decode_step_ms: float = Field(gt=0)
     prefill_tok_s: float = Field(gt=0)
+    fit: IterationFit | None = None
+    kv_tokens: int | None = Field(default=None, ge=1)
 
 
 class ProfileBook(StrictModel):
@@ -91,6 +113,8 @@ class ProfileBook(StrictModel):
         g, m = self.gpu(gpu), self.model(model)
         for entry in self.measured:
             if entry.gpu == gpu and entry.model == model:
+                if entry.fit is not None:
+                    return FittedIterationModel(gpu, model, g, m, entry)
                 return IterationModel.from_measured(gpu, model, g, m, entry)
         return IterationModel(gpu, model, g, m)
 
@@ -185,6 +209,43 @@ class IterationModel:
                 f"but only {usable:.1f} GB is usable",
                 f"use a smaller model or another GPU type ({where})")
         return kv
+
+
+class FittedIterationModel(IterationModel):
+    """Iteration times of a measured engine: the fitted sum of :class:`IterationFit` (see there).
+
+    The roofline attributes keep their meaning for the code that reads them: ``2 params / flops`` is the
+    per-token cost and ``_att_prefill`` the per-square cost, so capacity and plan estimates use the fit too.
+    """
+
+    def __init__(self, gpu_name, model_name, gpu: GpuProfile, model: ModelProfile, entry: MeasuredProfile):
+        super().__init__(gpu_name, model_name, gpu, model)
+        f = entry.fit
+        self.t0, self.tok, self.kv, self.sq = (f.overhead_ms / 1e3, f.per_token_ms / 1e3, f.per_kv_token_ms / 1e3,
+                                               f.per_prompt_sq_ms / 1e3)
+        self.kv_tokens = entry.kv_tokens
+        self.flops = 2.0 * self.params / max(self.tok, 1e-12)
+        self._att_prefill = self.sq
+        self.m0, self.m1, self.cb, self.c1 = self.t0, self.kv, self.tok, self.kv
+
+    def prefill_time(self, tokens: float, sum_sq: float | None = None) -> float:
+        sq = tokens * tokens if sum_sq is None else sum_sq
+        return self.t0 + self.tok * tokens + self.sq * sq
+
+    def decode_step(self, batch: int, context: float) -> float:
+        return self.t0 + self.tok * batch + self.kv * context
+
+    def mixed_time(self, batch: int, context: float, tokens: int, sum_sq: float) -> float:
+        return self.t0 + self.tok * (batch + tokens) + self.kv * context + self.sq * sum_sq
+
+    def decode_lines(self, batch: int, ctx0: float, dctx: float) -> tuple[float, float, float, float]:
+        a, b = self.t0 + self.tok * batch + self.kv * ctx0, self.kv * dctx
+        return (a, b, a, b)
+
+    def kv_capacity_tokens(self, memory_utilization: float, reserve_gb: float) -> int:
+        if self.kv_tokens is not None:
+            return self.kv_tokens
+        return super().kv_capacity_tokens(memory_utilization, reserve_gb)
 
 
 def run_time(lines: tuple[float, float, float, float], k: int) -> float:

@@ -34,6 +34,6 @@ def step(ctx) -> dict:
                          "clouds_used": sorted(set(r.placement.values()))}
         rows.append((strategy, r.latency_s, r.cost_usd, r.wall_s, ",".join(out[strategy]["clouds_used"])))
     if not ctx.json_mode:
-        print_table("Smart Grid (17 nodes) per placement: warm run, clouds EMULATED",
+        print_table("xfaas: Smart Grid (17-node workflow) per placement, warm run; clouds EMULATED",
                     ["placement", "latency s (emulated)", "cost USD", "wall s (Ray)", "clouds"], rows)
     return {"workflow": wf.spec.name, "emulated": True, "placements": out}

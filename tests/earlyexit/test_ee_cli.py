@@ -42,3 +42,30 @@ def test_train_then_calibrate_on_digits(cli_here, tmp_path):
                  "--heads-only", recal, "--out", tmp_path / "heads.pt", "--json")
     assert r.returncode == 0, r.stderr
     assert r.json()["mode"] == "heads"
+
+
+def test_bench_sla_refuses_a_run_too_small_to_read_its_bar(cli_here):
+    """99.99% cannot be read from a few thousand requests: the command says how many it needs, starts nothing."""
+    from mixfleet.earlyexit.serve.slabench import check_requests, requests_needed
+
+    need = requests_needed()
+    r = cli_here("earlyexit", "bench-sla", "--requests", "1000", "--json")
+    assert r.returncode != 0 and r.stdout == ""
+    assert "--requests 1000" in r.error_line and f"at least {need} requests" in r.error_line
+    assert check_requests(30000, coarse=False) is None  # the default size is a meaningful run
+    assert "COARSE" in check_requests(1000, coarse=True)
+
+
+def test_the_serving_model_is_heavy_enough_and_upsamples_mnist():
+    """The default serving model computes at 64x64 from 28x28 input; an exit after layer1 skips most FLOPs."""
+    import torch
+
+    from mixfleet.earlyexit.flops import exit_costs
+    from mixfleet.earlyexit.persist import load, serving_model_path
+
+    path = serving_model_path()
+    assert path.stat().st_size < 20 * 2**20
+    model = load(path)
+    assert model.predict(torch.zeros(2, 1, 28, 28)).labels.shape == (2,)
+    costs = exit_costs(model)
+    assert costs["full"] > 3e8 and costs["exits"][0] < 0.15 * costs["full"]

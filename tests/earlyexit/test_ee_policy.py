@@ -61,7 +61,28 @@ def test_drift_guard_backs_off_when_agreement_drops_and_recovers():
     pol = AdaptiveThresholds([0.5], [0.9], sla_s=0.05, queue_ref=1)
     pol.observe(queue_len=10)
     pol.backoff = guard.backoff
-    assert pol.thresholds() == pytest.approx([0.9])  # pulled back to conservative despite the load
+    assert pol.thresholds() == pytest.approx([1.0])  # pulled back to the full model despite the load
+    assert pol.load_thresholds()[0] < 0.7  # what the guard keeps measuring: the load-driven thresholds
     for _ in range(40):
         guard.record(1.0, 32)
     assert guard.backoff == 0.0
+
+
+def test_conservative_end_is_never_below_the_calibrated_thresholds():
+    pol = AdaptiveThresholds([1.0, 1.0], [0.9, 0.95], sla_s=0.05)
+    assert pol.thresholds() == [1.0, 1.0]  # pinned at 1.0: no natural exit at any load
+    pol.observe(queue_len=100)
+    assert pol.thresholds() == [1.0, 1.0]
+
+
+def test_accuracy_tuner_follows_feedback_not_load():
+    from mixfleet.earlyexit.serve.policy import AccuracyTuner
+
+    tuner = AccuracyTuner([0.5, 0.8], eps=0.01)
+    assert tuner.thresholds() == pytest.approx([0.5, 0.8])
+    for _ in range(20):
+        tuner.record(0.8)  # early answers disagree with the final exit: tighten
+    assert tuner.thresholds() == pytest.approx([1.0, 1.0])
+    for _ in range(200):
+        tuner.record(1.0)
+    assert tuner.thresholds() == pytest.approx([0.5, 0.8])

@@ -1,4 +1,4 @@
-"""Offline early-exit inference over a ray.data.Dataset on an actor pool."""
+"""Offline early-exit inference over a ray.data.Dataset in parallel tasks."""
 
 import numpy as np
 import torch

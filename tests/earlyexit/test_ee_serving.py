@@ -134,6 +134,33 @@ def test_open_loop_load_generator_against_the_live_server(base, images):
     assert out["timeline"] and len(out["timeline"][0]["thresholds"]) == 2
 
 
+def test_open_loop_over_grpc_and_the_apparate_baseline(base, images):
+    """The gRPC open-loop generator answers like HTTP; the Apparate-style mode runs every sample to the
+    final exit (its answers still come from the exits) and reports thresholds within [calibrated, 1]."""
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.earlyexit.serve.loadtest import run_condition
+    from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
+    from mixfleet.platform.serving import serve_ports
+
+    x, y = images
+    port = serve_ports().grpc_port_for(GRPC_SERVICER)
+    out = run_condition(base, x, y, [("low", 10.0, 1.5)], sla_ms=5000, seed=4, procs=1, grpc=(port, APP))
+    assert out["requests"] > 0 and out["shed"] == 0 and out["accuracy"] >= 0.9
+    try:
+        deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, mode="apparate", sla_ms=200, queue_bound=8,
+               autoscaling=AUTOSCALING)
+        deadline = time.monotonic() + 30
+        while httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()["options"]["mode"] != "apparate":
+            assert time.monotonic() < deadline, "the new user_config never reached the replica"
+            time.sleep(0.3)
+        preds = _predict(base, x[:16].tolist()).json()["predictions"]
+        assert np.mean([p["label"] == t for p, t in zip(preds, y[:16], strict=True)]) >= 0.9
+        st = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
+        assert all(0.0 < t <= 1.0 for t in st["thresholds"])
+    finally:
+        deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
+
+
 def test_cli_bad_serving_arguments(cli):
     r = cli("earlyexit", "bench-sla", "--sla-ms", "0", "--json")
     assert r.returncode != 0 and "--sla-ms 0.0" in r.error_line and r.stdout == ""
@@ -209,8 +236,8 @@ def test_autoscaling_stats_and_metrics_on_rays_prometheus_endpoint(base, images)
 
 
 def test_emulated_device_pads_stages_and_deadline_forces_an_early_answer(base, images):
-    """On a slow (emulated) device, a full pass takes the emulated time; with an SLA shorter than
-    that, the adaptive policy answers from exit 0, forced, within the SLA."""
+    """On a slow (emulated) device, a full pass takes the emulated time; with thresholds pinned at 1.0 (no
+    natural exit) and an SLA that cannot fit the stages after exit 0, the answer is forced out at exit 0."""
     from mixfleet.earlyexit.serve.app import deploy
 
     x, _ = images
@@ -230,15 +257,20 @@ def test_emulated_device_pads_stages_and_deadline_forces_an_early_answer(base, i
         assert st["device"] == "emulated"
         t = time.perf_counter()
         pred = _predict(base, x[:1].tolist()).json()["predictions"][0]
-        assert pred["exit_name"] == "final" and time.perf_counter() - t >= 0.15
-        # the SLA (120 ms) cannot fit the stages after exit 0 (about 78% of 150 ms): forced out at exit 0
-        reconfigure(mode="adaptive", sla_ms=120, path_ms=5, device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
+        assert pred["exit_name"] == "final" and time.perf_counter() - t >= 0.15  # the pad is a lower bound
+        # the deadline (120 - 5 ms) cannot fit the stages after exit 0 (about 78% of 150 ms), and no sample
+        # may leave by its confidence: every answer must be a deadline-forced exit 0
+        st = reconfigure(mode="adaptive", sla_ms=120, path_ms=5, thresholds=[1.0, 1.0],
+                         device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
+        assert st["thresholds"] == [1.0, 1.0]
         for img in x[:3]:
-            t = time.perf_counter()
             pred = _predict(base, [img.tolist()]).json()["predictions"][0]
-            assert pred["exit"] == 0 and (pred["forced"] or pred["confidence"] >= 0.5)
-            took = time.perf_counter() - t
-            assert took < 0.12 + 0.05, (took, httpx.get(base + "/v1/models/mnist/stats", timeout=10).json())
+            assert pred["exit"] == 0 and pred["forced"] is True, pred
+        # the same request with a deadline that fits the full pass runs to the final exit
+        reconfigure(mode="adaptive", sla_ms=2000, path_ms=5, thresholds=[1.0, 1.0],
+                    device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
+        pred = _predict(base, [x[0].tolist()]).json()["predictions"][0]
+        assert pred["exit_name"] == "final" and pred["forced"] is False, pred
         with pytest.raises(Exception, match="full_ms_per_sample"):
             deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, mode="full", sla_ms=200,
                    device={"full_ms_per_sample": -1.0})

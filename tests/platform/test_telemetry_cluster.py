@@ -121,7 +121,8 @@ def test_killed_agent_is_restarted_by_ray_and_its_gpus_are_stale_in_between(ray_
     back = _wait_for(lambda s: not s["nodes"][t4]["stale"], timeout_s=60)
     node = back["nodes"][t4]
     assert node["restarts"] == before["restarts"] + 1 and node["pid"] != old_pid and node["down"] is None
-    assert node["stale_gaps"] == before["stale_gaps"] + 1
+    # the kill is one gap at least; on a loaded machine a late sample may add another, so no exact count
+    assert node["stale_gaps"] >= before["stale_gaps"] + 1
     assert [g["stale"] for g in back["gpus"] if g["node_id"] == t4] == [False, False]
     assert ray.get(agent.info.remote())["pid"] == node["pid"]  # the same handle reaches the restarted agent
 

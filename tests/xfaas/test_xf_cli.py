@@ -9,8 +9,15 @@ import pytest
 SG = "examples/xfaas/smart_grid"
 
 
-def test_run_json_reports_output_latency_cost_and_placement(cli):
-    r = cli("xfaas", "run", f"{SG}/workflow.yaml", "--input", f"{SG}/input.json", "--placement", "azure", "--json")
+@pytest.fixture
+def on_session_ray(ray_local) -> dict:
+    """The environment that makes a CLI run join the session's Ray (as under `ray job submit`): no second Ray start."""
+    return {"RAY_ADDRESS": ray_local.address}
+
+
+def test_run_json_reports_output_latency_cost_and_placement(cli, on_session_ray):
+    r = cli("xfaas", "run", f"{SG}/workflow.yaml", "--input", f"{SG}/input.json", "--placement", "azure", "--json",
+            env=on_session_ray)
     assert r.returncode == 0, r.stderr
     out = r.json()
     assert set(out) >= {"output", "latency_s", "cost_usd", "placement", "nodes"}
@@ -56,12 +63,13 @@ def test_run_bad_workflow_fails_before_running(cli, tmp_path, repo_root, body, n
     assert not marker.exists()  # nothing ran
 
 
-def test_a_good_workflow_leaves_the_marker(cli, tmp_path, repo_root):
+def test_a_good_workflow_leaves_the_marker(cli, tmp_path, repo_root, on_session_ray):
     (tmp_path / "funcs.py").write_text((repo_root / "tests/data/xfaas/funcs.py").read_text())
     wf = tmp_path / "wf.yaml"
     wf.write_text(f"name: good\nnodes: [{{name: a, function: '{T}'}}]\n")
     marker = tmp_path / "ran"
-    r = cli("xfaas", "run", wf, "--input", json.dumps({"marker": str(marker)}), "--placement", "aws", "--json")
+    r = cli("xfaas", "run", wf, "--input", json.dumps({"marker": str(marker)}), "--placement", "aws", "--json",
+            env=on_session_ray)
     assert r.returncode == 0, r.stderr
     assert marker.exists() and r.json()["placement"] == {"a": "aws"}
 

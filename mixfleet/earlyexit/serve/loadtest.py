@@ -41,62 +41,123 @@ def encode_bodies(images: np.ndarray) -> list[bytes]:
             for img in images]
 
 
+def _get_stats(client, url: str) -> dict | None:
+    import httpx
+
+    try:
+        return client.get(f"{url}/v1/models/{MODEL}/stats").json()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def _poll_stats(url: str, stop: threading.Event, every_s: float, into: list) -> None:
     import httpx
 
     with httpx.Client(timeout=5.0) as client:
         while not stop.is_set():
-            try:
-                st = client.get(f"{url}/v1/models/{MODEL}/stats").json()
+            st = _get_stats(client, url)
+            if st and "thresholds" in st:
                 into.append({"wall": time.time(), "thresholds": st["thresholds"], "pressure": st["pressure"],
-                             "forced": st["forced"]})
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
+                             "forced": st["forced"], "backoff": st.get("backoff", 0.0)})
             stop.wait(every_s)
 
 
-def run_condition(url: str, images: np.ndarray, labels: np.ndarray, phases: list[tuple[str, float, float]],
-                  sla_ms: float, seed: int = 0, procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0) -> dict:
-    """Fire the phases (name, rate req/s, seconds) at ``url``; returns overall, per-phase and timeline stats."""
-    from mixfleet.platform.loadgen import poisson_schedule, run_open_loop
+def fire(url: str, bodies: list[bytes], body_labels: np.ndarray, schedule: np.ndarray, pick: np.ndarray,
+         procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0, grpc: tuple[int, str] | None = None) -> dict:
+    """POST ``bodies[pick[i]]`` at ``schedule[i]`` (open loop); per request: latency, status, answer, correctness.
 
-    rng = np.random.default_rng(seed)
-    schedule, phase_of = poisson_schedule([(rate, secs) for _, rate, secs in phases], rng)
+    Also the replica's CPU milliseconds per answered sample over the run (its ``/stats`` before and after;
+    ``None`` when the two reads come from different replicas). With ``grpc=(port, application)`` the
+    bodies are serialised ``PredictRequest`` messages sent through Serve's gRPC proxy instead.
+    """
+    import httpx
+
+    from mixfleet.platform.loadgen import run_open_loop
+
     n = len(schedule)
-    pool = min(len(images), POOL)
-    pick = rng.integers(0, pool, size=n)
     parts = urlsplit(url)
     path = f"{parts.path.rstrip('/')}/v1/models/{MODEL}:predict"
     timeline: list[dict] = []
     stop = threading.Event()
+    with httpx.Client(timeout=5.0) as client:
+        before = _get_stats(client, url)
     poller = threading.Thread(target=_poll_stats, args=(url, stop, poll_s, timeline), daemon=True)
     poller.start()
     try:
-        res = run_open_loop(parts.hostname, parts.port, path, encode_bodies(images[:pool]), schedule, pick,
-                            procs=procs, timeout_s=timeout_s)
+        if grpc is None:
+            res = run_open_loop(parts.hostname, parts.port, path, bodies, schedule, pick, procs=procs,
+                                timeout_s=timeout_s)
+        else:
+            from mixfleet.earlyexit.serve.grpcload import run_grpc_open_loop
+
+            res = run_grpc_open_loop(grpc[0], grpc[1], bodies, schedule, pick, procs=procs, timeout_s=timeout_s)
     finally:
         stop.set()
         poller.join()
+    with httpx.Client(timeout=5.0) as client:
+        after = _get_stats(client, url)
     ok = res.status == 200
     pred, exits = np.full(n, -1), np.full(n, -1)
     for i in np.flatnonzero(ok):
         p = json.loads(res.bodies[i])["predictions"][0]
         pred[i], exits[i] = p["label"], p["exit"]
-    lat = res.latency_s * 1e3
-    correct = pred == labels[:pool][pick]
+    cpu_ms = None
+    if before and after and "cpu_s" in before and before.get("pid") == after.get("pid") and \
+            after["served"] > before["served"]:
+        cpu_ms = 1e3 * (after["cpu_s"] - before["cpu_s"]) / (after["served"] - before["served"])
+    return {"ok": ok, "latency_ms": res.latency_s * 1e3, "correct": pred == body_labels[pick], "exits": exits,
+            "max_lag_s": res.max_lag_s, "start_wall": res.start_wall, "cpu_ms_per_request": cpu_ms,
+            "timeline": [{"t": p.pop("wall") - res.start_wall, **p} for p in timeline]}
+
+
+def run_condition(url: str, images: np.ndarray, labels: np.ndarray, phases: list[tuple[str, float, float]],
+                  sla_ms: float, seed: int = 0, procs: int = 2, poll_s: float = 0.25, timeout_s: float = 30.0,
+                  grpc: tuple[int, str] | None = None) -> dict:
+    """Fire the phases (name, rate req/s, seconds) at ``url``; returns overall, per-phase and timeline stats.
+
+    ``grpc=(port, application)``: the same requests through Serve's gRPC proxy (``url`` still serves /stats).
+    """
+    from mixfleet.platform.loadgen import poisson_schedule
+
+    rng = np.random.default_rng(seed)
+    schedule, phase_of = poisson_schedule([(rate, secs) for _, rate, secs in phases], rng)
+    pool = min(len(images), POOL)
+    pick = rng.integers(0, pool, size=len(schedule))
+    if grpc is None:
+        bodies = encode_bodies(images[:pool])
+    else:
+        from mixfleet.earlyexit.serve.grpcload import encode_requests
+
+        bodies = encode_requests(images[:pool])
+    f = fire(url, bodies, labels[:pool], schedule, pick, procs, poll_s, timeout_s, grpc=grpc)
+    lat, ok, correct, exits = f["latency_ms"], f["ok"], f["correct"], f["exits"]
     out = _stats(lat, ok, correct, sla_ms)
     duration = sum(secs for _, _, secs in phases)
-    out["offered_rate"] = n / duration if duration else 0.0
-    out["max_generator_lag_ms"] = res.max_lag_s * 1e3
+    out["offered_rate"] = len(schedule) / duration if duration else 0.0
+    out["max_generator_lag_ms"] = f["max_lag_s"] * 1e3
     out["phases"] = {}
     for i, (name, rate, _) in enumerate(phases):
         m = phase_of == i
         out["phases"][name] = {"rate": rate, **_stats(lat[m], ok[m], correct[m], sla_ms)}
     out["exit_counts"] = np.bincount(exits[exits >= 0], minlength=3).tolist()
-    out["timeline"] = [{"t": p.pop("wall") - res.start_wall, **p} for p in timeline]
+    out["cpu_ms_per_request"] = f["cpu_ms_per_request"]
+    out["timeline"] = f["timeline"]
     out["send_times"] = schedule.tolist()
     out["latencies_ms"] = [float(v) if np.isfinite(v) else None for v in lat]
     return out
+
+
+def drain(url: str, timeout_s: float = 60.0) -> None:
+    """Wait until the replica has nothing in flight, so that one run's backlog never starts the next."""
+    import httpx
+
+    end = time.monotonic() + timeout_s
+    with httpx.Client(timeout=10.0) as client:
+        while time.monotonic() < end:
+            st = _get_stats(client, url)
+            if st is not None and st.get("inflight", 0) == 0:
+                return
+            time.sleep(0.5)
 
 
 def measure_capacity(url: str, images: np.ndarray, labels: np.ndarray, sla_ms: float, probe_s: float = 4.0,
@@ -107,13 +168,13 @@ def measure_capacity(url: str, images: np.ndarray, labels: np.ndarray, sla_ms: f
     Run it with the replica in the mode whose capacity you want (``full``
     for the load test's 1x). A warm-up at ``lo`` comes first; each probe
     lasts ``probe_s`` or long enough for ``min_probe_requests``; the server
-    is given a second to drain between probes. Returns ``lo`` when even
+    is drained between probes. Returns ``lo`` when even
     ``lo`` does not hold.
     """
     def probe(rate: float, seed: int) -> bool:
         secs = max(probe_s, min_probe_requests / rate)
         r = run_condition(url, images, labels, [("probe", rate, secs)], sla_ms, seed=seed, procs=procs, poll_s=secs)
-        time.sleep(1.0)
+        drain(url)
         return (r["sla_attainment"] or 0.0) >= target
 
     def holds(rate: float, seed: int) -> bool:  # a rate fails only if it fails twice (one hiccup is not capacity)

@@ -20,15 +20,28 @@ Notation:
 
     raw(t) = clip(max(q(t) / q_ref, (u(t) - u_lo) / (u_hi - u_lo), (l(t) / SLA - h) / (1 - h)), 0, 1)
     p(t)   = p(t-) + a * (raw(t) - p(t-)),  a = attack (0.6) if raw > p else release (0.05)
-    tau[k] = tau_cal[k] + (1 - p(t) * (1 - b(t))) * (tau_con[k] - tau_cal[k])
+    load[k] = tau_cal[k] + (1 - p(t)) * (tau_con[k] - tau_cal[k])
+    tau[k]  = load[k] + b(t) * (1 - load[k])
+
+tau_con is raised to at least tau_cal (the conservative end is never less
+strict than the calibrated one), so pinning the calibrated thresholds at
+1.0 pins every threshold at 1.0: no natural exit, only deadline-forced ones.
 
 Utilisation is the leading signal (it rises with the arrival rate before
 queues or latencies do); queue and latency catch what it misses.
 So at low load tau = tau_con (as accurate as the full model), under a burst
 tau falls to tau_cal within a couple of batches (fast attack), and relaxes
 slowly when the burst ends (slow release, no oscillation). The drift guard
-holds tau back towards tau_con when measured agreement with the final exit
-drops. Thresholds never leave [min(tau_cal, tau_con), max(...)].
+pulls tau towards 1.0 (the full model) when the measured agreement of the
+load-only thresholds ``load[k]`` with the final exit drops; it measures
+``load`` (not ``tau``), so backing off does not hide the drift it reacts to.
+Thresholds never leave [tau_cal, 1].
+
+Apparate-style baseline (``AccuracyTuner``)
+-------------------------------------------
+Every sample runs to the final exit (early answers are released at once),
+so every batch is accuracy feedback; thresholds move between tau_cal and 1
+to keep agreement with the final exit at >= 1 - eps, whatever the load.
 
 Deadline-forced exit (``DeadlinePlanner``)
 ------------------------------------------
@@ -52,7 +65,8 @@ class AdaptiveThresholds:
                  queue_ref: float = 32.0, headroom: float = 0.5, attack: float = 0.6, release: float = 0.05,
                  window: int = 200, util_band: tuple[float, float] = (0.2, 0.5)):
         self.cal = np.asarray(calibrated, dtype=float)
-        self.con = np.ones_like(self.cal) if conservative is None else np.asarray(conservative, dtype=float)
+        con = np.ones_like(self.cal) if conservative is None else np.asarray(conservative, dtype=float)
+        self.con = np.maximum(con, self.cal)
         self.sla_s, self.queue_ref, self.headroom = float(sla_s), float(queue_ref), float(headroom)
         self.attack, self.release = float(attack), float(release)
         self.u_lo, self.u_hi = map(float, util_band)
@@ -69,9 +83,33 @@ class AdaptiveThresholds:
         a = self.attack if raw > self.pressure else self.release
         self.pressure += a * (raw - self.pressure)
 
+    def load_thresholds(self) -> np.ndarray:
+        """The thresholds the load alone asks for (what the drift guard measures)."""
+        return self.cal + (1.0 - self.pressure) * (self.con - self.cal)
+
     def thresholds(self) -> list[float]:
-        p = self.pressure * (1.0 - self.backoff)
-        return (self.cal + (1.0 - p) * (self.con - self.cal)).tolist()
+        load = self.load_thresholds()
+        return (load + self.backoff * (1.0 - load)).tolist()
+
+
+class AccuracyTuner:
+    """Apparate-style: thresholds tuned from accuracy feedback on every batch, load ignored (see module doc)."""
+
+    def __init__(self, calibrated: Sequence[float], eps: float = 0.01, step: float = 0.05, alpha: float = 0.1):
+        self.cal = np.asarray(calibrated, dtype=float)
+        self.target, self.step, self.alpha = 1.0 - float(eps), float(step), float(alpha)
+        self.agreement = 1.0
+        self.level = 0.0  # 0: calibrated thresholds; 1: every threshold at 1.0
+
+    def record(self, agreement: float | None) -> None:
+        if agreement is None:
+            return
+        self.agreement += self.alpha * (agreement - self.agreement)
+        move = self.step if self.agreement < self.target else -self.step / 4
+        self.level = min(1.0, max(0.0, self.level + move))
+
+    def thresholds(self) -> list[float]:
+        return (self.cal + self.level * (1.0 - self.cal)).tolist()
 
 
 class DeadlinePlanner:

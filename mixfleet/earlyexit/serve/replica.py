@@ -10,9 +10,10 @@ the V1 status call; ``GET /v1/models/<name>/stats`` shows the controller.
 The replica batches requests with ``@serve.batch`` (knobs changed at run
 time through ``user_config``), chooses thresholds with
 :class:`~mixfleet.earlyexit.serve.policy.AdaptiveThresholds` (``mode="adaptive"``;
-``"static"`` keeps the calibrated ones, ``"full"`` never exits early),
-forces exits when a deadline would be missed, and samples full passes when
-idle (drift guard). Past ``queue_bound`` requests it answers 429 with
+``"static"`` keeps the calibrated ones, ``"full"`` never exits early,
+``"apparate"`` is the accuracy-feedback baseline that ignores load),
+forces exits when a deadline would be missed (adaptive only), and samples
+full passes when idle (drift guard: such a batch is answered from the final exit). Past ``queue_bound`` requests it answers 429 with
 ``Retry-After``; bad input is a 4xx with a one-line message, never a crash.
 Metrics go through ``ray.serve.metrics`` (Ray's Prometheus endpoint);
 ``record_autoscaling_stats()`` feeds Serve's autoscaler the queue length and
@@ -22,6 +23,7 @@ and deploying the replica: :mod:`mixfleet.earlyexit.serve.app`.
 
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -53,7 +55,8 @@ api = FastAPI(title="mixfleet early-exit (KServe V1)", docs_url=None, redoc_url=
 class ServeOptions(StrictModel):
     """The run-time knobs (``user_config``); every change applies without a restart."""
 
-    mode: Literal["adaptive", "static", "full", "plain"] = "adaptive"  # plain: the backbone alone, no heads
+    # plain: the backbone alone, no heads; apparate: the accuracy-feedback baseline (policy.AccuracyTuner)
+    mode: Literal["adaptive", "static", "full", "plain", "apparate"] = "adaptive"
     sla_ms: float = 50.0
     path_ms: float = 5.0  # time a request spends outside the replica (proxy, network): kept out of its deadline
     thresholds: list[float] | None = None  # calibrated thresholds (default: the model's)
@@ -117,11 +120,16 @@ class EarlyExitServer:
     # -- configuration ---------------------------------------------------------------------
     def reconfigure(self, user_config: dict) -> None:
         from mixfleet.earlyexit.inputs import check_thresholds
-        from mixfleet.earlyexit.serve.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
+        from mixfleet.earlyexit.serve.policy import (
+            AccuracyTuner,
+            AdaptiveThresholds,
+            DeadlinePlanner,
+            DriftGuard,
+        )
 
         opts = parse_model(user_config or {}, ServeOptions, source="user_config")
-        if opts.thresholds is not None:
-            self.calibrated = check_thresholds(opts.thresholds, self.model.n_exits, self.model.exit_names)
+        self.calibrated = list(self.model.thresholds) if opts.thresholds is None else \
+            check_thresholds(opts.thresholds, self.model.n_exits, self.model.exit_names)
         self.opts = opts
         self.policy = AdaptiveThresholds(self.calibrated, self.conservative, opts.sla_ms / 1e3,
                                          queue_ref=max(2.0, opts.max_batch_size / 4))
@@ -132,6 +140,7 @@ class EarlyExitServer:
             if self.clock is not None:  # a prior until the first batch is timed
                 self.planner.stage_s[:] = [self.clock.target_s(t, 1) for t in self.clock.stage_s]
         self.guard = DriftGuard(floor=opts.drift_floor, sample_rate=opts.drift_sample_rate)
+        self.tuner = AccuracyTuner(self.calibrated, eps=float((self.model.calibration or {}).get("eps", 0.01)))
         self.rng = np.random.default_rng(opts.seed)
         self._infer.set_max_batch_size(opts.max_batch_size)
         self._infer.set_batch_wait_timeout_s(opts.batch_wait_timeout_s)
@@ -150,6 +159,8 @@ class EarlyExitServer:
             return [1.0] * self.model.n_exits
         if self.opts.mode == "static":
             return list(self.calibrated)
+        if self.opts.mode == "apparate":
+            return self.tuner.thresholds()
         self.policy.backoff = self.guard.backoff
         return self.policy.thresholds()
 
@@ -177,8 +188,9 @@ class EarlyExitServer:
         return {"served": self.served, "exit_counts": self.counts.tolist(), "forced": self.forced,
                 "sla_misses": self.sla_misses, "thresholds": self.thresholds_now(),
                 "pressure": self.policy.pressure, "agreement": self.guard.agreement,
-                "drift_samples": self.guard.samples, "options": self.opts.model_dump(),
-                "device": "emulated" if self.clock is not None else "real"}
+                "drift_samples": self.guard.samples, "backoff": self.guard.backoff, "options": self.opts.model_dump(),
+                "device": "emulated" if self.clock is not None else "real",
+                "cpu_s": time.process_time(), "pid": os.getpid(), "inflight": self.inflight}  # the replica process's CPU time (every thread): cost per request
 
     @api.post("/v1/models/{name}:predict")
     async def predict(self, name: str, request: Request):
@@ -264,17 +276,22 @@ class EarlyExitServer:
         x = torch.cat([it.x for it in items])
         deadline = min(it.arrival for it in items) + (self.opts.sla_ms - self.opts.path_ms) / 1e3
         th = self.thresholds_now()
-        # idle: nothing else waiting and low pressure (a monitoring full pass keeps the device busy for a full pass)
-        idle = self.inflight <= len(items) and self.policy.pressure < 0.05
+        mode = self.opts.mode
+        # idle: nothing else waiting and low pressure (a monitoring full pass keeps the device busy for a full pass);
+        # while backed off the batch runs (nearly) the full pass anyway, so sampling costs nothing extra, and it is
+        # what lets the guard see the drift end (the backed-off full passes keep the utilisation, so the pressure, up)
+        idle = self.inflight <= len(items) and (self.policy.pressure < 0.05 or self.guard.backoff >= 0.5)
         # the monitoring full pass delays the batch's answers: only when it still fits before the earliest deadline
         fits = time.monotonic() + float(self.planner.stage_s.sum()) <= deadline
-        sample = self.opts.mode == "adaptive" and self.guard.should_sample(idle and fits, float(self.rng.random()))
+        sample = mode == "adaptive" and self.guard.should_sample(idle and fits, float(self.rng.random()))
+        if sample:  # measure the thresholds the load asks for; answer from the final exit (the pass runs anyway)
+            th = self.policy.load_thresholds().tolist()
         names = self.model.exit_names + ["final"]
         answers = EarlyAnswers([it.x.shape[0] for it in items], [it.future for it in items],
                                [it.arrival for it in items], names, asyncio.get_running_loop())
 
         def force(k: int) -> bool:
-            hit = self.opts.mode == "adaptive" and self.planner.must_exit(k, time.monotonic(), deadline)
+            hit = mode == "adaptive" and self.planner.must_exit(k, time.monotonic(), deadline)
             if hit and answers.forced_exit is None:
                 answers.forced_exit = k
             return hit
@@ -283,10 +300,12 @@ class EarlyExitServer:
         heads = {int(k): self._timed_head(int(k), h) for k, h in self.model.heads.items()}
         def compute():
             with torch.no_grad():
-                if self.opts.mode == "plain":  # the baseline: a plain deployment of the backbone
+                if mode == "plain":  # the baseline: a plain deployment of the backbone
                     return ExitResult(self.model(x), torch.full((len(x),), self.model.n_exits), self.model.n_exits)
-                return run_exits(x, stages, heads, th, self.model.criterion, mode="release" if sample else "stop",
-                                 on_exit=answers.on_exit, force_exit=force)
+                # apparate: every sample runs to the end (feedback), early answers released at once
+                release = sample or mode == "apparate"
+                return run_exits(x, stages, heads, th, self.model.criterion, mode="release" if release else "stop",
+                                 on_exit=None if sample else answers.on_exit, force_exit=force)
 
         # off the event loop, so the replica keeps admitting (or shedding) requests while it computes;
         # serve.batch runs one batch at a time, so the controller state is never touched concurrently
@@ -298,6 +317,9 @@ class EarlyExitServer:
         if sample and r.final_logits is not None:
             self.guard.record(r.agreement(), len(x))
             self.m_agreement.set(self.guard.agreement)
+            r = ExitResult(r.final_logits, torch.full((len(x),), self.model.n_exits), self.model.n_exits)
+        elif mode == "apparate":
+            self.tuner.record(r.agreement())
         ex = r.exit_index.tolist()
         out = answers.finish(r.labels.tolist(), r.confidence.tolist(), ex)
         self._account(ex, answers.forced_exit, answers.latency, th, min(util, 1.0))

@@ -1,25 +1,34 @@
 """The SLA load test behind ``earlyexit bench-sla`` and ``benchmarks/earlyexit_sla.py``.
 
-One replica of the early-exit server on 127.0.0.1, driven by the open-loop
-generator of :mod:`mixfleet.earlyexit.serve.loadtest` (Poisson arrivals, latency
-from the scheduled send time). Two parts, in one run:
+Early-exit replicas on 127.0.0.1, driven by the open-loop generator of
+:mod:`mixfleet.earlyexit.serve.loadtest` (Poisson arrivals, latency from the
+scheduled send time). By default the replica runs the 64x64 serving model
+(``mnist64_resnet``) on the real CPU, so its own compute (about 20 ms per
+full pass) dominates Serve's per-request cost; an EMULATED device
+(:mod:`mixfleet.earlyexit.serve.device`) is an option, labelled in every output.
+Parts, in one run:
 
-1. **SLA under bursts**, on an EMULATED device by default
-   (:mod:`mixfleet.earlyexit.serve.device`: the replica computes every answer
-   with the real model, and each stage takes the emulated accelerator
-   time), because on this CPU host the model's real compute is far below
-   the HTTP path's cost per request, so without it no exit policy could
-   matter. ``mu`` is the highest Poisson rate at which the replica in
-   ``full`` mode answers >= 99% within the SLA (measured by bisection).
-   Phases: low (0.3 mu), 1x, 3x, 5x, recover (1x) of ``phase_s`` each; the
-   bursts (3x, 5x) are lengthened until a condition gets at least
-   ``min_requests``. Conditions one after the other on
-   the same replica, switched by ``user_config``: ``full`` (no exits),
-   ``static`` (calibrated thresholds), ``adaptive`` (the load-aware policy
-   with deadline-forced exits).
-2. **Overhead of the early-exit path**, on the real CPU (no emulation):
-   ``plain`` (the backbone alone) vs ``adaptive`` at low load, p50.
+1. **Overhead**: the plain backbone vs the early-exit path with every
+   threshold pinned at 1.0 (no exit taken), at low load, p50.
+2. **Capacities**: the highest Poisson rate at which >= 99% of requests meet
+   the SLA, for ``static`` (mu_static) and ``full`` (bisection).
+3. **Bursts**: phases low, 1x, 1.5x, 2x, 3x mu_static and recover, each of
+   ``requests / (mu_static * 8.8)`` seconds, so that a condition gets about
+   ``requests`` requests. Conditions: ``full`` (one replica), ``static``
+   (calibrated thresholds), ``apparate`` (accuracy-feedback thresholds that
+   ignore load), ``adaptive`` (ours) on one replica, ``adaptive-grpc`` (the same
+   through Serve's gRPC proxy), and ``full-autoscale``
+   (Serve's autoscaler, 1 to ``max_replicas`` replicas: the replica budget the
+   cores allow). Cost per condition: mean FLOPs and replica CPU-ms per request.
+4. **Drift**: :mod:`mixfleet.earlyexit.serve.drift` at half of full's
+   capacity, for full, static and adaptive; accuracy per 30 s window.
+
+Reading 99.99% needs at least ``RESOLUTION`` requests in the 2x and 3x
+phases (one miss is then 0.01%): :func:`check_requests` refuses fewer
+unless the caller accepts a coarse run, which is then labelled.
 """
+
+from __future__ import annotations
 
 import math
 
@@ -27,80 +36,203 @@ import numpy as np
 
 APP = "earlyexit-bench"
 PREFIX = "/eebench"
-MULTIPLIERS = (("low", 0.3), ("1x", 1.0), ("3x", 3.0), ("5x", 5.0), ("recover", 1.0))
-BURSTS = ("3x", "5x")
+MULTIPLIERS = (("low", 0.3), ("1x", 1.0), ("1.5x", 1.5), ("2x", 2.0), ("3x", 3.0), ("recover", 1.0))
+BURSTS = ("2x", "3x")
+RESOLUTION = 10_000  # burst requests per condition at which one miss is 0.01%
+CONDITIONS = ("full", "static", "apparate", "adaptive", "adaptive-grpc", "full-autoscale")
+DRIFT_CONDITIONS = ("full", "static", "adaptive")
 DEFAULT_DEVICE = {"full_ms_per_sample": 30.0, "launch_ms": 0.5}  # emulated; see mixfleet.earlyexit.serve.device
 
 
-def run_sla_bench(sla_ms: float = 200.0, phase_s: float = 4.0, seed: int = 0, queue_bound: int = 64,
-                  model_path=None, port: int | None = None, device: dict | None = DEFAULT_DEVICE,
-                  min_requests: int = 0, procs: int = 2, overhead_s: float = 15.0, progress=print) -> dict:
+def requests_needed() -> int:
+    """Requests per condition for ``RESOLUTION`` of them to fall in the 2x and 3x phases."""
+    total = sum(m for _, m in MULTIPLIERS)
+    burst = sum(m for n, m in MULTIPLIERS if n in BURSTS)
+    return int(math.ceil(RESOLUTION * total / burst / 100.0) * 100)
+
+
+def check_requests(requests: int, coarse: bool, option: str = "--requests") -> str | None:
+    """``None`` when ``requests`` can read 99.99%; a warning when ``coarse``; otherwise an InputError."""
+    from mixfleet.errors import InputError
+
+    need = requests_needed()
+    if requests >= need:
+        return None
+    if not coarse:
+        raise InputError(f"{option} {requests} is too few to measure 99.99% within the SLA: it needs at least "
+                         f"{need} requests per condition ({RESOLUTION} in the 2x and 3x bursts)",
+                         f"pass {option} {need} or more (30000 for the acceptance run), or --coarse to run anyway")
+    burst = requests * sum(m for n, m in MULTIPLIERS if n in BURSTS) / sum(m for _, m in MULTIPLIERS)
+    return (f"COARSE run: about {burst:.0f} requests in the 2x and 3x bursts, so one miss is "
+            f"{100 / max(burst, 1):.3f}%; 99.99% cannot be read from it (needs {need} requests per condition)")
+
+
+def full_autoscaling(max_replicas: int) -> dict:
+    """Serve's own autoscaler for the full model, tuned for bursts (fast upscale, short look-back)."""
+    return {"min_replicas": 1, "max_replicas": max_replicas, "target_ongoing_requests": 2,
+            "upscale_delay_s": 0.5, "downscale_delay_s": 15.0, "look_back_period_s": 2.0,
+            "metrics_interval_s": 0.5}
+
+
+def _cost(model, cond: str, exit_counts: list[int]) -> float:
+    """Mean FLOPs per answered request (apparate runs every sample to the end; plain/full: the backbone)."""
+    from mixfleet.earlyexit.flops import exit_costs, expected_flops
+
+    costs = exit_costs(model)
+    if cond in ("apparate",):
+        return float(costs["exits"][-1])
+    if cond in ("full", "full-autoscale"):
+        return float(costs["full"] + sum(costs["heads"]))  # full mode evaluates the heads (threshold 1.0)
+    return expected_flops(costs, exit_counts)
+
+
+def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, queue_bound: int = 64,
+                  model_path=None, port: int | None = None, device: dict | None = None, procs: int = 2,
+                  overhead_s: float = 15.0, drift_s: float = 150.0, coarse: bool = False, max_replicas: int = 2,
+                  conditions=CONDITIONS, budget_s: float | None = None, progress=print) -> dict:
+    """Run the benchmark (see module doc); past ``budget_s`` seconds the conditions not started are skipped
+    (listed in ``out["errors"]``), so a time-boxed run still returns what it measured."""
+    import time
+
+    t_end = None if budget_s is None else time.monotonic() + budget_s
     from mixfleet.earlyexit.data import load_dataset
+    from mixfleet.earlyexit.persist import load, serving_model_path
     from mixfleet.earlyexit.serve.app import deploy
     from mixfleet.earlyexit.serve.device import EmulatedDevice
-    from mixfleet.earlyexit.serve.loadtest import measure_capacity, run_condition
+    from mixfleet.earlyexit.serve.drift import run_drift
+    from mixfleet.earlyexit.serve.loadtest import drain, measure_capacity, run_condition
+    from mixfleet.earlyexit.serve.replica import GRPC_SERVICER
     from mixfleet.errors import InputError
-    from mixfleet.platform.bootstrap import connect
+    from mixfleet.platform.bootstrap import connect, free_port
     from mixfleet.platform.config import parse_model
-    from mixfleet.platform.serving import serving
+    from mixfleet.platform.serving import serve_ports, serving
 
-    if sla_ms <= 0 or phase_s <= 0:
-        raise InputError(f"--sla-ms {sla_ms} and --phase-s {phase_s} must be > 0", "use e.g. --sla-ms 100")
+    if sla_ms <= 0:
+        raise InputError(f"--sla-ms {sla_ms} must be > 0", "use e.g. --sla-ms 200")
+    warning = check_requests(requests, coarse)
     if device is not None:
         parse_model(device, EmulatedDevice, source="emulated device")
-    connect(num_cpus=2)
+    model_path = model_path or serving_model_path()
+    model = load(model_path)
+    connect(num_cpus=max_replicas)
     test = load_dataset("mnist", seed=0).test
     images, labels = test.x[:, 0], test.y
     common = {"app_name": APP, "route_prefix": PREFIX, "model_path": model_path, "sla_ms": sla_ms,
               "queue_bound": queue_bound}
-    out: dict = {"sla_ms": sla_ms, "queue_bound": queue_bound, "device": device, "conditions": {},
-                 "emulated": device is not None}
-    with serving(http_port=port) as srv:
+    out: dict = {"sla_ms": sla_ms, "queue_bound": queue_bound, "device": device, "emulated": device is not None,
+                 "model": model.arch["name"] if getattr(model, "arch", None) else str(model_path),
+                 "requests_target": requests, "coarse_warning": warning, "conditions": {}, "drift": {}}
+    if warning:
+        progress("warning: " + warning)
+    with serving(http_port=port, grpc_port=free_port()) as srv:
         srv.own(APP)
-        # part 2 first (real CPU, low load): the early-exit path's overhead over the plain backbone
+        grpc_port = serve_ports().grpc_port_for(GRPC_SERVICER)
+        # 1. overhead on the real CPU: the plain backbone vs the early-exit path with no exit taken
         url = deploy(mode="plain", **common)
-        run_condition(url, images, labels, [("warm-up", 20.0, 2.0)], sla_ms, seed=seed, procs=1)
+        run_condition(url, images, labels, [("warm-up", 10.0, 2.0)], sla_ms, seed=seed, procs=1)
         out["overhead"] = {}
-        for cond in ("plain", "adaptive"):
-            deploy(mode=cond, **common)
-            r = run_condition(url, images, labels, [("low", 20.0, overhead_s)], sla_ms, seed=seed, procs=1)
-            out["overhead"][cond] = {k: r[k] for k in ("requests", "p50_ms", "p99_ms", "accuracy")}
-        out["low_load_p50_overhead_ms"] = out["overhead"]["adaptive"]["p50_ms"] - out["overhead"]["plain"]["p50_ms"]
-        progress(f"overhead (real CPU, 20 req/s): plain p50 {out['overhead']['plain']['p50_ms']:.2f} ms, "
-                 f"early exit p50 {out['overhead']['adaptive']['p50_ms']:.2f} ms")
-        # part 1: the SLA under bursts
+        for cond, kw in (("plain", {"mode": "plain"}), ("no-exit", {"mode": "static", "thresholds": [1.0] * model.n_exits})):
+            deploy(**kw, **common)
+            r = run_condition(url, images, labels, [("low", 10.0, overhead_s)], sla_ms, seed=seed, procs=1)
+            out["overhead"][cond] = {k: r[k] for k in ("requests", "p50_ms", "p99_ms", "accuracy", "exit_counts")}
+        out["no_exit_p50_overhead_ms"] = out["overhead"]["no-exit"]["p50_ms"] - out["overhead"]["plain"]["p50_ms"]
+        progress(f"overhead (real CPU, 10 req/s): plain p50 {out['overhead']['plain']['p50_ms']:.2f} ms, "
+                 f"early-exit path with no exit p50 {out['overhead']['no-exit']['p50_ms']:.2f} ms")
+        # 2. capacities
         common["device"] = device
-        deploy(mode="full", **common)
-        mu = measure_capacity(url, images, labels, sla_ms, procs=procs)
-        # the burst phases (3x, 5x) are lengthened until a condition gets min_requests
-        calm = sum(m for n, m in MULTIPLIERS if n not in BURSTS) * mu * phase_s
-        burst_s = max(phase_s, math.ceil((min_requests - calm) / (mu * sum(m for n, m in MULTIPLIERS if n in BURSTS))))
-        phases = [(n, m * mu, burst_s if n in BURSTS else phase_s) for n, m in MULTIPLIERS]
-        progress(f"full-depth capacity within the SLA: {mu:.1f} req/s ({'EMULATED device' if device else 'real CPU'}"
-                 f"); phases of {phase_s:g} s, bursts of {burst_s:g} s")
-        out.update(capacity_rps=mu, phase_s=phase_s, burst_s=burst_s,
-                   phases=[{"name": n, "rate": r, "seconds": s} for n, r, s in phases])
-        for i, cond in enumerate(("full", "static", "adaptive")):
+        caps = {}
+        for cond in ("static", "full"):
             deploy(mode=cond, **common)
-            res = run_condition(url, images, labels, phases, sla_ms, seed=seed + i + 1, procs=procs)
+            # 2-150 req/s brackets what one replica on this host can do; 6 geometric steps: ~7% resolution
+            caps[cond] = measure_capacity(url, images, labels, sla_ms, procs=procs, hi=150.0, steps=6, probe_s=3.0)
+        mu = caps["static"]
+        total = sum(m for _, m in MULTIPLIERS)
+        phase_s = max(2.0, requests / (mu * total))
+        phases = [(n, m * mu, phase_s) for n, m in MULTIPLIERS]
+        dev = "EMULATED device" if device else "real CPU"
+        progress(f"capacity within the SLA ({dev}): static {caps['static']:.1f} req/s, full {caps['full']:.1f} req/s; "
+                 f"phases of {phase_s:.1f} s")
+        out.update(capacity_rps=caps, phase_s=phase_s, phases=[{"name": n, "rate": r, "seconds": s} for n, r, s in phases])
+        # 3. bursts (full-autoscale last: it changes the replica count)
+
+        def burst(i: int, cond: str) -> None:
+            if cond == "full-autoscale":
+                deploy(mode="full", autoscaling=full_autoscaling(max_replicas), **common)
+            else:
+                deploy(mode=cond.removesuffix("-grpc"), **common)
+            via = (grpc_port, APP) if cond.endswith("-grpc") and grpc_port else None
+            spy = _profile_3x(url, phases, out, cond) if cond.startswith("adaptive") else None
+            res = run_condition(url, images, labels, phases, sla_ms, seed=seed + i + 1, procs=procs, grpc=via)
+            if spy is not None:
+                spy.join(timeout=60)
+            drain(url)
+            res["mflops_per_request"] = _cost(model, cond, res["exit_counts"]) / 1e6
             out["conditions"][cond] = res
-            burst = res["phases"]["3x"]
-            progress(f"{cond:<9} {res['requests']} requests, SLA attainment {100 * res['sla_attainment']:.3f}% "
-                     f"(3x: {100 * burst['sla_attainment']:.3f}%), p99 {res['p99_ms'] or float('nan'):.1f} ms, "
-                     f"accuracy {100 * (res['accuracy'] or 0):.2f}%")
+            b = {k: res["phases"][k] for k in BURSTS}
+            progress(f"{cond:<14} {res['requests']} requests, SLA 2x {100 * b['2x']['sla_attainment']:.3f}% 3x "
+                     f"{100 * b['3x']['sla_attainment']:.3f}%, accuracy {100 * (res['accuracy'] or 0):.2f}%, "
+                     f"{res['mflops_per_request']:.0f} MFLOPs/request")
+
+        def drift(j: int, cond: str) -> None:  # 4. drift, while a single replica is deployed
+            deploy(mode=cond, **common)
+            d = run_drift(url, images, labels, 0.5 * caps["full"], drift_s, seed=seed + 100 + j, procs=procs)
+            drain(url)
+            out["drift"][cond] = d
+            progress(f"drift {cond:<9} accuracy per 30 s window: "
+                     + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
+
+        for i, cond in enumerate(c for c in CONDITIONS if c in conditions):
+            _guarded(out, cond, progress, t_end, burst, i, cond)
+            if cond == "adaptive" and drift_s > 0:
+                for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
+                    _guarded(out, f"drift {dc}", progress, t_end, drift, j, dc)
     return out
+
+
+def _guarded(out: dict, name: str, progress, t_end: float | None, fn, *args) -> None:
+    """Run one condition; a failure (or no time left) is recorded in ``out["errors"]`` and the benchmark goes on."""
+    import time
+
+    if t_end is not None and time.monotonic() > t_end:
+        out.setdefault("errors", {})[name] = "skipped: the run's time budget was spent"
+        return
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - reported in the results, never hidden
+        out.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"[:300]
+        progress(f"{name}: FAILED ({out['errors'][name]})")
+
+
+def _profile_3x(url: str, phases: list, out: dict, cond: str):
+    """py-spy on the replica and the proxy for a few seconds inside the 3x phase (results in out["profile"])."""
+    import httpx
+
+    from mixfleet.earlyexit.serve.profile import profile_later, proxy_pid
+
+    try:
+        replica = httpx.get(f"{url}/v1/models/mnist/stats", timeout=10).json().get("pid")
+    except (httpx.HTTPError, ValueError):
+        replica = None
+    pids = {"replica": replica, "proxy": proxy_pid()}
+    before = sum(s for n, _, s in phases[:[n for n, _, _ in phases].index("3x")])
+    length = phases[[n for n, _, _ in phases].index("3x")][2]
+    into = out.setdefault("profile", {}).setdefault(cond, {"seconds": min(10.0, 0.6 * length)})
+    # the generator's processes start within ~3 s; then skip the first fifth of the phase
+    return profile_later({k: v for k, v in pids.items() if v}, 3.0 + before + 0.2 * length, into["seconds"], into)
 
 
 def summary(out: dict) -> dict:
     """The ``bench-sla --json`` object: per condition, the headline figures (timelines dropped)."""
     keep = ("requests", "sla_attainment", "sla_misses", "p50_ms", "p99_ms", "p99_99_ms", "accuracy", "shed",
-            "offered_rate", "max_generator_lag_ms", "exit_counts", "phases")
+            "offered_rate", "max_generator_lag_ms", "exit_counts", "phases", "mflops_per_request",
+            "cpu_ms_per_request")
     conds = {c: {k: v for k, v in r.items() if k in keep} for c, r in out["conditions"].items()}
-    return {k: v for k, v in out.items() if k != "conditions"} | {"conditions": conds}
+    drift = {c: {k: v for k, v in r.items() if k != "timeline"} for c, r in out.get("drift", {}).items()}
+    return {k: v for k, v in out.items() if k not in ("conditions", "drift")} | {"conditions": conds, "drift": drift}
 
 
 def plot(out: dict, path) -> None:
-    """Latency over time per condition, with the adaptive thresholds on a second axis."""
+    """Latency over time per condition (thresholds on a second axis), and drift accuracy per window."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,9 +240,11 @@ def plot(out: dict, path) -> None:
 
     from mixfleet.platform.output import save_figure
 
-    conds = [c for c in ("full", "static", "adaptive") if c in out["conditions"]]
-    fig, axes = plt.subplots(len(conds), 1, figsize=(9, 2.6 * len(conds)), sharex=True)
-    for ax, c in zip(np.atleast_1d(axes), conds, strict=True):
+    conds = list(out["conditions"])
+    rows = len(conds) + (1 if out.get("drift") else 0)
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 2.4 * rows))
+    axes = np.atleast_1d(axes)
+    for ax, c in zip(axes, conds, strict=False):
         r = out["conditions"][c]
         t = np.asarray(r["send_times"])
         lat = np.asarray([np.nan if v is None else v for v in r["latencies_ms"]], dtype=float)
@@ -131,8 +265,18 @@ def plot(out: dict, path) -> None:
             tw.set_ylabel("threshold")
             tw.legend(loc="upper right", fontsize=7)
         ax.legend(loc="upper left", fontsize=7)
-    np.atleast_1d(axes)[-1].set_xlabel("time (s); phases: " + ", ".join(p["name"] for p in out["phases"]))
+    if conds:
+        axes[len(conds) - 1].set_xlabel("time (s); phases: " + ", ".join(p["name"] for p in out["phases"]))
+    if out.get("drift"):
+        ax = axes[-1]
+        for c, d in out["drift"].items():
+            ax.plot([w["start_s"] + 15 for w in d["windows"]], [100 * (w["accuracy"] or 0) for w in d["windows"]],
+                    marker="o", label=c)
+        ax.set_ylabel("drift stream\naccuracy (%)")
+        ax.set_xlabel("time (s), 30 s windows; rotation and noise peak mid-run")
+        ax.legend(fontsize=7)
     dev = "EMULATED device" if out.get("emulated") else "real CPU"
-    fig.suptitle(f"early-exit serving under bursts (SLA {out['sla_ms']:g} ms, one replica on 127.0.0.1, {dev})")
+    fig.suptitle(f"early-exit serving (SLA {out['sla_ms']:g} ms, 127.0.0.1, {dev})")
+    fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -54,14 +54,16 @@ def step(ctx) -> dict:
         ray.get(hub.snapshot.remote())
         rtt.append(time.perf_counter() - t0)
     if not ctx.json_mode:
-        from mixfleet.platform.output import console
+        from mixfleet.platform.output import compact, console
 
         driven = {(g["node_id"], g["gpu_index"]) for g in first.values()}
         shown = [g for g in snap["gpus"] if (g["node_id"], g["gpu_index"]) in driven]
-        console().print(gpu_table({**snap, "gpus": shown}, "GPU telemetry (emulated GPUs, driven by reported load)"))
-        if len(snap["gpus"]) > len(shown):
-            console().print(f"[dim]{len(snap['gpus']) - len(shown)} more idle emulated GPUs not shown "
-                            "(`mixfleet cluster status` lists them all)[/dim]")
+        table = compact(gpu_table({**snap, "gpus": shown}, ""))
+        table.title = None
+        idle = len(snap["gpus"]) - len(shown)
+        console().print(f"[bold]telemetry: load on {len(shown)} emulated GPUs, one slowed down[/bold]"
+                        + (f" [dim]({idle} more idle, not shown)[/dim]" if idle else ""))
+        console().print(table)
     if slowed is not None:
         clear_gpu_condition(slowed["node_id"], slowed["gpu_index"])
     by_type: dict[str, int] = {}

@@ -42,7 +42,10 @@ class ServeOptions(StrictModel):
 
     policy: str = "ilp"
     seed: int = 0
-    engine: Literal["emulated", "tiny-torch"] = "emulated"
+    engine: Literal["emulated", "tiny-torch", "torch"] = "emulated"  # a fleet pool's `engine:` overrides it
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # real engine (torch): where its model runs
+    torch_model: str | None = None  # real engine: built-in model name or model YAML (default: the fleet's model)
+    torch_threads: int = Field(default=1, ge=1, le=256)  # real engine on CPU: torch threads per replica
     gpus_per_replica: float = Field(default=1.0, gt=0, le=8)
     cpus_per_replica: float = Field(default=0.0, ge=0, le=64)
     max_outstanding: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -59,6 +62,23 @@ class ServeOptions(StrictModel):
     def outstanding_bound(self, fleet) -> int:
         """Requests in flight before a 429: ``max_outstanding``, else every batch slot plus the waiting bound."""
         return self.max_outstanding or sum(r.max_batch for r in fleet.replicas) + self.max_waiting
+
+
+def engine_of(replica, opts: ServeOptions) -> str:
+    """The engine a replica runs: its pool's ``engine:``, else the serve options' engine."""
+    return replica.engine or opts.engine
+
+
+def real_device(opts: ServeOptions) -> str:
+    """Where real-engine replicas run (``auto`` resolved on this machine)."""
+    from mixfleet.routing.torch_model import pick_device
+
+    return pick_device(opts.device)
+
+
+def placed_by_gpu_type(fleet, opts: ServeOptions) -> list:
+    """Replicas Ray places by ``accelerator_type`` (every replica except the real engine's)."""
+    return [r for r in fleet.replicas if engine_of(r, opts) != "torch"]
 
 
 def resolve_options(fleet, opts: ServeOptions) -> ServeOptions:
@@ -110,11 +130,13 @@ def placement_accelerator(accelerator: str, advertised: dict[str, float], gpu: s
 
 
 def placements(fleet, opts: ServeOptions, advertised: dict[str, float] | None) -> dict[str, str]:
-    """Accelerator type per replica id; checks each type has GPUs for its replicas."""
+    """Accelerator type per GPU-typed replica id (see :func:`placed_by_gpu_type`); checks each type has
+    GPUs for its replicas. Real-engine replicas run on whatever CPU (or CUDA GPU) Ray gives them."""
+    typed = placed_by_gpu_type(fleet, opts)
     if advertised is None:
-        return {r.replica_id: r.accelerator for r in fleet.replicas}
-    out = {r.replica_id: placement_accelerator(r.accelerator, advertised, r.gpu) for r in fleet.replicas}
-    names = {out[r.replica_id]: r.gpu for r in fleet.replicas}
+        return {r.replica_id: r.accelerator for r in typed}
+    out = {r.replica_id: placement_accelerator(r.accelerator, advertised, r.gpu) for r in typed}
+    names = {out[r.replica_id]: r.gpu for r in typed}
     need: dict[str, float] = {}
     for acc in out.values():
         need[acc] = need.get(acc, 0.0) + opts.gpus_per_replica
@@ -136,10 +158,17 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
 
     opts = options if isinstance(options, ServeOptions) else parse_model(options or {}, ServeOptions,
                                                                           source="serve options")
-    if opts.engine == "tiny-torch":
+    kinds = {engine_of(r, opts) for r in fleet.replicas}
+    if "tiny-torch" in kinds:
         from mixfleet.routing.serve.tiny_engine import check_cuda
 
         check_cuda()
+    if "torch" in kinds:
+        from mixfleet.routing.torch_model import model_config
+
+        cfg = model_config(opts.torch_model or fleet.model)  # fails here, not in every replica
+        device = real_device(opts)
+        opts = opts.model_copy(update={"device": device, "torch_model": opts.torch_model or cfg.name})
     opts = resolve_options(fleet, opts)
     where = placements(fleet, opts, advertised)
     # ingress and engines are both on every request's path: no per-request access-log line in either
@@ -147,10 +176,14 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
     engine_dep = serve.deployment(EngineReplica)
     engines = {}
     for r in fleet.replicas:
+        if r.replica_id in where:
+            actor = {"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica,
+                     "accelerator_type": where[r.replica_id]}
+        else:  # the real engine: a CPU process, or one CUDA GPU of any type
+            actor = {"num_cpus": opts.cpus_per_replica,
+                     "num_gpus": opts.gpus_per_replica if opts.device == "cuda" else 0}
         engines[r.replica_id] = engine_dep.options(
-            name=f"engine-{r.replica_id}", num_replicas=1,
-            ray_actor_options={"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica,
-                               "accelerator_type": where[r.replica_id]},
+            name=f"engine-{r.replica_id}", num_replicas=1, ray_actor_options=actor,
             max_ongoing_requests=r.max_batch + opts.max_waiting + 16,
             max_queued_requests=4 * (r.max_batch + opts.max_waiting),
             health_check_period_s=2.0, health_check_timeout_s=15.0, graceful_shutdown_timeout_s=1.0,
@@ -190,9 +223,10 @@ def deploy(fleet, options: ServeOptions | dict | None = None, *, name: str = APP
     return run_app(app, name=name, route_prefix=route_prefix)
 
 
-def gpu_count_for(fleet, gpus_per_replica: float) -> dict[str, int]:
-    """GPUs per Ray accelerator type that an emulated cluster needs for this fleet."""
+def gpu_count_for(fleet, gpus_per_replica: float, opts: ServeOptions | None = None) -> dict[str, int]:
+    """GPUs per Ray accelerator type that an emulated cluster needs for this fleet (real-engine replicas
+    need none: they run on the host)."""
     need: dict[str, float] = {}
-    for r in fleet.replicas:
+    for r in placed_by_gpu_type(fleet, opts or ServeOptions()):
         need[r.accelerator] = need.get(r.accelerator, 0.0) + gpus_per_replica
     return {k: math.ceil(v - 1e-9) for k, v in need.items()}

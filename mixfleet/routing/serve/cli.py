@@ -3,7 +3,8 @@
 Registered on the routing CLI by :func:`register` (the routing CLI looks
 this module up lazily). Without ``--emulate`` it joins the cluster at
 ``--address`` (or ``RAY_ADDRESS``; else an embedded Ray, which has no GPU
-types and is refused with a hint). With ``--emulate`` it starts an
+types and is refused with a hint, unless every replica is a REAL engine
+(``engine: torch`` pools: they run on this host's CPU or a CUDA GPU)). With ``--emulate`` it starts an
 EMULATED multi-node cluster with one node per GPU type of the fleet, each
 declaring ``accelerator_type:<T>`` and enough GPUs for its replicas.
 It serves until Ctrl-C (SIGINT) or SIGTERM, then deletes the application
@@ -20,7 +21,7 @@ import typer
 from mixfleet.errors import InputError
 from mixfleet.platform.output import console, emit_json, print_table
 
-EMULATED_NOTE = ("EMULATED: GPU nodes are emulated Ray nodes and every replica runs the emulated engine "
+EMULATED_NOTE = ("EMULATED: GPU nodes are emulated Ray nodes and their replicas run the emulated engine "
                  "(the simulator's iteration-time model on a wall clock; placeholder tokens)")
 
 
@@ -38,6 +39,7 @@ def serve_command(
     address: str = typer.Option(None, "--address", help="join this Ray cluster instead (not with --emulate)"),
     gpus_per_replica: float = typer.Option(1.0, "--gpus-per-replica", help="GPUs each replica asks for"),
     max_outstanding: int = typer.Option(None, "--max-outstanding", min=1, help="requests in flight before 429"),
+    device: str = typer.Option("auto", "--device", help="real-engine (engine: torch) replicas: auto, cpu or cuda"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object when ready (endpoints)"),
 ) -> None:
     """Serve the fleet live on Ray Serve with heterogeneity-aware routing (Ctrl-C stops)."""
@@ -47,7 +49,7 @@ def serve_command(
     from mixfleet.platform.config import parse_model
     from mixfleet.routing.fleet import load_fleet
     from mixfleet.routing.policies import check_policy_name
-    from mixfleet.routing.serve.app import ServeOptions
+    from mixfleet.routing.serve.app import ServeOptions, placed_by_gpu_type
 
     _check_port("--port", port)
     _check_port("--grpc-port", grpc_port)
@@ -61,10 +63,10 @@ def serve_command(
                          "(e.g. examples/routing/fleet.yaml)")
     check_policy_name(policy)
     fl = load_fleet(fleet)
-    opts = parse_model({"policy": policy, "gpus_per_replica": gpus_per_replica, "max_outstanding": max_outstanding},
-                       ServeOptions, source="command-line options")
+    opts = parse_model({"policy": policy, "gpus_per_replica": gpus_per_replica, "max_outstanding": max_outstanding,
+                        "device": device}, ServeOptions, source="command-line options")
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
-    if not emulate and not joining:
+    if not emulate and not joining and placed_by_gpu_type(fl, opts):
         raise InputError(f"an embedded Ray has none of the fleet's GPU types ({', '.join(p.gpu for p in fl.config.pools)})",
                          "pass --emulate for an EMULATED fleet, or --address of a cluster with those GPUs")
     if emulate:  # Serve starts here: its ports must be free
@@ -85,18 +87,26 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
         GRPC_SERVICER,
         advertised_gpus,
         deploy,
+        engine_of,
         gpu_count_for,
         placements,
     )
+    from mixfleet.routing.torch_model import REAL_NOTE
 
     cluster = None
     say = console().print
+    engines = sorted({engine_of(r, opts) for r in fleet.replicas})
     try:
+        if "torch" in engines:
+            real = sum(1 for r in fleet.replicas if engine_of(r, opts) == "torch")
+            say(f"[dim]REAL engine on {real} replica(s): transformers continuous batching, {REAL_NOTE}[/dim]")
+        nodes = []
         if emulate:
             from mixfleet.platform.local_cluster import EmulatedCluster, EmulatedNode
 
             nodes = [EmulatedNode(f"gpu_{acc.lower()}", cpus=1, gpus=n, accelerator_type=acc)
-                     for acc, n in gpu_count_for(fleet, opts.gpus_per_replica).items()]
+                     for acc, n in gpu_count_for(fleet, opts.gpus_per_replica, opts).items()]
+        if nodes:
             say(f"[dim]{EMULATED_NOTE}[/dim]")
             names = {r.accelerator: r.gpu for r in fleet.replicas}  # show the fleet file's GPU names
             say("starting the emulated cluster: " + ", ".join(f"{n.gpus:g}x{names.get(n.accelerator_type, n.accelerator_type)}"
@@ -121,7 +131,7 @@ def run_serving(fleet, opts, *, emulate: bool, address: str | None, port: int, g
             deploy(fleet, opts)
             info = {"http": f"http://127.0.0.1:{srv.ports.http_port}/v1", "grpc": f"127.0.0.1:{grpc_port}",
                     "app": APP_NAME, "model": fleet.model, "policy": opts.policy, "replicas": len(fleet.replicas),
-                    "emulated": opts.engine == "emulated"}
+                    "engines": ", ".join(engines), "emulated": engines == ["emulated"]}
             if json_out:
                 emit_json(info)
             else:

@@ -29,7 +29,6 @@ def step(ctx) -> dict:
 
     connect(ctx.address)
     fleet = fleet_from_dict(DEMO_FLEET)
-    ctx.say("[dim]EMULATED GPUs and engines: replica timing comes from the routing simulator's GPU profiles[/dim]")
     t0 = time.perf_counter()
     with serving() as srv:
         port = srv.ports.http_port
@@ -65,8 +64,53 @@ def step(ctx) -> dict:
     summary = {g: {"requests": v["requests"], "mean_latency_s": round(sum(v["latencies"]) / len(v["latencies"]), 3)}
                for g, v in sorted(by_gpu.items())}
     if not ctx.json_mode:
-        print_table("live router (ilp) over the OpenAI API: requests per GPU type (EMULATED)",
+        print_table(f"routing_live: {len(results)} OpenAI API calls, live ilp router, EMULATED GPUs and engines",
                     ["GPU type", "requests", "mean latency s"],
                     [(g, v["requests"], v["mean_latency_s"]) for g, v in summary.items()])
     return {"emulated": True, "policy": "ilp", "requests": len(results), "by_accelerator": summary,
             "deploy_s": round(deploy_s, 2)}
+
+
+REAL_FLEET = {"model": "tiny-llama", "pools": [{"gpu": "CPU", "count": 1, "engine": "torch"}],
+              "max_batch": 8, "max_batched_tokens": 256}
+
+
+def real_step(ctx) -> dict:
+    """Demo step ``routing_real``: a REAL engine replica (real compute, random weights) via the openai client."""
+    import openai
+
+    from mixfleet.platform.bootstrap import connect
+    from mixfleet.platform.output import print_table
+    from mixfleet.platform.serving import serving
+    from mixfleet.routing.fleet import fleet_from_dict
+    from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
+    from mixfleet.routing.torch_model import REAL_NOTE
+
+    connect(ctx.address)
+    fleet = fleet_from_dict(REAL_FLEET)
+    ctx.say(f"[dim]REAL engine: transformers continuous batching over {fleet.model} on this CPU ({REAL_NOTE})[/dim]")
+    t0 = time.perf_counter()
+    with serving() as srv:
+        srv.own(APP_NAME)
+        deploy(fleet, ServeOptions(policy="round_robin", device="cpu"))
+        deploy_s = time.perf_counter() - t0
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.ports.http_port}/v1", api_key="unused", max_retries=0)
+
+        def one(k: int) -> int:
+            if k % 2:  # chat, streamed
+                stream = client.chat.completions.create(model=fleet.model, max_tokens=32, stream=True, messages=[
+                    {"role": "user", "content": f"Which GPU serves request {k}?"}])
+                return sum(len(c.choices[0].delta.content or "") for c in stream if c.choices)
+            out = client.completions.create(model=fleet.model, prompt=f"Request {k} to the fleet:", max_tokens=32)
+            return out.usage.completion_tokens
+
+        t1 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            tokens = sum(pool.map(one, range(4)))
+        wall = time.perf_counter() - t1
+    rate = tokens / wall
+    if not ctx.json_mode:
+        print_table(f"real engine over the OpenAI API ({REAL_NOTE})", ["requests", "tokens", "seconds", "tokens/s"],
+                    [(4, tokens, round(wall, 2), round(rate, 1))])
+    return {"engine": "torch", "note": REAL_NOTE, "emulated": False, "requests": 4, "tokens": tokens,
+            "tokens_per_s": round(rate, 1), "deploy_s": round(deploy_s, 2)}

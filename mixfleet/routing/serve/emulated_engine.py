@@ -16,9 +16,9 @@ Invariants:
   is finished *at* ``t`` (not at the moment the event loop woke up), so
   event-loop lateness delays deliveries but never accumulates into the
   modelled timeline;
-- every submitted request receives exactly its ``max_tokens`` tokens (the
-  emulated model never stops early: ``finish_reason`` is ``"length"``) and
-  then its stream closes, once;
+- every submitted request receives exactly its ``max_tokens`` tokens, or its
+  hidden true length ``output_tokens`` when that is smaller (trace replay: the
+  engine alone knows it, as in the simulator), and then its stream closes, once;
 - a request is never admitted past the waiting-queue bound
   (:class:`EngineOverloaded`), and one larger than the KV cache is refused
   up front (it could never be scheduled).
@@ -114,7 +114,7 @@ class EmulatedEngine:
         return (self._clock() - self._t0) / self.dilation
 
     # -- public API ------------------------------------------------------------------
-    def submit(self, prompt_tokens: int, max_tokens: int) -> _Stream:
+    def submit(self, prompt_tokens: int, max_tokens: int, output_tokens: int | None = None) -> _Stream:
         """Queue a request now; raises :class:`EngineOverloaded` past the waiting bound."""
         eng = self._eng
         if prompt_tokens < 1 or max_tokens < 1:
@@ -127,7 +127,8 @@ class EmulatedEngine:
             raise EngineOverloaded(self.replica_id, len(eng.waiting), self.retry_after_s())
         now = self.now()
         self._advance(now)  # finish iterations that are already due, so admission happens at `now`
-        r = SimRequest(self._seq, now, prompt_tokens, max_tokens, None)
+        out = max_tokens if output_tokens is None else max(1, min(max_tokens, output_tokens))
+        r = SimRequest(self._seq, now, prompt_tokens, out, None, cap=max_tokens)
         self._seq += 1
         stream = _Stream(r, now)
         self._streams[r.seq] = stream
@@ -136,9 +137,10 @@ class EmulatedEngine:
         self._wake.set()
         return stream
 
-    async def generate(self, prompt_tokens: int, max_tokens: int) -> AsyncIterator[Chunk]:
+    async def generate(self, prompt_tokens: int, max_tokens: int,
+                       output_tokens: int | None = None) -> AsyncIterator[Chunk]:
         """Submit and stream :class:`Chunk` s until the request finishes."""
-        stream = self.submit(prompt_tokens, max_tokens)
+        stream = self.submit(prompt_tokens, max_tokens, output_tokens)
         while True:
             chunk = await stream.queue.get()
             if chunk is None:

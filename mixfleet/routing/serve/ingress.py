@@ -13,7 +13,12 @@ policy (``observe``), exactly as the simulator does.
 
 Every HTTP response carries ``x-mixfleet-accelerator`` (the GPU type that
 served it, ``none`` when no replica was involved) and
-``x-mixfleet-engine`` (``emulated`` unless the tiny torch engine runs).
+``x-mixfleet-engine`` (the engine of the replica that served it: ``emulated``,
+or ``torch`` for the REAL engine: real compute, random weights). A fleet may
+mix both; when it has real-engine replicas, prompts are tokenised byte-level
+(:mod:`mixfleet.routing.serve.openai_api`) for every replica, and the prompt
+ids and a trace's hidden true length travel to the engine next to the
+policy's :class:`~mixfleet.routing.policy.Request` (the policy never sees them).
 Errors use OpenAI's shape: 400 for bad input, 429 + ``Retry-After`` when
 too much is in flight, 503 + ``Retry-After`` when no replica can take the
 request; gRPC gets INVALID_ARGUMENT, RESOURCE_EXHAUSTED and UNAVAILABLE
@@ -23,6 +28,7 @@ request; gRPC gets INVALID_ARGUMENT, RESOURCE_EXHAUSTED and UNAVAILABLE
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -40,7 +46,7 @@ from mixfleet.errors import (
 from mixfleet.routing.policy import ReplicaTelemetry, Telemetry
 from mixfleet.routing.policy import Request as RoutedRequest
 from mixfleet.routing.serve import openai_api as oa
-from mixfleet.routing.serve.app import ServeOptions
+from mixfleet.routing.serve.app import ServeOptions, engine_of
 from mixfleet.routing.serve.router import LiveRouter, ReplicaDown, make_live_policy
 
 log = logging.getLogger("mixfleet.routing.serve")
@@ -48,6 +54,14 @@ log = logging.getLogger("mixfleet.routing.serve")
 api = FastAPI(title="mixfleet live router (OpenAI-compatible)", docs_url=None, redoc_url=None)
 
 ACCEL_HEADER = "x-mixfleet-accelerator"
+
+
+@dataclass(slots=True)
+class LiveRequest(RoutedRequest):
+    """The policy's request plus what only the engine reads: the prompt's tokens and the hidden true length."""
+
+    prompt_ids: tuple[int, ...] | None = None
+    true_output: int | None = None
 
 
 @api.middleware("http")
@@ -93,7 +107,10 @@ class Ingress:
         self.dilation = dilation = options.time_dilation
         self.router = LiveRouter(fleet, policy, self._send, options, clock=lambda: time.monotonic() / dilation)
         self.interval_s = options.telemetry_interval_s * dilation
-        self.engine_kind = options.engine
+        self.kinds = {r.replica_id: engine_of(r, options) for r in fleet.replicas}
+        kinds = sorted(set(self.kinds.values()))
+        self.engine_kind = kinds[0] if len(kinds) == 1 else "mixed (" + ", ".join(kinds) + ")"
+        self.byte_tokens = "torch" in kinds
         self._placement: dict[int, dict] = {}
         self._last: dict[int, dict] = {}
         self._loop: asyncio.Task | None = None
@@ -103,7 +120,13 @@ class Ingress:
     async def _send(self, i: int, req: RoutedRequest):
         from ray.serve.exceptions import BackPressureError
 
-        gen = self.handles[i].options(stream=True).generate.remote(req.prompt_tokens, req.max_tokens)
+        extra = {}
+        if isinstance(req, LiveRequest):
+            if req.prompt_ids is not None:
+                extra["prompt_ids"] = list(req.prompt_ids)
+            if req.true_output is not None:
+                extra["output_tokens"] = req.true_output
+        gen = self.handles[i].options(stream=True).generate.remote(req.prompt_tokens, req.max_tokens, **extra)
         finished = False
         try:
             async for chunk in gen:
@@ -189,13 +212,21 @@ class Ingress:
     # -- shared request path ---------------------------------------------------------------
     async def _route(self, gen: oa.GenRequest) -> tuple:
         self._ensure_loop()
-        req = RoutedRequest(oa.new_id(gen.kind), gen.prompt_tokens, gen.max_tokens, time.monotonic())
+        req = LiveRequest(oa.new_id(gen.kind), gen.prompt_tokens, gen.max_tokens, time.monotonic(),
+                          gen.prompt_ids, gen.true_output)
         return req.request_id, await self.router.route(req)
 
-    @staticmethod
-    def _headers(routed) -> dict:
+    def _headers(self, routed) -> dict:
         return {ACCEL_HEADER: routed.gpu, "x-mixfleet-replica": routed.replica_id,
-                "x-mixfleet-attempts": str(routed.attempts)}
+                "x-mixfleet-attempts": str(routed.attempts), "x-mixfleet-engine": self.kinds[routed.replica_id]}
+
+    def _text(self, routed, ids: list[int]) -> str:
+        """Token ids as text: one character per id on the real engine, placeholder words when emulated."""
+        if self.kinds[routed.replica_id] == "torch":
+            from mixfleet.routing.torch_model import decode_ids
+
+            return decode_ids(ids)
+        return oa.detokenize(ids)
 
     async def _collect(self, gen: oa.GenRequest, routed) -> tuple:
         """All tokens of a unary request; if its replica dies mid-way, run it again elsewhere once."""
@@ -217,32 +248,39 @@ class Ingress:
     async def _http_generate(self, request: Request, kind: str):
         try:
             body = oa.parse_body(await request.body())
-            gen = oa.parse_request(body, kind, models=[self.model], max_context=self.max_context)
+            gen = oa.parse_request(body, kind, models=[self.model], max_context=self.max_context,
+                                   byte_tokens=self.byte_tokens)
             rid, routed = await self._route(gen)
             if not gen.stream:
                 routed, ids = await self._collect(gen, routed)
         except (InputError, ServingError) as exc:
             return _error(exc)
-        headers = {**self._headers(routed), "x-mixfleet-engine": self.engine_kind}
+        headers = self._headers(routed)
         if not gen.stream:
+            engine = self.kinds[routed.replica_id]
             info = {"replica_id": routed.replica_id, "gpu": routed.gpu, "accelerator": routed.accelerator,
-                    "engine": self.engine_kind}
-            return JSONResponse(oa.full_response(gen, rid, oa.detokenize(ids), len(ids), info), headers=headers)
+                    "engine": engine}
+            if engine == "torch":
+                from mixfleet.routing.torch_model import REAL_NOTE
+
+                info.update(note=REAL_NOTE, token_ids=ids)
+            return JSONResponse(oa.full_response(gen, rid, self._text(routed, ids), len(ids), info), headers=headers)
         return StreamingResponse(self._sse(gen, rid, routed), media_type="text/event-stream", headers=headers)
 
     async def _sse(self, gen: oa.GenRequest, rid: str, routed):
         n = len(routed.first.tokens)
+        engine = self.kinds[routed.replica_id]
         try:
-            yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(routed.first.tokens), first=True))
+            yield oa.sse(oa.stream_chunk(gen, rid, self._text(routed, routed.first.tokens), first=True, engine=engine))
             last = routed.first
             async for chunk in routed.rest:
                 n += len(chunk.tokens)
                 last = chunk
                 if chunk.tokens:
-                    yield oa.sse(oa.stream_chunk(gen, rid, oa.detokenize(chunk.tokens)))
-            end = oa.stream_chunk(gen, rid, "", finish=True)
+                    yield oa.sse(oa.stream_chunk(gen, rid, self._text(routed, chunk.tokens), engine=engine))
+            end = oa.stream_chunk(gen, rid, "", finish=True, engine=engine, reason=oa.finish_reason(gen, n))
             # engine-side timing (model seconds from arrival at the replica) for fidelity checks
-            end["mixfleet"] = {"replica_id": routed.replica_id, "gpu": routed.gpu,
+            end["mixfleet"] = {"replica_id": routed.replica_id, "gpu": routed.gpu, "engine": engine,
                                "engine_ttft_s": last.ttft_s, "engine_e2e_s": last.e2e_s,
                                "t_submit": last.t_submit, "t_end": last.t_end,
                                "t_emit": last.t_emit, "t_ingress": time.monotonic()}
@@ -311,7 +349,8 @@ class Ingress:
         body["prompt"] = list(request.prompt_token_ids) if len(request.prompt_token_ids) else request.prompt
         if body["prompt"] == "":
             raise InputError("empty prompt", "set prompt or prompt_token_ids")
-        return oa.parse_request(body, "completion", models=[self.model], max_context=self.max_context)
+        return oa.parse_request(body, "completion", models=[self.model], max_context=self.max_context,
+                                byte_tokens=self.byte_tokens)
 
     async def _grpc_route(self, request, grpc_context):
         try:
@@ -330,22 +369,24 @@ class Ingress:
         except Exception as exc:
             _grpc_fail(grpc_context, exc)
             raise
-        return llm_pb2.GenerateReply(text=oa.detokenize(ids), prompt_tokens=gen.prompt_tokens,
+        return llm_pb2.GenerateReply(text=self._text(routed, ids), prompt_tokens=gen.prompt_tokens,
                                      completion_tokens=len(ids), accelerator=routed.gpu,
-                                     replica_id=routed.replica_id, finish_reason="length")
+                                     replica_id=routed.replica_id, finish_reason=oa.finish_reason(gen, len(ids)))
 
     async def GenerateStream(self, request, grpc_context=None):
         from mixfleet.routing.serve.proto import llm_pb2
 
-        _gen, (_rid, routed) = await self._grpc_route(request, grpc_context)
+        gen, (_rid, routed) = await self._grpc_route(request, grpc_context)
+        n = len(routed.first.tokens)
         try:
-            yield llm_pb2.GenerateChunk(text=oa.detokenize(routed.first.tokens),
+            yield llm_pb2.GenerateChunk(text=self._text(routed, routed.first.tokens),
                                         completion_tokens=len(routed.first.tokens), accelerator=routed.gpu,
                                         replica_id=routed.replica_id)
             async for chunk in routed.rest:
-                yield llm_pb2.GenerateChunk(text=oa.detokenize(chunk.tokens), completion_tokens=len(chunk.tokens),
+                n += len(chunk.tokens)
+                yield llm_pb2.GenerateChunk(text=self._text(routed, chunk.tokens), completion_tokens=len(chunk.tokens),
                                             accelerator=routed.gpu, replica_id=routed.replica_id, done=chunk.done,
-                                            finish_reason="length" if chunk.done else "")
+                                            finish_reason=oa.finish_reason(gen, n) if chunk.done else "")
         except Exception as exc:
             _grpc_fail(grpc_context, exc)
             raise

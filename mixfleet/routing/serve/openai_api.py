@@ -12,6 +12,15 @@ of token ids counts as given), and generated tokens are ids turned into
 placeholder words; the model always generates ``max_tokens`` tokens
 (``finish_reason: "length"``). Responses say ``"system_fingerprint":
 "mixfleet-emulated"`` so nobody mistakes them for model output.
+
+REAL engine (``engine: torch``): prompts are tokenised by a byte-level
+fallback (text -> UTF-8 bytes; token ids must be bytes, 0..255), generated
+ids are shown one character each (``chr(id)``), and responses say
+``"system_fingerprint": "mixfleet-torch (real compute, random weights)"``.
+
+Trace replay extension: ``"true_output_tokens": N`` in the body is the
+request's hidden true output length: the engine stops there (as if the
+model emitted EOS; ``finish_reason: "stop"``); the router never sees it.
 """
 
 from __future__ import annotations
@@ -53,6 +62,16 @@ class GenRequest:
     max_tokens: int
     stream: bool
     include_usage: bool = False
+    prompt_ids: tuple[int, ...] | None = None  # byte-level tokens (real engine), else None
+    true_output: int | None = None  # hidden true output length (trace replay), else None
+
+
+def fingerprint(engine: str) -> str:
+    return "mixfleet-torch (real compute, random weights)" if engine == "torch" else f"mixfleet-{engine}"
+
+
+def finish_reason(req: GenRequest, completion_tokens: int) -> str:
+    return "length" if completion_tokens >= req.max_tokens else "stop"
 
 
 def _bad(field: str, value, why: str, fix: str) -> InputError:
@@ -113,9 +132,29 @@ def _chat_tokens(messages) -> int:
     return total
 
 
+def _byte_prompt(body: dict, kind: str) -> tuple[int, ...]:
+    """The real engine's prompt tokens (byte-level fallback); the body is already validated."""
+    from mixfleet.routing.torch_model import encode_chat, encode_text
+
+    if kind == "chat":
+        msgs = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
+                 " ".join(p.get("text", "") for p in m["content"] if isinstance(p, dict))} for m in body["messages"]]
+        return tuple(encode_chat(msgs))
+    prompt = body["prompt"]
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return tuple(encode_text(prompt)) or (32,)
+    if any(t > 255 for t in prompt):
+        raise _bad("prompt", prompt, "the real engine's token ids are bytes (0..255)", "send text or byte ids")
+    return tuple(prompt)
+
+
 def parse_request(body: dict, kind: str, *, models: list[str], max_context: int,
-                  default_max_tokens: int = 16) -> GenRequest:
-    """Validate a completions (``kind="completion"``) or chat (``"chat"``) body."""
+                  default_max_tokens: int = 16, byte_tokens: bool = False) -> GenRequest:
+    """Validate a completions (``kind="completion"``) or chat (``"chat"``) body.
+
+    ``byte_tokens``: the fleet has real-engine replicas, so prompts are their byte-level tokens."""
     if "model" not in body:
         raise InputError("missing field 'model'", f"add \"model\": \"{models[0]}\" (GET /v1/models lists them)")
     model = body["model"]
@@ -132,7 +171,8 @@ def parse_request(body: dict, kind: str, *, models: list[str], max_context: int,
         if "messages" not in body:
             raise InputError("missing field 'messages'", "add \"messages\": [{\"role\": \"user\", \"content\": \"...\"}]")
         prompt = _chat_tokens(body["messages"])
-    prompt = max(1, prompt)
+    prompt_ids = _byte_prompt(body, kind) if byte_tokens else None
+    prompt = len(prompt_ids) if prompt_ids is not None else max(1, prompt)
     key = "max_tokens"
     if kind == "chat" and body.get("max_completion_tokens") is not None:
         key = "max_completion_tokens"
@@ -162,7 +202,11 @@ def parse_request(body: dict, kind: str, *, models: list[str], max_context: int,
     include_usage = opts.get("include_usage", False)
     if not isinstance(include_usage, bool):
         raise _bad("stream_options.include_usage", include_usage, "expected true or false", "e.g. true")
-    return GenRequest(kind, model, prompt, max_tokens, stream, include_usage)
+    true_output = body.get("true_output_tokens")
+    if true_output is not None and (isinstance(true_output, bool) or not isinstance(true_output, int)
+                                    or true_output < 1):
+        raise _bad("true_output_tokens", true_output, "expected an integer >= 1", "e.g. \"true_output_tokens\": 40")
+    return GenRequest(kind, model, prompt, max_tokens, stream, include_usage, prompt_ids, true_output)
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -176,19 +220,22 @@ def usage(req: GenRequest, completion_tokens: int) -> dict:
 
 
 def full_response(req: GenRequest, rid: str, text: str, completion_tokens: int, replica: dict) -> dict:
-    base = {"id": rid, "created": int(time.time()), "model": req.model, "system_fingerprint": "mixfleet-emulated",
+    base = {"id": rid, "created": int(time.time()), "model": req.model,
+            "system_fingerprint": fingerprint(replica.get("engine", "emulated")),
             "usage": usage(req, completion_tokens), "mixfleet": replica}
+    reason = finish_reason(req, completion_tokens)
     if req.kind == "chat":
         return {**base, "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "length", "logprobs": None}]}
+                             "finish_reason": reason, "logprobs": None}]}
     return {**base, "object": "text_completion",
-            "choices": [{"index": 0, "text": text, "finish_reason": "length", "logprobs": None}]}
+            "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}]}
 
 
-def stream_chunk(req: GenRequest, rid: str, text: str, *, first: bool = False, finish: bool = False) -> dict:
-    base = {"id": rid, "created": int(time.time()), "model": req.model, "system_fingerprint": "mixfleet-emulated"}
-    reason = "length" if finish else None
+def stream_chunk(req: GenRequest, rid: str, text: str, *, first: bool = False, finish: bool = False,
+                 engine: str = "emulated", reason: str = "length") -> dict:
+    base = {"id": rid, "created": int(time.time()), "model": req.model, "system_fingerprint": fingerprint(engine)}
+    reason = reason if finish else None
     if req.kind == "chat":
         delta: dict = {"content": text} if text or not finish else {}
         if first:

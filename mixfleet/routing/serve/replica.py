@@ -11,6 +11,10 @@ Engines:
 - ``emulated`` (default, and the only one without CUDA): the simulator's
   engine on a wall clock (:mod:`mixfleet.routing.serve.emulated_engine`);
   EMULATED timing from the GPU profile, placeholder tokens.
+- ``torch`` (a fleet pool's ``engine: torch``, or ``ServeOptions.engine``): the REAL
+  engine (:mod:`mixfleet.routing.serve.torch_engine`): a ``transformers`` causal LM
+  with seeded random weights behind ``transformers``' continuous batching, on
+  the CPU or a CUDA GPU (real compute, random weights; real timing).
 - ``tiny-torch`` (opt-in, CUDA only): a real but TINY torch causal LM
   (:mod:`mixfleet.routing.serve.tiny_engine`); real tokens from random
   weights, real GPU time, not the fleet model's timing.
@@ -44,10 +48,11 @@ class EngineReplica:
                  stats_interval_s: float = 1.0) -> None:
         import ray
 
+        from mixfleet.routing.serve.app import engine_of
         from mixfleet.routing.serve.emulated_engine import EmulatedEngine
 
         self.replica = rep = replica
-        replica_id, engine = rep.replica_id, options.engine
+        replica_id, engine = rep.replica_id, engine_of(replica, options)
         self.stats_interval_s = stats_interval_s
         ctx = ray.get_runtime_context()
         self.node_id = ctx.get_node_id()
@@ -58,6 +63,14 @@ class EngineReplica:
             from mixfleet.routing.serve.tiny_engine import TinyTorchEngine
 
             self.engine = TinyTorchEngine(replica_id, max_waiting=options.max_waiting)
+        elif engine == "torch":
+            from mixfleet.routing.serve.torch_engine import TorchEngine
+            from mixfleet.routing.torch_model import model_config
+
+            self.engine = TorchEngine(replica_id, model_config(options.torch_model), kv_tokens=rep.kv_tokens,
+                                      max_batch=rep.max_batch, max_batched_tokens=max_batched_tokens,
+                                      max_waiting=options.max_waiting, device=options.device,
+                                      threads=options.torch_threads, flush_s=options.flush_s)
         else:
             self.engine = EmulatedEngine(replica_id, rep.perf, rep.kv_tokens, rep.max_batch, max_batched_tokens,
                                          max_waiting=options.max_waiting, flush_s=options.flush_s,
@@ -70,14 +83,25 @@ class EngineReplica:
         if self._stats_task is None or self._stats_task.done():
             self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop())
 
-    async def generate(self, prompt_tokens: int, max_tokens: int):
-        """Stream the request's :class:`~mixfleet.routing.serve.emulated_engine.Chunk` objects."""
+    async def generate(self, prompt_tokens: int, max_tokens: int, prompt_ids: list[int] | None = None,
+                       output_tokens: int | None = None):
+        """Stream the request's :class:`~mixfleet.routing.serve.emulated_engine.Chunk` objects.
+
+        ``prompt_ids`` (the prompt's tokens) and ``output_tokens`` (its hidden true length) reach only the
+        engines that use them: the real engine runs the ids and stops at that length; the emulated one
+        models the length too."""
         self._ensure_stats_loop()
-        async for chunk in self.engine.generate(prompt_tokens, max_tokens):
+        if self.engine_kind == "torch":
+            stream = self.engine.generate(prompt_tokens, max_tokens, prompt_ids, output_tokens)
+        elif self.engine_kind == "emulated":
+            stream = self.engine.generate(prompt_tokens, max_tokens, output_tokens)
+        else:
+            stream = self.engine.generate(prompt_tokens, max_tokens)
+        async for chunk in stream:
             yield chunk
 
     async def info(self) -> dict:
-        """Where this replica runs and what it is (EMULATED unless the tiny torch engine runs)."""
+        """Where this replica runs and what it is (EMULATED unless a torch engine runs)."""
         self._ensure_stats_loop()
         return {"replica_id": self.replica.replica_id, "gpu": self.replica.gpu,
                 "accelerator": self.replica.accelerator, "node_id": self.node_id, "gpu_index": self.gpu_index,
@@ -92,6 +116,10 @@ class EngineReplica:
 
     async def check_health(self) -> None:
         """Serve's health check: the engine loop must not have crashed."""
+        check = getattr(self.engine, "check_health", None)
+        if check is not None:
+            check()
+            return
         task = getattr(self.engine, "_task", None)
         if task is not None and task.done() and task.exception() is not None:
             raise RuntimeError(f"engine loop crashed: {task.exception()!r}")

@@ -1,0 +1,162 @@
+"""``mixfleet routing profile``: measure the REAL engine and write a ``measured:`` profile for the simulator.
+
+Real compute, random weights: the engine is :mod:`mixfleet.routing.serve.torch_engine`'s
+(``transformers``' continuous batching over a seeded random Llama), run offline
+in this process on this machine's CPU or a CUDA GPU.
+
+Grid (every point is run ``repeats`` times, the median kept):
+
+- prefill: one request alone with a prompt of n tokens (n in ``prompt_grid``,
+  each at most ``max_batched_tokens`` so it is one iteration): the time from
+  submission to its first token is one prefill iteration of n tokens;
+- decode: b requests (b in ``batch_grid``) with prompts of c tokens (c in
+  ``context_grid``) generating ``decode_tokens`` tokens each; once all b are
+  decoding, the median interval between consecutive tokens is one decode step
+  of batch b over a context of b x (c + tokens generated so far).
+
+Fit: non-negative least squares of the iteration time on
+``[1, tokens, kv tokens read, prompt square]`` over all points (prefill: n,
+0, n^2; decode: b, b x context, 0): the simulator's
+:class:`~mixfleet.routing.profiles.IterationFit`. The output file is the
+built-in profiles plus this GPU (``--gpu``, ``CPU`` by default), this model
+and the measured entry (replacing an older one of the same pair), so a fleet
+file can point at it (``profiles: profile.yaml``) or the engine can be
+simulated with it directly.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from mixfleet.routing.torch_model import REAL_NOTE, TorchModelConfig
+
+
+@dataclass(frozen=True)
+class Grid:
+    prompt_grid: tuple[int, ...] = (16, 64, 128, 256, 512)
+    batch_grid: tuple[int, ...] = (1, 4, 16, 32)
+    context_grid: tuple[int, ...] = (32, 256, 640)
+    decode_tokens: int = 24
+    repeats: int = 3
+
+
+QUICK = Grid(prompt_grid=(16, 128, 256), batch_grid=(1, 8), context_grid=(32, 256), decode_tokens=12, repeats=1)
+
+
+def _run(manager, prompts: list[list[int]], n_out: int) -> list:
+    ids = manager.add_requests(prompts, max_new_tokens=n_out, record_timestamps=True)
+    got: dict = {}
+    deadline = time.monotonic() + 300
+    while len(got) < len(ids):
+        out = manager.get_result(timeout=1)
+        if out is not None and out.is_finished():
+            if out.error is not None:
+                raise RuntimeError(f"the engine failed a profiling request: {out.error}")
+            got[out.request_id] = out
+        if time.monotonic() > deadline:
+            raise TimeoutError("profiling requests did not finish in 300 s")
+    return [got[i] for i in ids]
+
+
+def _prompt(n: int, salt: int) -> list[int]:
+    return [(k * 131 + salt * 17) % 256 for k in range(n)]
+
+
+def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_tokens: int = 16384,
+            max_batch: int = 32, max_batched_tokens: int = 512, grid: Grid = Grid()) -> dict:
+    """Run the grid on the real engine; return the points (seconds) and the engine settings."""
+    from mixfleet.routing.serve.torch_engine import TorchEngine
+
+    eng = TorchEngine("profile", cfg, kv_tokens=kv_tokens, max_batch=max_batch,
+                      max_batched_tokens=max_batched_tokens, device=device, threads=threads)
+    mgr = eng.manager
+    points: list[dict] = []
+    try:
+        _run(mgr, [_prompt(32, 0)] * 2, 4)  # warm-up
+        for n in grid.prompt_grid:
+            if n > max_batched_tokens or n + 1 > cfg.max_context:
+                continue
+            ts = [o.timestamps[0] - o.created_time
+                  for r in range(grid.repeats) for o in _run(mgr, [_prompt(n, r + 1)], 1)]
+            points.append({"kind": "prefill", "tokens": n, "kv": 0, "sq": n * n, "time_s": statistics.median(ts)})
+        for b in grid.batch_grid:
+            for c in grid.context_grid:
+                if b > max_batch or b * (c + grid.decode_tokens) > eng.kv_tokens * 0.8 or \
+                        c + grid.decode_tokens > cfg.max_context:
+                    continue
+                steps, ctx = [], []
+                for r in range(grid.repeats):
+                    outs = _run(mgr, [_prompt(c, 100 * r + j) for j in range(b)], grid.decode_tokens)
+                    start = max(o.timestamps[0] for o in outs)  # every sequence is decoding from here on
+                    ts = outs[0].timestamps
+                    for k in range(1, len(ts)):
+                        if ts[k - 1] >= start - 1e-9:
+                            steps.append(ts[k] - ts[k - 1])
+                            ctx.append(b * (c + k))
+                if steps:
+                    points.append({"kind": "decode", "tokens": b, "kv": statistics.median(ctx), "sq": 0,
+                                   "batch": b, "context": c, "time_s": statistics.median(steps)})
+    finally:
+        eng.close()
+    return {"points": points, "device": eng.device, "threads": threads, "kv_tokens": eng.kv_tokens,
+            "max_batch": max_batch, "max_batched_tokens": max_batched_tokens, "model": cfg.model_dump()}
+
+
+def fit(points: list[dict]) -> dict:
+    """Non-negative least squares of time (ms) on [1, tokens, kv, sq]; with each point's relative error."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    a = np.array([[1.0, p["tokens"], p["kv"], p["sq"]] for p in points])
+    y = np.array([p["time_s"] * 1e3 for p in points])
+    w = 1.0 / np.maximum(y, 1e-6)  # relative error: small iterations matter as much as large ones
+    coef, _ = nnls(a * w[:, None], y * w)
+    pred = a @ coef
+    errors = [float(abs(pr - t) / t) for pr, t in zip(pred, y, strict=True)]
+    return {"overhead_ms": float(coef[0]), "per_token_ms": float(coef[1]), "per_kv_token_ms": float(coef[2]),
+            "per_prompt_sq_ms": float(coef[3]), "mean_abs_rel_error": float(np.mean(errors)),
+            "max_abs_rel_error": float(np.max(errors)), "predicted_ms": [float(x) for x in pred]}
+
+
+def profile_book(measured: dict, coef: dict, *, gpu: str, base=None) -> dict:
+    """The built-in profiles (or ``base``) plus ``gpu``, the model and the measured entry, as plain data."""
+    from mixfleet.routing.profiles import load_profiles
+    from mixfleet.routing.torch_model import TorchModelConfig
+
+    book = (base or load_profiles()).model_dump()
+    cfg = TorchModelConfig(**measured["model"])
+    if gpu not in book["gpus"]:
+        book["gpus"][gpu] = {"ray_accelerator": gpu, "memory_gb": 1.0, "mem_bandwidth_gbs": 1.0, "fp16_tflops": 1.0,
+                             "price_per_hour": 0.0, "bw_efficiency": 1.0, "flops_efficiency": 1.0}
+    book["models"][cfg.name] = cfg.model_profile()
+    f = {k: round(coef[k], 6) for k in ("overhead_ms", "per_token_ms", "per_kv_token_ms", "per_prompt_sq_ms")}
+    step1 = f["overhead_ms"] + f["per_token_ms"] + f["per_kv_token_ms"] * 256
+    prefill = 256 / ((f["overhead_ms"] + 256 * f["per_token_ms"] + 256 * 256 * f["per_prompt_sq_ms"]) / 1e3)
+    entry = {"gpu": gpu, "model": cfg.name, "decode_step_ms": round(step1, 4), "prefill_tok_s": round(prefill, 1),
+             "fit": f, "kv_tokens": measured["kv_tokens"]}
+    book["measured"] = [m for m in book["measured"] if (m["gpu"], m["model"]) != (gpu, cfg.name)] + [entry]
+    for m in book["measured"]:  # keep the file minimal: no nulls
+        for k in [k for k, v in m.items() if v is None]:
+            del m[k]
+    return book
+
+
+def write_profile(path, book: dict, measured: dict, coef: dict) -> None:
+    """Write the profiles file (atomically) with a header saying what was measured and how."""
+    import yaml
+
+    from mixfleet.platform.output import atomic_write_text
+
+    pts = measured["points"]
+    head = [f"# Profiles with a MEASURED entry for the real engine ({REAL_NOTE}), written by",
+            "# `mixfleet routing profile`. Everything else is the built-in (emulated, roofline) profiles.",
+            f"# device {measured['device']}, {measured['threads']} thread(s), kv_tokens {measured['kv_tokens']}, "
+            f"max_batch {measured['max_batch']}, max_batched_tokens {measured['max_batched_tokens']}",
+            f"# {len(pts)} grid points; fit mean |rel. error| {coef['mean_abs_rel_error']:.1%}, "
+            f"max {coef['max_abs_rel_error']:.1%}",
+            "#   kind     tokens   kv_read   measured_ms  fitted_ms"]
+    head += [f"#   {p['kind']:<8} {p['tokens']:>6} {p['kv']:>9.0f} {p['time_s'] * 1e3:>12.2f} {pr:>10.2f}"
+             for p, pr in zip(pts, coef["predicted_ms"], strict=True)]
+    atomic_write_text(path, "\n".join(head) + "\n" + yaml.safe_dump(book, sort_keys=False))

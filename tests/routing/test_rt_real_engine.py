@@ -1,0 +1,124 @@
+"""The REAL engine (engine: torch) without Ray: transformers' continuous batching over a seeded random
+tiny Llama (real compute, random weights), and the measured profile the simulator reads.
+
+No assert depends on timing: tokens are compared with an offline ``generate``, and the profile fit is
+checked on synthetic points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mixfleet.routing.torch_model import encode_text, model_config, offline_generate
+
+PROMPTS = ["Hello, fleet!", "routing across mixed GPUs " * 6, "x"]
+
+
+def _engine(seed: int = 0, **kw):
+    from mixfleet.routing.serve.torch_engine import TorchEngine
+
+    return TorchEngine(f"cpu-{seed}", model_config("tiny-llama", seed=seed), kv_tokens=4096, max_batch=8,
+                       max_batched_tokens=64, device="cpu", **kw)
+
+
+async def _collect(engine, ids, max_tokens, output_tokens=None):
+    toks, last = [], None
+    async for chunk in engine.generate(len(ids), max_tokens, ids, output_tokens):
+        toks += chunk.tokens
+        last = chunk
+    return toks, last
+
+
+def test_batched_requests_equal_offline_generate_and_seeds_change_the_tokens():
+    async def run():
+        a, b = _engine(0), _engine(1)
+        try:
+            ids = [encode_text(p) for p in PROMPTS]
+            # concurrent requests share iterations (continuous batching; the long prompt is chunked: 64 tokens
+            # per iteration) and still give each prompt exactly its own greedy tokens
+            got = await asyncio.gather(*(_collect(a, x, 12) for x in ids), _collect(a, ids[1], 30, 5))
+            other = await _collect(b, ids[0], 12)
+            return ids, got, other, a.stats()
+        finally:
+            a.close()
+            b.close()
+
+    ids, got, other, stats = asyncio.run(run())
+    cfg0 = model_config("tiny-llama", seed=0)
+    model0 = None
+    from mixfleet.routing.torch_model import build_model
+
+    model0 = build_model(cfg0)
+    for x, (toks, last) in zip(ids, got[:3], strict=True):
+        assert toks == offline_generate(cfg0, x, 12, model0)
+        assert last.done and last.e2e_s >= last.ttft_s > 0
+    assert got[3][0] == got[1][0][:5]  # the hidden true length stops it early: the same first 5 tokens
+    assert other[0] != got[0][0]  # another weights seed, other tokens
+    assert other[0] == offline_generate(model_config("tiny-llama", seed=1), ids[0], 12)
+    assert stats["completed"] == 4 and stats["tokens"] == 12 * 3 + 5
+
+
+def test_refuses_too_long_requests_and_overload_and_a_dead_loop_fails_the_health_check():
+    from mixfleet.errors import ClusterError, InputError
+    from mixfleet.routing.serve.emulated_engine import EngineOverloaded
+
+    async def run():
+        eng = _engine(0, max_waiting=1)
+        try:
+            with pytest.raises(InputError, match="exceed"):
+                await _collect(eng, [65] * 1000, 100)
+            with pytest.raises(InputError, match="byte"):
+                await _collect(eng, [300], 4)
+            first = eng.generate(1, 4, [65], None)
+            pending = asyncio.ensure_future(anext(first))
+            await asyncio.sleep(0)  # submitted; its first token cannot arrive before this task yields again
+            with pytest.raises(EngineOverloaded):
+                await _collect(eng, [66], 4)
+            assert (await pending).first
+            await first.aclose()
+            eng.check_health()
+        finally:
+            eng.close()
+        with pytest.raises(ClusterError, match="generation loop stopped"):  # Serve's health check restarts it
+            eng.check_health()
+
+    asyncio.run(run())
+
+
+def _synthetic_points(t0=5.0, tok=0.1, kv=0.01, sq=0.001):
+    pts = [{"kind": "prefill", "tokens": n, "kv": 0, "sq": n * n} for n in (16, 64, 256, 512)]
+    pts += [{"kind": "decode", "tokens": b, "kv": b * c, "sq": 0} for b in (1, 4, 16) for c in (32, 256, 640)]
+    for p in pts:
+        p["time_s"] = (t0 + tok * p["tokens"] + kv * p["kv"] + sq * p["sq"]) / 1e3
+    return pts
+
+
+def test_profile_fit_and_the_simulator_uses_the_measured_engine(tmp_path):
+    from mixfleet.routing import profiler
+    from mixfleet.routing.fleet import load_fleet
+    from mixfleet.routing.profiles import FittedIterationModel, load_profiles
+
+    pts = _synthetic_points()
+    coef = profiler.fit(pts)
+    assert coef["overhead_ms"] == pytest.approx(5.0, rel=1e-3)
+    assert coef["per_kv_token_ms"] == pytest.approx(0.01, rel=1e-3) and coef["max_abs_rel_error"] < 1e-3
+    measured = {"points": pts, "device": "cpu", "threads": 1, "kv_tokens": 8192, "max_batch": 16,
+                "max_batched_tokens": 512, "model": model_config("tiny-llama").model_dump()}
+    out = tmp_path / "profile.yaml"
+    profiler.write_profile(out, profiler.profile_book(measured, coef, gpu="MyCPU"), measured, coef)
+    book = load_profiles(out)
+    perf = book.iteration_model("MyCPU", "tiny-llama")
+    assert isinstance(perf, FittedIterationModel) and "A100-80GB" in book.gpus  # built-ins kept
+    assert perf.decode_step(4, 1000) == pytest.approx((5.0 + 0.4 + 10.0) / 1e3, rel=1e-4)
+    assert perf.prefill_time(100) == pytest.approx((5.0 + 10.0 + 10.0) / 1e3, rel=1e-4)
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(f"model: tiny-llama\nprofiles: {out}\npools:\n  - gpu: MyCPU\n    engine: torch\n")
+    fleet = load_fleet(fleet_file)
+    assert fleet.replicas[0].kv_tokens == 8192 and fleet.replicas[0].engine == "torch"
+
+
+def test_profile_command_refuses_an_unknown_engine(cli, tmp_path):
+    r = cli("routing", "profile", "--engine", "vllm", "--out", str(tmp_path / "p.yaml"))
+    assert r.returncode != 0 and "vllm" in r.error_line and not (tmp_path / "p.yaml").exists()

@@ -1,0 +1,102 @@
+"""A mixed fleet behind the live router: one REAL engine replica (engine: torch; transformers continuous
+batching over a seeded random tiny Llama: real compute, random weights) next to an EMULATED T4.
+
+The openai client and gRPC get the real replica's tokens, which equal an offline ``generate`` of the
+same prompt with the same weights seed; the emulated replica answers through the same API.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.multinode
+
+MODEL = "tiny-llama"
+FLEET = {"model": MODEL, "pools": [{"gpu": "CPU", "count": 1, "engine": "torch"}, {"gpu": "T4", "count": 1}],
+         "max_batch": 8, "max_batched_tokens": 128}
+
+
+@pytest.fixture(scope="module")
+def live(ray_cluster, wait_ready):
+    from mixfleet.platform.bootstrap import free_port
+    from mixfleet.platform.serving import delete_app, serve_ports, start_serve, stop_serve
+    from mixfleet.routing.fleet import fleet_from_dict
+    from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
+    from mixfleet.routing.serve.app import GRPC_SERVICER
+
+    ports = serve_ports()
+    if ports is None or ports.grpc_port_for(GRPC_SERVICER) is None:
+        if ports is not None:
+            stop_serve()
+        start_serve(http_port=free_port(), grpc_port=free_port())
+        ports = serve_ports()
+    deploy(fleet_from_dict(FLEET), ServeOptions(policy="round_robin", device="cpu", telemetry_interval_s=1.0))
+    base = f"http://127.0.0.1:{ports.http_port}"
+    wait_ready(base + "/health")
+    yield base, ports.grpc_port_for(GRPC_SERVICER)
+    delete_app(APP_NAME)
+
+
+def _offline(ids, n):
+    from mixfleet.routing.torch_model import model_config, offline_generate
+
+    return offline_generate(model_config(MODEL), ids, n)
+
+
+def test_openai_client_gets_the_real_models_tokens_and_the_emulated_replica_answers_too(live):
+    import openai
+
+    from mixfleet.routing.torch_model import encode_chat, encode_text
+
+    base, _ = live
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+    engines = {}
+    for _ in range(2):  # round robin: one request to each replica
+        raw = client.completions.with_raw_response.create(model=MODEL, prompt="Hello, fleet!", max_tokens=10)
+        resp = raw.parse()
+        engines[raw.headers["x-mixfleet-engine"]] = resp
+    assert set(engines) == {"torch", "emulated"}
+    real = engines["torch"]
+    assert real.system_fingerprint.startswith("mixfleet-torch") and "random weights" in real.system_fingerprint
+    want = _offline(encode_text("Hello, fleet!"), 10)
+    assert [ord(c) for c in real.choices[0].text] == want == real.model_extra["mixfleet"]["token_ids"]
+    assert real.usage.prompt_tokens == len("Hello, fleet!")  # byte-level tokens
+    assert engines["emulated"].system_fingerprint == "mixfleet-emulated"
+
+    msgs = [{"role": "user", "content": "Which GPU?"}]
+    for _ in range(2):  # chat streaming, on both replicas in turn
+        with client.chat.completions.with_streaming_response.create(model=MODEL, messages=msgs, max_tokens=8,
+                                                                      stream=True) as raw:
+            engine = raw.headers["x-mixfleet-engine"]
+            text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        if engine == "torch":
+            assert [ord(c) for c in text] == _offline(encode_chat(msgs), 8)
+        else:
+            assert len(text.split()) == 8
+
+    # the hidden true length (trace replay) stops the real model early: finish_reason "stop"
+    stops = [client.completions.create(model=MODEL, prompt="Hello, fleet!", max_tokens=10,
+                                       extra_body={"true_output_tokens": 4}) for _ in range(2)]
+    assert sorted((s.choices[0].finish_reason, s.usage.completion_tokens) for s in stops) == [("stop", 4)] * 2
+
+
+def test_grpc_streams_the_real_tokens_and_bad_input_is_400(live):
+    import grpc
+
+    from mixfleet.routing.serve.proto import llm_pb2, llm_pb2_grpc
+    from mixfleet.routing.torch_model import encode_text
+
+    base, grpc_port = live
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        got = {}
+        for _ in range(2):
+            chunks = list(stub.GenerateStream(llm_pb2.GenerateRequest(model=MODEL, prompt="grpc", max_tokens=6),
+                                              metadata=(("application", "mixfleet-llm"),), timeout=60))
+            got[chunks[0].accelerator] = "".join(c.text for c in chunks)
+    assert [ord(c) for c in got["CPU"]] == _offline(encode_text("grpc"), 6)
+    r = httpx.post(base + "/v1/completions", json={"model": MODEL, "prompt": [300, 1], "max_tokens": 4}, timeout=30)
+    assert r.status_code == 400 and "bytes" in r.json()["error"]["message"]
+    health = httpx.get(base + "/health", timeout=30).json()
+    assert health["healthy_replicas"] == 2 and "torch" in health["engine"] and "emulated" in health["engine"]
