@@ -258,3 +258,16 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module("mixfleet.platform.serving"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def head_affinity():
+    """A hard node affinity to the head node (``None`` where no head is recorded), for the
+    zero-CPU service actors (telemetry hub, emulated QPU). Ray places an actor that asks for no
+    resources on a random node unless its node affinity is hard (a soft one is ignored for such
+    actors), and an actor on a worker node keeps that node busy, so the autoscaler never removes it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = next((n["NodeID"] for n in ray.nodes()
+                 if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), None)
+    return NodeAffinitySchedulingStrategy(head, soft=False) if head is not None else None

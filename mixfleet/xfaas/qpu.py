@@ -124,5 +124,11 @@ def qpu_handle(queue_delay_s: float = 0.1):
     """The shared emulated-QPU actor (created on first use; detached, so it outlives the task that created it)."""
     import ray
 
+    from mixfleet.platform.bootstrap import head_affinity
+
     cls = ray.remote(num_cpus=0)(QpuEmulator)
-    return cls.options(name=QPU_ACTOR, get_if_exists=True, lifetime="detached").remote(queue_delay_s)
+    options = dict(name=QPU_ACTOR, get_if_exists=True, lifetime="detached")
+    strategy = head_affinity()  # on the head: on a worker node it would keep that node from scaling down
+    if strategy is not None:
+        options["scheduling_strategy"] = strategy
+    return cls.options(**options).remote(queue_delay_s)

@@ -143,9 +143,8 @@ def get_hub(*, detached: bool = True, **hub_options: Any):
     dies with the driver that created it).
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from mixfleet.platform.bootstrap import connect
+    from mixfleet.platform.bootstrap import connect, head_affinity
 
     connect()
     ctx = ray.get_runtime_context()
@@ -157,14 +156,11 @@ def get_hub(*, detached: bool = True, **hub_options: Any):
         handle = ray.get_actor(HUB_NAME, namespace=NAMESPACE)
     except ValueError:
         # On the head, with 0 CPUs so it never blocks work: a hub on a worker node would keep that
-        # node busy ("Busy workers on node."), so the autoscaler would never remove it. The affinity
-        # must be hard: Ray places an actor that asks for no resources on a random node unless it has
-        # a hard node affinity (a soft one is ignored for such actors).
-        head = next((n["NodeID"] for n in ray.nodes()
-                     if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), None)
+        # node busy ("Busy workers on node."), so the autoscaler would never remove it.
         options: dict[str, Any] = dict(name=HUB_NAME, namespace=NAMESPACE, get_if_exists=True)
-        if head is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=False)
+        strategy = head_affinity()
+        if strategy is not None:
+            options["scheduling_strategy"] = strategy
         if detached:
             options["lifetime"] = "detached"
         # Long polls run in their own thread group, so they never take the threads reports use.
