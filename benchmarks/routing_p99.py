@@ -289,7 +289,16 @@ def headline(out: dict) -> str:
     p = out["main"]["azure-conv"]["loads"]["0.85"]["policies"]
     return (f"azure-conv at 85% load, P99 e2e: ilp {p['ilp']['p99_e2e_s']:.1f} s, least_work_left "
             f"{p['least_work_left']['p99_e2e_s']:.1f} s, pow2 {p['pow2']['p99_e2e_s']:.1f} s, round_robin "
-            f"{p['round_robin']['p99_e2e_s']:.1f} s (simulated, GPUs emulated)")
+            f"{p['round_robin']['p99_e2e_s']:.1f} s (simulated, GPUs emulated); {_where_ilp_pays(out)}")
+
+
+def _where_ilp_pays(out: dict) -> str:
+    """The regime where ilp beats the best baseline, and how it does elsewhere (loads with a bar)."""
+    cells = sorted((cell["vs_best"]["ratio"], trace, load) for trace, data in out["main"].items()
+                   for load, cell in data["loads"].items() if float(load) >= 0.85)
+    (best, trace, load), rest = cells[0], [c[0] for c in cells[1:]]
+    text = f"ilp / best baseline P99: {best:.2f} on {trace} at {float(load):.0%} load"
+    return text + (f", {min(rest):.2f}-{max(rest):.2f} in the other {len(rest)} cells at 85-95%" if rest else "")
 
 
 def _ci(c) -> str:
