@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import pytest
@@ -109,20 +108,22 @@ def test_feedback_replans_around_a_throttled_replica_and_a_frozen_plan_does_not(
     assert shares[True][0] < shares[False][0]  # and sent the slow replica less work
 
 
-def test_the_fast_path_decides_in_well_under_100_us(fleet, workload):
+def test_the_fast_path_never_calls_the_solver(fleet, workload):
+    """``choose`` only reads the installed plan: 4,000 decisions, no solve. (How fast a decision is
+    is measured by benchmarks/routing_p99.py, not asserted here: a wall-clock bound depends on the
+    machine's load.)"""
     from mixfleet.routing.policy import RouterState
 
     policy = make_policy("ilp", fleet, workload=workload)
     state = RouterState.from_fleet(fleet)
-    rows = list(open_trace("poisson:n=4000,rate=50,seed=3"))
-    times = []
-    for k, row in enumerate(rows):
+    solves = policy.solves
+    assert solves >= 1 and policy.plan is not None
+    for k, row in enumerate(open_trace("poisson:n=4000,rate=50,seed=3")):
         req = Request(k, row.prompt, row.output)
-        t0 = time.perf_counter_ns()
         i = policy.choose(req, state)
-        times.append(time.perf_counter_ns() - t0)
+        assert 0 <= i < len(state.replicas)
         state.on_dispatch(i, req)
-    assert np.percentile(times, 99) / 1e3 < 100  # the benchmark records the real figure
+    assert policy.solves == solves
 
 
 def _honest_mix(trace: str, fleet, outputs: float):
