@@ -146,7 +146,7 @@ def test_routing_grpc_request_that_is_not_protobuf_is_an_input_error(raw):
     from mixfleet.routing.serve.proto import llm_pb2
 
     cls = getattr(Ingress, "func_or_class", Ingress)
-    me = SimpleNamespace(model="m", max_context=4096)
+    me = SimpleNamespace(model="m", max_context=4096, byte_tokens=False)  # an emulated fleet
     with pytest.raises(InputError, match="not a valid GenerateRequest"):
         cls._grpc_request(me, raw)
     good = llm_pb2.GenerateRequest(model="m", prompt="hello there", max_tokens=3).SerializeToString()
