@@ -126,6 +126,10 @@ def qpu_handle(queue_delay_s: float = 0.1):
 
     from mixfleet.platform.bootstrap import head_affinity
 
+    try:  # every submit and poll asks for the handle: look it up before placing a new one
+        return ray.get_actor(QPU_ACTOR)
+    except ValueError:
+        pass
     cls = ray.remote(num_cpus=0)(QpuEmulator)
     options = dict(name=QPU_ACTOR, get_if_exists=True, lifetime="detached")
     strategy = head_affinity()  # on the head: on a worker node it would keep that node from scaling down
