@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import subprocess
@@ -21,6 +22,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
+
+
+HANG_S = 900  # pytest-timeout (300 s, in pyproject) fails a slow test; this ends a hung session
+_stderr_fd: int | None = None
+
+
+def pytest_configure(config):
+    global _stderr_fd
+    _stderr_fd = os.dup(sys.__stderr__.fileno())  # the terminal's stderr, not pytest's capture
+
+
+def _arm_watchdog(seconds: float) -> None:
+    """If the session is stuck where pytest-timeout's signal can't reach (a C-level wait, a
+    teardown), print every thread's stack and exit 1 instead of hanging CI until its limit."""
+    faulthandler.dump_traceback_later(seconds, exit=True, file=_stderr_fd)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _arm_watchdog(HANG_S)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -100,6 +125,7 @@ def ray_cluster():
 
 def pytest_sessionfinish(session, exitstatus):
     global _cluster
+    _arm_watchdog(300)  # the shutdowns below must not hang the run either
     try:
         from mixfleet.platform import shutdown
 

@@ -336,21 +336,28 @@ class MapOrder(Job):
 
 
 class NodeGated(WordCounting):
-    """Word count whose map ``s0-m-00000`` waits for ``scratch/go``; every finished map leaves
-    ``mapdone-TASK-NODEID`` (where its blocks were stored), so a test can kill a node that
-    holds map outputs while the map phase is still open."""
+    """Word count that holds the map phase open until the test writes ``scratch/go``, whatever
+    the scheduler did: a map on ``hold_node`` (the driver's and master's node) waits, and so does
+    every worker's second map, so each worker elsewhere finishes exactly one map and then waits.
+    Every finished map leaves ``mapdone-TASK-ATTEMPT-NODEID`` (where its blocks were stored), so
+    a test can kill a node that holds map outputs while the map phase is still open."""
 
-    def __init__(self, scratch: str = ""):
+    def __init__(self, scratch: str = "", hold_node: str = ""):
         super().__init__()
         self.scratch = scratch
+        self.hold_node = hold_node
 
     def mapper_init(self):
-        if self.task_id == "s0-m-00000":
+        import ray
+
+        ran_before = os.path.exists(os.path.join(self.scratch, f"ran-{os.getpid()}"))
+        if ran_before or ray.get_runtime_context().get_node_id() == self.hold_node:
             wait_for_go(self.scratch)
 
     def mapper_final(self):
         import ray
 
         node = ray.get_runtime_context().get_node_id()
+        open(os.path.join(self.scratch, f"ran-{os.getpid()}"), "w").close()
         open(os.path.join(self.scratch, f"mapdone-{self.task_id}-{self.attempt}-{node}"), "w").close()
 
