@@ -58,6 +58,12 @@ def bars(res: dict) -> list[str]:
                    f"{_pct(a['3x']['sla_attainment'])} ({misses} misses of {n}); bar >= 99.99% in each: "
                    f"{met(worst >= 0.9999)}" + (" (COARSE run: cannot show 99.99%)" if res.get("coarse_warning") else "")
                    + ".")
+        cap = res["capacity_rps"]
+        if "first-exit" in cap:
+            ceiling = cap["first-exit"] / cap["static"]
+            out.append(f"- ceiling: with every sample at the first exit (the cheapest path any threshold controller "
+                       f"can take) one replica holds {cap['first-exit']:.1f} req/s = {ceiling:.2f}x mu_static; the "
+                       f"bursts offer 2x and 3x, so {'no threshold policy can hold them on this host' if ceiling < 2 else 'the 3x burst is beyond any threshold policy on this host' if ceiling < 3 else 'both fit under the ceiling'}.")
         acc, full_acc = _burst(c["adaptive"], "accuracy"), c["full"]["accuracy"]
         out.append(f"- adaptive accuracy over the bursts {100 * acc:.2f}% vs full's {100 * full_acc:.2f}% (all its "
                    f"answers); bar >= full - 1.5 points: {met(acc >= full_acc - 0.015)}.")
@@ -99,7 +105,9 @@ def markdown(res: dict) -> str:
     cap = res["capacity_rps"]
     lines = [f"# Early-exit serving under bursts and drift (SLA {res['sla_ms']:g} ms, 127.0.0.1)", "",
              f"Model `{res['model']}` on {dev}. Capacity within the SLA (>= 99% of requests, measured by bisection): "
-             f"static {cap['static']:.1f} req/s (mu_static), full {cap['full']:.1f} req/s. Phases of "
+             f"static {cap['static']:.1f} req/s (mu_static), full {cap['full']:.1f} req/s"
+             + (f", every sample at the first exit {cap['first-exit']:.1f} req/s" if "first-exit" in cap else "")
+             + ". Phases of "
              f"{res['phase_s']:.1f} s at " + ", ".join(f"{p['name']} ({p['rate']:.0f} req/s)" for p in res["phases"])
              + f"; open-loop Poisson load from {res.get('procs', 2)} generator processes on the same 2-core host; "
              f"1-minute load average at the end: {res['load_average_1m']:.1f}.", ""]

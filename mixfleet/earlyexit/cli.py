@@ -56,6 +56,12 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Train a model with exits, calibrate it on the held-out split and save it."""
+    key = dataset.lower()
+    if key not in ARCH_FOR:  # checked before torch is imported: a typo answers at once
+        from mixfleet.errors import unknown_name
+
+        raise unknown_name("dataset", dataset, ARCH_FOR)
+    check_writable(out, "--out")
     import torch
 
     from mixfleet.earlyexit.calibration import calibrate
@@ -63,12 +69,6 @@ def train(
     from mixfleet.earlyexit.persist import build_model, load, save
     from mixfleet.earlyexit.training import exit_accuracy, train_heads, train_joint
 
-    key = dataset.lower()
-    if key not in ARCH_FOR:
-        from mixfleet.errors import unknown_name
-
-        raise unknown_name("dataset", dataset, ARCH_FOR)
-    check_writable(out, "--out")
     torch.manual_seed(seed)
     exit_list = [e.strip() for e in exits.split(",") if e.strip()]
     model = build_model(arch or ARCH_FOR[key], exits=exit_list, input_shape=INPUT_FOR[key], head=head)  # checks exits
@@ -161,17 +161,17 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Full model vs early exit on the test split: accuracy, latency, FLOPs (one torch thread)."""
+    check_writable(plot, "--plot")
+    th = _floats(thresholds, "thresholds")
     import torch
 
     from mixfleet.earlyexit.bench import compare, plot_tradeoff, tradeoff_curve
     from mixfleet.earlyexit.persist import default_model_path, load, read
 
-    check_writable(plot, "--plot")
     torch.set_num_threads(1)
     path = model_path or default_model_path()
     payload = read(path)
     model = load(path)
-    th = _floats(thresholds, "thresholds")
     if th is not None:
         model.set_thresholds(th)
     ds = _dataset_of(payload, None)

@@ -11,7 +11,9 @@ Parts, in one run:
 1. **Overhead**: the plain backbone vs the early-exit path with every
    threshold pinned at 1.0 (no exit taken), at low load, p50.
 2. **Capacities**: the highest Poisson rate at which >= 99% of requests meet
-   the SLA, for ``static`` (mu_static) and ``full`` (bisection).
+   the SLA, for ``static`` (mu_static), ``full`` and ``first-exit`` (every
+   sample leaves at the first exit: the cheapest path any threshold
+   controller can choose, so the ceiling for the bursts) (bisection).
 3. **Bursts**: phases low, 1x, 1.5x, 2x, 3x mu_static and recover, each of
    ``requests / (mu_static * 8.8)`` seconds, so that a condition gets about
    ``requests`` requests. Conditions: ``full`` (one replica), ``static``
@@ -141,17 +143,21 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
         # 2. capacities
         common["device"] = device
         caps = {}
-        for cond in ("static", "full"):
-            deploy(mode=cond, **common)
-            # 2-150 req/s brackets what one replica on this host can do; 6 geometric steps: ~7% resolution
-            caps[cond] = measure_capacity(url, images, labels, sla_ms, procs=procs, hi=150.0, steps=6, probe_s=3.0)
+        # "first-exit": every threshold at 0, so every sample leaves at the first exit: the cheapest path any
+        # threshold controller can take, so its capacity is the ceiling of what adaptive can hold in a burst
+        for cond, kw in (("static", {"mode": "static"}), ("full", {"mode": "full"}),
+                         ("first-exit", {"mode": "static", "thresholds": [0.0] * model.n_exits})):
+            deploy(**kw, **common)
+            # 2-400 req/s brackets what one replica on this host can do; 8 geometric steps: ~7% resolution
+            caps[cond] = measure_capacity(url, images, labels, sla_ms, procs=procs, hi=400.0, steps=8, probe_s=3.0)
         mu = caps["static"]
         total = sum(m for _, m in MULTIPLIERS)
         phase_s = max(2.0, requests / (mu * total))
         phases = [(n, m * mu, phase_s) for n, m in MULTIPLIERS]
         dev = "EMULATED device" if device else "real CPU"
-        progress(f"capacity within the SLA ({dev}): static {caps['static']:.1f} req/s, full {caps['full']:.1f} req/s; "
-                 f"phases of {phase_s:.1f} s")
+        progress(f"capacity within the SLA ({dev}): static {caps['static']:.1f} req/s, full {caps['full']:.1f} req/s, "
+                 f"every sample at the first exit {caps['first-exit']:.1f} req/s "
+                 f"({caps['first-exit'] / mu:.2f}x mu_static); phases of {phase_s:.1f} s")
         out.update(capacity_rps=caps, phase_s=phase_s, phases=[{"name": n, "rate": r, "seconds": s} for n, r, s in phases])
         # 3. bursts (full-autoscale last: it changes the replica count)
 
