@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
 
-HANG_S = 900  # pytest-timeout (300 s, in pyproject) fails a slow test; this ends a hung session
+HANG_S = 420  # pytest-timeout (300 s, in pyproject) fails a slow test; this ends a hung session
 _stderr_fd: int | None = None
 
 
@@ -111,15 +111,22 @@ def ray_cluster():
     Yields the :class:`EmulatedCluster`; ``ray`` is connected to it.
     """
     import ray
+    from ray._private import auto_init_hook
 
     from mixfleet.platform import EmulatedCluster, connect, default_fleet_nodes, shutdown
 
     global _cluster
     if _cluster is None:
+        # From here on nothing may start a Ray of its own. In a full run, a stray Ray call from a thread
+        # an earlier test left (a Serve handle's router thread is one) auto-started a local Ray while
+        # the cluster came up, and `connect` then joined it instead of the cluster.
+        auto_init_hook.enable_auto_connect = False
         if ray.is_initialized():
             shutdown()
         _cluster = EmulatedCluster(default_fleet_nodes(), head_cpus=2).start()
         connect(_cluster.address)
+        joined = ray.get_runtime_context().gcs_address
+        assert joined == _cluster.address, f"the driver joined {joined}, not the emulated cluster {_cluster.address}"
     yield _cluster
 
 
