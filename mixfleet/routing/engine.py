@@ -278,7 +278,7 @@ class ReplicaEngine:
         """One chunked-prefill iteration: a decode step of the batch plus prompt chunks within the budget."""
         b = len(self.running)
         budget = max(1, self.max_batched_tokens - b)
-        chunks, tokens, sq = [], 0, 0.0
+        chunks, tokens, sq, keys = [], 0, 0.0, 0
         for r in self.prefill_batch:
             if budget <= 0:
                 break
@@ -287,9 +287,10 @@ class ReplicaEngine:
             chunks.append((r, n))
             tokens += n
             sq += (o + n) * (o + n) - o * o
+            keys += o + n
             budget -= n
         self.chunks = chunks
         self.phase = MIXED
         ctx = self.ctx_sum + b * self.step
-        self.end = now + self.perf.mixed_time(b, ctx, tokens, sq) / self.speed
+        self.end = now + self.perf.mixed_time(b, ctx, tokens, sq, keys) / self.speed
         return self.end

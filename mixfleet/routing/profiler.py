@@ -14,9 +14,18 @@ Grid (every point is run ``repeats`` times, the median kept):
   decoding, the median interval between consecutive tokens is one decode step
   of batch b over a context of b x (c + tokens generated so far).
 
+- burst: ``burst`` requests of mixed prompt and output lengths submitted at
+  once, the way a loaded replica runs: every iteration of the engine is timed
+  where ``transformers`` runs the model (``model_runner.compute_batch``), with
+  its composition read from the batch (query and key lengths per sequence).
+  The grid alone never mixes prompt chunks with decodes, and on a CPU those
+  iterations cost far more than the sum of their parts (see ``per_q_kv_ns``).
+  Without that hook (another ``transformers``) the burst is skipped and said so.
+
 Fit: non-negative least squares of the iteration time on
-``[1, tokens, kv tokens read, prompt square]`` over all points (prefill: n,
-0, n^2; decode: b, b x context, 0): the simulator's
+``[1, tokens, kv tokens read, prompt square, query x key tokens]`` over all
+points (prefill: n, 0, n^2, n^2; decode: b, b x context, 0, b^2 x context;
+a burst iteration: as read from its batch): the simulator's
 :class:`~mixfleet.routing.profiles.IterationFit`. The output file is the
 built-in profiles plus this GPU (``--gpu``, ``CPU`` by default), this model
 and the measured entry (replacing an older one of the same pair), so a fleet
@@ -40,9 +49,11 @@ class Grid:
     context_grid: tuple[int, ...] = (32, 256, 640)
     decode_tokens: int = 24
     repeats: int = 3
+    burst: int = 48
 
 
-QUICK = Grid(prompt_grid=(16, 128, 256), batch_grid=(1, 8), context_grid=(32, 256), decode_tokens=12, repeats=1)
+QUICK = Grid(prompt_grid=(16, 128, 256), batch_grid=(1, 8), context_grid=(32, 256), decode_tokens=12, repeats=1,
+             burst=16)
 
 
 def _run(manager, prompts: list[list[int]], n_out: int) -> list:
@@ -98,26 +109,72 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
                 if steps:
                     points.append({"kind": "decode", "tokens": b, "kv": statistics.median(ctx), "sq": 0,
                                    "batch": b, "context": c, "time_s": statistics.median(steps)})
+        points += _burst_steps(eng, grid.burst, max_batched_tokens, cfg.max_context)
     finally:
         eng.close()
     return {"points": points, "device": eng.device, "threads": threads, "kv_tokens": eng.kv_tokens,
             "max_batch": max_batch, "max_batched_tokens": max_batched_tokens, "model": cfg.model_dump()}
 
 
+def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list[dict]:
+    """Time every iteration of a burst of ``n`` mixed requests (see module doc); [] without the hook."""
+    import random
+
+    runner = getattr(getattr(eng.manager, "batch_processor", None), "model_runner", None)
+    if n <= 0 or runner is None or not hasattr(runner, "compute_batch"):
+        return []
+    steps: list[dict] = []
+    inner = runner.compute_batch
+
+    def timed(model, batch_data):
+        t = time.perf_counter()
+        out = inner(model, batch_data)
+        dt = time.perf_counter() - t
+        q, k = batch_data.get("cu_seq_lens_q"), batch_data.get("cu_seq_lens_k")
+        q, k = (next(iter(x.values())) if isinstance(x, dict) else x for x in (q, k))
+        if q is not None and k is not None:
+            ql, kl = (q[1:] - q[:-1]).tolist(), (k[1:] - k[:-1]).tolist()
+            steps.append({"kind": "step", "tokens": sum(ql), "kv": sum(b for a, b in zip(ql, kl, strict=True) if a == 1),
+                          "sq": sum(b * b - (b - a) ** 2 for a, b in zip(ql, kl, strict=True) if a > 1),
+                          "qkv": sum(ql) * sum(kl), "time_s": dt})
+        return out
+
+    rng = random.Random(7)
+    top = min(max_batched_tokens, max_context // 2)
+    prompts = [_prompt(rng.randint(16, top), 500 + j) for j in range(n)]
+    runner.compute_batch = timed
+    try:
+        _run(eng.manager, prompts, max(8, max_context // 16))
+    finally:
+        runner.compute_batch = inner
+    return steps
+
+
+def _features(p: dict) -> list[float]:
+    """[1, tokens, kv, sq, query x key tokens] of a point (grid points derive the last one)."""
+    qkv = p.get("qkv")
+    if qkv is None:  # prefill alone: n queries over n keys; decode: b queries over the batch's b x context keys
+        qkv = p["tokens"] * (p["tokens"] if p["kind"] == "prefill" else p["kv"])
+    return [1.0, p["tokens"], p["kv"], p["sq"], qkv]
+
+
 def fit(points: list[dict]) -> dict:
-    """Non-negative least squares of time (ms) on [1, tokens, kv, sq]; with each point's relative error."""
+    """Non-negative least squares of time (ms) on the features of :func:`_features`; with each point's
+    relative error."""
     import numpy as np
     from scipy.optimize import nnls
 
-    a = np.array([[1.0, p["tokens"], p["kv"], p["sq"]] for p in points])
+    a = np.array([_features(p) for p in points])
+    a[:, 4] /= 1e6  # ns per query x key token, in ms: a column on the scale of the others
     y = np.array([p["time_s"] * 1e3 for p in points])
     w = 1.0 / np.maximum(y, 1e-6)  # relative error: small iterations matter as much as large ones
     coef, _ = nnls(a * w[:, None], y * w)
     pred = a @ coef
     errors = [float(abs(pr - t) / t) for pr, t in zip(pred, y, strict=True)]
     return {"overhead_ms": float(coef[0]), "per_token_ms": float(coef[1]), "per_kv_token_ms": float(coef[2]),
-            "per_prompt_sq_ms": float(coef[3]), "mean_abs_rel_error": float(np.mean(errors)),
-            "max_abs_rel_error": float(np.max(errors)), "predicted_ms": [float(x) for x in pred]}
+            "per_prompt_sq_ms": float(coef[3]), "per_q_kv_ns": float(coef[4]),
+            "mean_abs_rel_error": float(np.mean(errors)), "max_abs_rel_error": float(np.max(errors)),
+            "burst_steps": sum(1 for p in points if p["kind"] == "step"), "predicted_ms": [float(x) for x in pred]}
 
 
 def profile_book(measured: dict, coef: dict, *, gpu: str, base=None) -> dict:
@@ -131,9 +188,12 @@ def profile_book(measured: dict, coef: dict, *, gpu: str, base=None) -> dict:
         book["gpus"][gpu] = {"ray_accelerator": gpu, "memory_gb": 1.0, "mem_bandwidth_gbs": 1.0, "fp16_tflops": 1.0,
                              "price_per_hour": 0.0, "bw_efficiency": 1.0, "flops_efficiency": 1.0}
     book["models"][cfg.name] = cfg.model_profile()
-    f = {k: round(coef[k], 6) for k in ("overhead_ms", "per_token_ms", "per_kv_token_ms", "per_prompt_sq_ms")}
-    step1 = f["overhead_ms"] + f["per_token_ms"] + f["per_kv_token_ms"] * 256
-    prefill = 256 / ((f["overhead_ms"] + 256 * f["per_token_ms"] + 256 * 256 * f["per_prompt_sq_ms"]) / 1e3)
+    f = {k: round(coef.get(k, 0.0), 6) for k in ("overhead_ms", "per_token_ms", "per_kv_token_ms",
+                                                  "per_prompt_sq_ms", "per_q_kv_ns")}
+    qkv_ms = f["per_q_kv_ns"] / 1e6
+    step1 = f["overhead_ms"] + f["per_token_ms"] + (f["per_kv_token_ms"] + qkv_ms) * 256
+    prefill = 256 / ((f["overhead_ms"] + 256 * f["per_token_ms"] + 256 * 256 * (f["per_prompt_sq_ms"] + qkv_ms))
+                     / 1e3)
     entry = {"gpu": gpu, "model": cfg.name, "decode_step_ms": round(step1, 4), "prefill_tok_s": round(prefill, 1),
              "fit": f, "kv_tokens": measured["kv_tokens"]}
     book["measured"] = [m for m in book["measured"] if (m["gpu"], m["model"]) != (gpu, cfg.name)] + [entry]

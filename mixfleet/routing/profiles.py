@@ -66,14 +66,18 @@ class IterationFit(StrictModel):
 
     time (ms) = overhead_ms + per_token_ms x (tokens in the iteration: one per decoding sequence plus the
     prompt tokens) + per_kv_token_ms x (context tokens the decodes read) + per_prompt_sq_ms x sum of the
-    prompt chunks' attention squares. A sum, not the roofline's max: on a CPU (and for a tiny model on a
-    GPU) the fixed per-iteration cost of the engine adds to the compute.
+    prompt chunks' attention squares + per_q_kv_ns / 1e6 x (query tokens in the iteration x every key
+    token it attends to, all sequences together). A sum, not the roofline's max: on a CPU (and for a tiny
+    model on a GPU) the fixed per-iteration cost of the engine adds to the compute. The last term is an
+    attention computed over the whole packed batch under a mask (``transformers``' paged attention on a
+    CPU does this): it is small in a decode step and dominates one that mixes prompt chunks with decodes.
     """
 
     overhead_ms: float = Field(ge=0)
     per_token_ms: float = Field(ge=0)
     per_kv_token_ms: float = Field(ge=0)
     per_prompt_sq_ms: float = Field(default=0.0, ge=0)
+    per_q_kv_ns: float = Field(default=0.0, ge=0)
 
 
 class MeasuredProfile(StrictModel):
@@ -171,9 +175,11 @@ class IterationModel:
         """Seconds for one decode iteration of ``batch`` sequences holding ``context`` tokens."""
         return max(self.m0 + self.m1 * context, self.cb * batch + self.c1 * context)
 
-    def mixed_time(self, batch: int, context: float, tokens: int, sum_sq: float) -> float:
+    def mixed_time(self, batch: int, context: float, tokens: int, sum_sq: float,
+                   chunk_kv: float | None = None) -> float:
         """Seconds for one chunked-prefill iteration: ``batch`` decodes over ``context`` tokens plus
-        ``tokens`` prompt tokens whose attention costs ``sum_sq`` (a chunk [o, o+n) costs (o+n)^2 - o^2).
+        ``tokens`` prompt tokens whose attention costs ``sum_sq`` (a chunk [o, o+n) costs (o+n)^2 - o^2)
+        and reads ``chunk_kv`` key tokens (o+n per chunk; the roofline does not use it).
 
         With no decodes it is :meth:`prefill_time`; with no prompt tokens it is :meth:`decode_step`.
         """
@@ -223,6 +229,7 @@ class FittedIterationModel(IterationModel):
         f = entry.fit
         self.t0, self.tok, self.kv, self.sq = (f.overhead_ms / 1e3, f.per_token_ms / 1e3, f.per_kv_token_ms / 1e3,
                                                f.per_prompt_sq_ms / 1e3)
+        self.qkv = f.per_q_kv_ns / 1e9
         self.kv_tokens = entry.kv_tokens
         self.flops = 2.0 * self.params / max(self.tok, 1e-12)
         self._att_prefill = self.sq
@@ -230,16 +237,21 @@ class FittedIterationModel(IterationModel):
 
     def prefill_time(self, tokens: float, sum_sq: float | None = None) -> float:
         sq = tokens * tokens if sum_sq is None else sum_sq
-        return self.t0 + self.tok * tokens + self.sq * sq
+        # whole prompts attend to their own tokens: the batch's keys are its `tokens`
+        return self.t0 + self.tok * tokens + self.sq * sq + self.qkv * tokens * tokens
 
     def decode_step(self, batch: int, context: float) -> float:
-        return self.t0 + self.tok * batch + self.kv * context
+        return self.t0 + self.tok * batch + (self.kv + self.qkv * batch) * context
 
-    def mixed_time(self, batch: int, context: float, tokens: int, sum_sq: float) -> float:
-        return self.t0 + self.tok * (batch + tokens) + self.kv * context + self.sq * sum_sq
+    def mixed_time(self, batch: int, context: float, tokens: int, sum_sq: float,
+                   chunk_kv: float | None = None) -> float:
+        keys = context + (tokens if chunk_kv is None else chunk_kv)
+        return (self.t0 + self.tok * (batch + tokens) + self.kv * context + self.sq * sum_sq
+                + self.qkv * (batch + tokens) * keys)
 
     def decode_lines(self, batch: int, ctx0: float, dctx: float) -> tuple[float, float, float, float]:
-        a, b = self.t0 + self.tok * batch + self.kv * ctx0, self.kv * dctx
+        per_ctx = self.kv + self.qkv * batch
+        a, b = self.t0 + self.tok * batch + per_ctx * ctx0, per_ctx * dctx
         return (a, b, a, b)
 
     def kv_capacity_tokens(self, memory_utilization: float, reserve_gb: float) -> int:

@@ -122,3 +122,32 @@ def test_profile_fit_and_the_simulator_uses_the_measured_engine(tmp_path):
 def test_profile_command_refuses_an_unknown_engine(cli, tmp_path):
     r = cli("routing", "profile", "--engine", "vllm", "--out", str(tmp_path / "p.yaml"))
     assert r.returncode != 0 and "vllm" in r.error_line and not (tmp_path / "p.yaml").exists()
+
+
+def test_a_mixed_iteration_pays_for_attention_over_the_whole_batch():
+    """The fit learns a query x key term from timed burst iterations, and the simulator charges it: an
+    iteration mixing prompt chunks with decodes costs more than its parts (as transformers' CPU engine does)."""
+    from mixfleet.routing import profiler
+    from mixfleet.routing.profiles import FittedIterationModel, IterationFit, MeasuredProfile, load_profiles
+
+    truth = {"t0": 5.0, "tok": 0.1, "kv": 0.01, "qkv_ns": 100.0}
+    pts = _synthetic_points(sq=0.0)
+    for p in pts:  # the grid's own shapes pay the term too
+        qkv = p["tokens"] * (p["tokens"] if p["kind"] == "prefill" else p["kv"])
+        p["time_s"] += truth["qkv_ns"] * qkv / 1e9
+    for q, dec_kv, keys in ((512, 6000, 6500), (300, 3000, 3400), (129, 5000, 5100), (64, 900, 1000)):
+        ms = truth["t0"] + truth["tok"] * q + truth["kv"] * dec_kv + truth["qkv_ns"] * q * keys / 1e6
+        pts.append({"kind": "step", "tokens": q, "kv": dec_kv, "sq": 0, "qkv": q * keys, "time_s": ms / 1e3})
+    coef = profiler.fit(pts)
+    assert coef["per_q_kv_ns"] == pytest.approx(100.0, rel=1e-3) and coef["burst_steps"] == 4
+    assert coef["max_abs_rel_error"] < 1e-3
+
+    book = load_profiles()
+    entry = MeasuredProfile(gpu="A100-80GB", model=next(iter(book.models)), decode_step_ms=1.0, prefill_tok_s=1.0,
+                            fit=IterationFit(overhead_ms=5.0, per_token_ms=0.1, per_kv_token_ms=0.01,
+                                             per_q_kv_ns=100.0))
+    perf = FittedIterationModel(entry.gpu, entry.model, book.gpu(entry.gpu), book.model(entry.model), entry)
+    # 29 decodes over 6,000 context tokens plus a 483-token chunk that reads 483 keys
+    mixed = perf.mixed_time(29, 6000, 483, 0.0, 483)
+    assert mixed == pytest.approx((5.0 + 0.1 * 512 + 0.01 * 6000 + 100e-6 * 512 * 6483) / 1e3, rel=1e-9)
+    assert mixed > perf.decode_step(29, 6000) + perf.prefill_time(483)  # more than its parts
