@@ -360,7 +360,7 @@ def main(argv=None) -> int:
            "per_request": {f"{r['load']:g}": {"sim": r["sim_per_request"], "real": r["live_per_request"]}
                            for r in runs},
            "plot": "benchmarks/results/routing_fidelity.png",
-           "machine": f"{os.cpu_count()} CPU cores shared with other work (load average "
+           "machine": f"{os.cpu_count()} CPU cores (1-minute load average "
                       f"{os.getloadavg()[0]:.1f} at the end)",
            "command": cmd}
     atomic_write_text(out_dir / "routing_fidelity.json", json.dumps(out, indent=1) + "\n")
