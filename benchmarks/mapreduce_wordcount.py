@@ -213,28 +213,35 @@ def peers(args, files: list[Path], out_root: Path) -> dict:
         "mixfleet_line": lambda: run_mixfleet(files, args.cpus, "wordcount", "WordCount", out_root / "out-line"),
         "mixfleet_chunk": lambda: run_mixfleet(files, args.cpus, "wordcount_fast", "WordCountFast",
                                                out_root / "out-chunk"),
+        "dask_bag": lambda: run_dask_bag(files, args.cpus),  # before Ray Data, whose actors outlive its run
         "ray_data": lambda: run_ray_data(files, args.cpus),
-        "dask_bag": lambda: run_dask_bag(files, args.cpus),
     }
     skipped = {}
-    spark = None
-    if shutil.which("java") is None:
-        skipped["spark_df"] = skipped["spark_rdd"] = "java is not installed on this machine: Spark skipped"
-        print("spark: skipped, `java` not found on PATH", file=sys.stderr)
-    else:
-        spark = _spark(args.cpus)
-        systems["spark_df"] = lambda: run_spark_df(files, args.cpus, spark)
-        systems["spark_rdd"] = lambda: run_spark_rdd(files, args.cpus, spark)
     results, truth = {}, None
-    for name, fn in systems.items():
+
+    def timed(name: str, fn) -> None:
+        nonlocal truth
         t0 = time.perf_counter()
         counts = fn()
         elapsed = time.perf_counter() - t0
         truth = truth if truth is not None else counts
         results[name] = {"elapsed_s": round(elapsed, 2), "output_equal": counts == truth}
         print(f"  {name:15s} {elapsed:7.1f} s  equal={counts == truth}", file=sys.stderr)
-    if spark is not None:
-        spark.stop()
+
+    for name, fn in systems.items():
+        timed(name, fn)
+    # Spark last, its JVM started here and stopped after: an idle JVM beside the other systems takes CPU
+    # from the ones that use both cores (Ray, Dask) more than from the single-process script
+    if shutil.which("java") is None:
+        skipped["spark_df"] = skipped["spark_rdd"] = "java is not installed on this machine: Spark skipped"
+        print("spark: skipped, `java` not found on PATH", file=sys.stderr)
+    else:
+        spark = _spark(args.cpus)
+        try:
+            timed("spark_df", lambda: run_spark_df(files, args.cpus, spark))
+            timed("spark_rdd", lambda: run_spark_rdd(files, args.cpus, spark))
+        finally:
+            spark.stop()
     ratios = {api: {peer: round(results[peer]["elapsed_s"] / results[api]["elapsed_s"], 2)
                     for peer in bars if peer in results} for api, bars in BARS.items()}
     return {"systems": results, "skipped": skipped, "ratios": ratios, "distinct_words": len(truth or {}),

@@ -235,6 +235,14 @@ def scatter(runs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def headline(out: dict) -> str:
+    """One line for the README's glance table."""
+    ratios = [run["real_over_sim"][k] for run in out["runs"] for k in KEYS]
+    ok = sum(abs(run["real_over_sim"][k] - 1) <= run["bar"] for run in out["runs"] for k in KEYS)
+    return (f"real / simulated P50 and P99 TTFT and E2E: {min(ratios):.2f}-{max(ratios):.2f}x, {ok} of {len(ratios)} "
+            f"within the bars ({NOTE}, {out['device']})")
+
+
 def markdown(out: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     tr = out["idle_transport"]
