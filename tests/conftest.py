@@ -118,8 +118,8 @@ def ray_cluster():
     global _cluster
     if _cluster is None:
         # From here on nothing may start a Ray of its own. In a full run, a stray Ray call from a thread
-        # an earlier test left (a Serve handle's router thread is one) auto-started a local Ray while
-        # the cluster came up, and `connect` then joined it instead of the cluster.
+        # an earlier test left (a Serve handle's router thread is the likely one) auto-started a local
+        # Ray while the cluster came up, and `connect` then joined it instead of the cluster.
         auto_init_hook.enable_auto_connect = False
         if ray.is_initialized():
             shutdown()

@@ -120,6 +120,9 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     """Time every iteration of a burst of ``n`` mixed requests (see module doc); [] without the hook."""
     import random
 
+    deadline = time.monotonic() + 30  # the generation thread creates its batch processor when it starts
+    while getattr(eng.manager, "batch_processor", None) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     runner = getattr(getattr(eng.manager, "batch_processor", None), "model_runner", None)
     if n <= 0 or runner is None or not hasattr(runner, "compute_batch"):
         return []

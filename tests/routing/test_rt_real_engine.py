@@ -151,3 +151,18 @@ def test_a_mixed_iteration_pays_for_attention_over_the_whole_batch():
     mixed = perf.mixed_time(29, 6000, 483, 0.0, 483)
     assert mixed == pytest.approx((5.0 + 0.1 * 512 + 0.01 * 6000 + 100e-6 * 512 * 6483) / 1e3, rel=1e-9)
     assert mixed > perf.decode_step(29, 6000) + perf.prefill_time(483)  # more than its parts
+
+
+def test_the_profiler_times_mixed_iterations_of_the_real_engine():
+    """The burst hook still finds transformers' model runner: without it the profile silently loses the
+    mixed iterations that decide a loaded replica's speed. Counts only, no timing assert."""
+    from mixfleet.routing import profiler
+
+    eng = _engine()
+    try:
+        steps = profiler._burst_steps(eng, 6, max_batched_tokens=64, max_context=256)
+    finally:
+        eng.close()
+    assert steps and all(s["kind"] == "step" and s["time_s"] > 0 for s in steps)
+    mixed = [s for s in steps if s["kv"] > 0 and s["sq"] > 0]  # decodes and a prompt chunk in one iteration
+    assert mixed and all(s["qkv"] >= s["tokens"] * s["kv"] for s in mixed)
