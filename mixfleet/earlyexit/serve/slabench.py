@@ -90,7 +90,7 @@ def _cost(model, cond: str, exit_counts: list[int]) -> float:
 
 def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, queue_bound: int = 64,
                   model_path=None, port: int | None = None, device: dict | None = None, procs: int = 2,
-                  overhead_s: float = 15.0, drift_s: float = 150.0, coarse: bool = False, max_replicas: int = 2,
+                  overhead_s: float = 10.0, overhead_rounds: int = 4, drift_s: float = 150.0, coarse: bool = False, max_replicas: int = 2,
                   conditions=CONDITIONS, budget_s: float | None = None, progress=print) -> dict:
     """Run the benchmark (see module doc); past ``budget_s`` seconds the conditions not started are skipped
     (listed in ``out["errors"]``), so a time-boxed run still returns what it measured."""
@@ -131,15 +131,12 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
         grpc_port = serve_ports().grpc_port_for(GRPC_SERVICER)
         # 1. overhead on the real CPU: the plain backbone vs the early-exit path with no exit taken
         url = deploy(mode="plain", **common)
-        run_condition(url, images, labels, [("warm-up", 10.0, 2.0)], sla_ms, seed=seed, procs=1)
-        out["overhead"] = {}
-        for cond, kw in (("plain", {"mode": "plain"}), ("no-exit", {"mode": "static", "thresholds": [1.0] * model.n_exits})):
-            deploy(**kw, **common)
-            r = run_condition(url, images, labels, [("low", 10.0, overhead_s)], sla_ms, seed=seed, procs=1)
-            out["overhead"][cond] = {k: r[k] for k in ("requests", "p50_ms", "p99_ms", "accuracy", "exit_counts")}
-        out["no_exit_p50_overhead_ms"] = out["overhead"]["no-exit"]["p50_ms"] - out["overhead"]["plain"]["p50_ms"]
-        progress(f"overhead (real CPU, 10 req/s): plain p50 {out['overhead']['plain']['p50_ms']:.2f} ms, "
-                 f"early-exit path with no exit p50 {out['overhead']['no-exit']['p50_ms']:.2f} ms")
+        out.update(measure_overhead(url, model, images, labels, sla_ms, deploy, common, round_s=overhead_s,
+                                    rounds=overhead_rounds, seed=seed))
+        ov = out["overhead"]
+        progress(f"overhead (real CPU, 10 req/s, {overhead_rounds} alternating rounds): plain p50 "
+                 f"{ov['plain']['p50_ms']:.2f} ms, early-exit path with no exit p50 {ov['no-exit']['p50_ms']:.2f} ms; "
+                 f"in-process batch-1 pass {ov['in_process_ms']['plain']:.2f} vs {ov['in_process_ms']['no-exit']:.2f} ms")
         # 2. capacities
         common["device"] = device
         caps = {}
@@ -193,6 +190,67 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                 for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
                     _guarded(out, f"drift {dc}", progress, t_end, drift, j, dc)
     return out
+
+
+def measure_overhead(url: str, model, images, labels, sla_ms: float, deploy, common: dict, round_s: float = 10.0,
+                     rounds: int = 4, rate: float = 10.0, seed: int = 0) -> dict:
+    """The early-exit path with every threshold at 1.0 (no exit taken) vs the plain backbone.
+
+    Over HTTP at ``rate`` req/s (one generator process), in ``rounds`` alternating rounds of ``round_s``
+    seconds per condition (plain, no-exit, plain, ...), so drift of the host between rounds falls on both
+    (one long block per condition measured the order, not the path: +4.6 ms one way round, -0.2 ms
+    interleaved). p50 over the pooled requests per condition, and each round's difference. Also the
+    compute alone, in this process: the median batch-1 pass (one thread), plain model vs ``run_exits``.
+    """
+    import time
+
+    import torch
+
+    from mixfleet.earlyexit.inference import run_exits
+    from mixfleet.earlyexit.serve.loadtest import run_condition
+
+    conds = (("plain", {"mode": "plain"}), ("no-exit", {"mode": "static", "thresholds": [1.0] * model.n_exits}))
+    deploy(mode="plain", **common)
+    run_condition(url, images, labels, [("warm-up", rate, 2.0)], sla_ms, seed=seed, procs=1)
+    lat: dict[str, list] = {c: [] for c, _ in conds}
+    per_round: list[dict] = []
+    exits: dict[str, np.ndarray] = {c: np.zeros(model.n_exits + 1, dtype=int) for c, _ in conds}
+    for k in range(rounds):
+        row = {}
+        for cond, kw in conds:
+            deploy(**kw, **common)
+            r = run_condition(url, images, labels, [("low", rate, round_s)], sla_ms, seed=seed + k, procs=1)
+            lat[cond] += [v for v in r["latencies_ms"] if v is not None]
+            exits[cond] += np.asarray(r["exit_counts"])
+            row[cond] = r["p50_ms"]
+        per_round.append(row)
+    ov = {c: {"requests": len(v), "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+              "exit_counts": exits[c].tolist()} for c, v in lat.items()}
+    ov["rounds"] = per_round
+    ov["round_s"] = round_s
+
+    x = torch.from_numpy(np.ascontiguousarray(images[:1, None], dtype=np.float32))
+    heads = {int(i): h for i, h in model.heads.items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            passes = {"plain": lambda: model(x),
+                      "no-exit": lambda: run_exits(x, model.stages, heads, [1.0] * model.n_exits, model.criterion)}
+            times: dict[str, list] = {c: [] for c in passes}
+            for _ in range(5):
+                for f in passes.values():
+                    f()
+            for _ in range(100):  # alternating, as over HTTP
+                for c, f in passes.items():
+                    t0 = time.perf_counter()
+                    f()
+                    times[c].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    ov["in_process_ms"] = {c: 1e3 * float(np.median(v)) for c, v in times.items()}
+    return {"overhead": ov, "no_exit_p50_overhead_ms": ov["no-exit"]["p50_ms"] - ov["plain"]["p50_ms"],
+            "no_exit_round_diffs_ms": [r["no-exit"] - r["plain"] for r in per_round]}
 
 
 def _guarded(out: dict, name: str, progress, t_end: float | None, fn, *args) -> None:
