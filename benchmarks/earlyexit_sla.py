@@ -99,7 +99,10 @@ def headline(res: dict) -> str:
     c = res["conditions"]
     att = ", ".join(f"{k} {100 * _burst(v, 'sla_attainment'):.2f}%" for k, v in c.items())
     dev = "EMULATED device" if res.get("emulated") else "real CPU"
-    return f"SLA attainment in 2x-3x mu_static bursts: {att} ({dev}; bar 99.99% for adaptive)"
+    cap = res.get("capacity_rps") or {}
+    ceiling = (f"; every sample at the first exit holds {cap['first-exit'] / cap['static']:.2f}x mu_static, the "
+               "ceiling of any exit policy on one replica" if "first-exit" in cap else "")
+    return f"SLA attainment in 2x-3x mu_static bursts: {att} ({dev}; bar 99.99% for adaptive{ceiling})"
 
 
 def markdown(res: dict) -> str:
