@@ -184,28 +184,20 @@ def overhead_only(sla_ms: float) -> dict:
     """Rerun part 1 alone and replace the overhead section of the committed results (labelled as such)."""
     import json
 
-    from mixfleet.earlyexit.data import load_dataset
-    from mixfleet.earlyexit.persist import load, serving_model_path
     from mixfleet.earlyexit.serve import slabench
-    from mixfleet.earlyexit.serve.app import deploy
-    from mixfleet.platform.bootstrap import connect, free_port, shutdown
-    from mixfleet.platform.serving import serving
+    from mixfleet.errors import InputError
+    from mixfleet.platform.bootstrap import shutdown
 
     path = RESULTS / "earlyexit_sla.json"
+    if not path.is_file():
+        raise InputError(f"--overhead-only updates '{path}', which does not exist",
+                         "run the whole benchmark first: python benchmarks/earlyexit_sla.py --requests 30000")
     res = json.loads(path.read_text())
-    model_path = serving_model_path()
-    model = load(model_path)
-    test = load_dataset("mnist", seed=0).test
-    common = {"app_name": slabench.APP, "route_prefix": slabench.PREFIX, "model_path": model_path, "sla_ms": sla_ms,
-              "queue_bound": 64}
-    connect(num_cpus=2)
     try:
-        with serving(grpc_port=free_port()) as srv:
-            srv.own(slabench.APP)
-            url = deploy(mode="plain", **common)
-            res.update(slabench.measure_overhead(url, model, test.x[:, 0], test.y, sla_ms, deploy, common))
+        part = slabench.run_sla_bench(sla_ms=sla_ms, only_overhead=True)
     finally:
         shutdown()
+    res.update({k: part[k] for k in ("overhead", "no_exit_p50_overhead_ms", "no_exit_round_diffs_ms")})
     res["overhead_command"] = f"python benchmarks/earlyexit_sla.py --overhead-only --sla-ms {sla_ms:g}"
     res["overhead_load_average_1m"] = os.getloadavg()[0]
     atomic_write_text(path, to_json(res, indent=2))

@@ -90,10 +90,12 @@ def _cost(model, cond: str, exit_counts: list[int]) -> float:
 
 def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, queue_bound: int = 64,
                   model_path=None, port: int | None = None, device: dict | None = None, procs: int = 2,
-                  overhead_s: float = 10.0, overhead_rounds: int = 4, drift_s: float = 150.0, coarse: bool = False, max_replicas: int = 2,
-                  conditions=CONDITIONS, budget_s: float | None = None, progress=print) -> dict:
+                  overhead_s: float = 10.0, overhead_rounds: int = 4, drift_s: float = 150.0, coarse: bool = False,
+                  max_replicas: int = 2, conditions=CONDITIONS, budget_s: float | None = None,
+                  only_overhead: bool = False, progress=print) -> dict:
     """Run the benchmark (see module doc); past ``budget_s`` seconds the conditions not started are skipped
-    (listed in ``out["errors"]``), so a time-boxed run still returns what it measured."""
+    (listed in ``out["errors"]``), so a time-boxed run still returns what it measured. ``only_overhead``:
+    part 1 alone."""
     import time
 
     t_end = None if budget_s is None else time.monotonic() + budget_s
@@ -111,7 +113,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
 
     if sla_ms <= 0:
         raise InputError(f"--sla-ms {sla_ms} must be > 0", "use e.g. --sla-ms 200")
-    warning = check_requests(requests, coarse)
+    warning = None if only_overhead else check_requests(requests, coarse)
     if device is not None:
         parse_model(device, EmulatedDevice, source="emulated device")
     model_path = model_path or serving_model_path()
@@ -131,12 +133,14 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
         grpc_port = serve_ports().grpc_port_for(GRPC_SERVICER)
         # 1. overhead on the real CPU: the plain backbone vs the early-exit path with no exit taken
         url = deploy(mode="plain", **common)
-        out.update(measure_overhead(url, model, images, labels, sla_ms, deploy, common, round_s=overhead_s,
+        out.update(measure_overhead(url, model, images, labels, sla_ms, common, round_s=overhead_s,
                                     rounds=overhead_rounds, seed=seed))
         ov = out["overhead"]
         progress(f"overhead (real CPU, 10 req/s, {overhead_rounds} alternating rounds): plain p50 "
                  f"{ov['plain']['p50_ms']:.2f} ms, early-exit path with no exit p50 {ov['no-exit']['p50_ms']:.2f} ms; "
                  f"in-process batch-1 pass {ov['in_process_ms']['plain']:.2f} vs {ov['in_process_ms']['no-exit']:.2f} ms")
+        if only_overhead:
+            return out
         # 2. capacities
         common["device"] = device
         caps = {}
@@ -193,7 +197,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
     return out
 
 
-def measure_overhead(url: str, model, images, labels, sla_ms: float, deploy, common: dict, round_s: float = 10.0,
+def measure_overhead(url: str, model, images, labels, sla_ms: float, common: dict, round_s: float = 10.0,
                      rounds: int = 4, rate: float = 10.0, seed: int = 0) -> dict:
     """The early-exit path with every threshold at 1.0 (no exit taken) vs the plain backbone.
 
@@ -208,6 +212,7 @@ def measure_overhead(url: str, model, images, labels, sla_ms: float, deploy, com
     import torch
 
     from mixfleet.earlyexit.inference import run_exits
+    from mixfleet.earlyexit.serve.app import deploy
     from mixfleet.earlyexit.serve.loadtest import run_condition
 
     conds = (("plain", {"mode": "plain"}), ("no-exit", {"mode": "static", "thresholds": [1.0] * model.n_exits}))
