@@ -277,18 +277,29 @@ def _identity_map(key: Any, value: Any) -> Iterator[tuple[Any, Any]]:
     yield key, value
 
 
-def sample_keys(step: Step, entry: InputFile | None, piece: Piece, chunk_bytes: int, n: int) -> list:
-    """Keys the step's mapper emits for up to ``n`` records of ``piece`` (range partitioner)."""
+def sample_keys(step: Step, entry: InputFile | None, piece: Piece, chunk_bytes: int, n: int,
+                max_batches: int = 4) -> list:
+    """Keys the step's mapper emits for up to ``n`` records of ``piece`` (range partitioner).
+
+    The sample runs ``mapper_init``, up to ``max_batches`` batches, then ``mapper_final``, so a
+    mapper that combines in memory and emits only at the end (in-mapper combining) is sampled
+    from what it emits there."""
     chunked = step.mapper_chunk is not None
     mapper = step.mapper_chunk or step.mapper or _identity_map
     keys: list = []
-    for _, batch, _size in iter_records(entry, piece, chunk_bytes, raw=chunked):
+    if step.mapper_init:
+        keys += [k for k, _ in step.mapper_init() or ()]
+    for i, (_, batch, _size) in enumerate(iter_records(entry, piece, chunk_bytes, raw=chunked)):
         outs = [mapper(batch)] if chunked else (
             mapper(*rec) if piece.block_kind == "pairs" else mapper(None, rec) for rec in batch)
         for pairs in outs:
             keys += [k for k, _ in pairs or ()]
             if len(keys) >= n:
-                return keys
+                break
+        if len(keys) >= n or i + 1 >= max_batches:
+            break
+    if step.mapper_final:
+        keys += [k for k, _ in step.mapper_final() or ()]
     return keys
 
 

@@ -106,3 +106,18 @@ def test_a_reducer_that_yields_no_pair_names_the_users_file_and_line(books, tmp_
 def test_a_mapper_that_returns_a_non_iterable_is_named(books, tmp_path):
     with pytest.raises(JobError, match=r"^mapper of NotIterableMapper must yield \(key, value\) pairs; got \d+ \(int\)"):
         run(jobs.NotIterableMapper, [str(books[0])], str(tmp_path / "out"), runner="inline")
+
+
+def test_range_partitioner_samples_a_mapper_that_emits_only_in_mapper_final(books, tmp_path):
+    """``wordcount_fast`` combines in the mapper and emits in ``mapper_final``: the range
+    sample must run the init/final hooks, or it sees no key (and crashes on ``self.counts``)."""
+    result = run(fast.WordCountFast, [str(b) for b in books], str(tmp_path / "r"), runner="inline",
+                 partitioner="range", num_reducers=3, chunk_bytes=16 << 10)
+    parts = [[k for k, _ in _read_part(tmp_path / "r" / f"part-r-{i:05d}")] for i in range(3)]
+    assert all(parts) and all(p == sorted(p) for p in parts)
+    assert parts[0][-1] < parts[1][0] and parts[1][-1] < parts[2][0]  # totally ordered
+    assert dict(result.read()) == reference(books)
+
+
+def _read_part(path: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split("\t", 1)) for line in path.read_text().splitlines()]
