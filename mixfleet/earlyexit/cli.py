@@ -53,6 +53,10 @@ def train(
     eps: float = typer.Option(0.01, help="calibration: max accuracy loss (fraction; 0.01 = 1 point)"),
     seed: int = typer.Option(0, help="RNG seed for the split, init, shuffling and augmentation"),
     limit: int | None = typer.Option(None, min=1, help="train on only the first N training samples (quick runs)"),
+    rotate_deg: float = typer.Option(10.0, "--rotate-deg", min=0, max=180,
+                                     help="augmentation: largest random rotation in degrees (joint training)"),
+    noise: float = typer.Option(0.0, min=0, max=1, help="augmentation: largest pixel-noise standard deviation "
+                                "(per sample, uniform in [0, NOISE]; joint training)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Train a model with exits, calibrate it on the held-out split and save it."""
@@ -79,14 +83,15 @@ def train(
     if heads_only is not None:
         fit = lambda **kw: train_heads(model, tx, ty, epochs=epochs, seed=seed, **kw)  # noqa: E731
     else:
-        fit = lambda **kw: train_joint(model, tx, ty, epochs=epochs, seed=seed, **kw)  # noqa: E731
+        fit = lambda **kw: train_joint(model, tx, ty, epochs=epochs, seed=seed, rotate_deg=rotate_deg,  # noqa: E731
+                                       noise=noise, **kw)
     with _progress(epochs, "training") as tick:
         report = fit(progress=tick)
     cal = calibrate(model, ds.calib.x, ds.calib.y, eps=eps)
     accs = exit_accuracy(model, ds.test.x, ds.test.y)
     save(model, out, calibration=cal.to_dict(),
          extra={"dataset": key, "seed": seed, "mode": "heads" if heads_only else "joint", "epochs": epochs,
-                "train_samples": len(tx)})
+                "train_samples": len(tx), "augment": {"rotate_deg": rotate_deg, "noise": noise}})
     result = {"model": str(out), "dataset": key, "mode": "heads" if heads_only else "joint", "train_samples": len(tx),
               "train_seconds": report["seconds"], "final_loss": report["loss"][-1],
               "test_accuracy_per_exit": dict(zip(model.exit_names + ["final"], accs, strict=True)),

@@ -31,15 +31,22 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
         yield perm[s:s + batch_size]
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, shift: float = 0.1, rotate_deg: float = 10.0) -> torch.Tensor:
-    """Random small rotations and shifts of ``[B, C, H, W]`` images (per sample)."""
+def augment(x: torch.Tensor, gen: torch.Generator, shift: float = 0.1, rotate_deg: float = 10.0,
+            noise: float = 0.0) -> torch.Tensor:
+    """Random rotations (up to ``rotate_deg``) and shifts of ``[B, C, H, W]`` images (per sample); with
+    ``noise`` > 0 each sample also gets Gaussian pixel noise of a standard deviation drawn uniformly
+    from ``[0, noise]``, clipped to ``[0, 1]`` (the drift stream's corruption, at lower strength)."""
     b = x.shape[0]
     ang = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(rotate_deg)
     t = (torch.rand(b, 2, generator=gen) * 2 - 1) * shift * 2  # grid units span 2
     cos, sin = torch.cos(ang), torch.sin(ang)
     theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    out = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    if noise > 0:
+        sigma = torch.rand(b, 1, 1, 1, generator=gen) * noise
+        out = (out + sigma * torch.randn(out.shape, generator=gen)).clamp_(0.0, 1.0)
+    return out
 
 
 def _weights(model, weights: Sequence[float] | None) -> list[float]:
@@ -53,8 +60,11 @@ def _weights(model, weights: Sequence[float] | None) -> list[float]:
 
 def train_joint(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, lr: float = 3e-3,
                 batch_size: int = 64, weights: Sequence[float] | None = None, seed: int = 0,
-                augment_images: bool = True, progress: Callable[[int, float], None] | None = None) -> dict:
-    """Train backbone and heads together; returns ``{"loss": [per epoch], "seconds": s}``."""
+                augment_images: bool = True, rotate_deg: float = 10.0, noise: float = 0.0,
+                progress: Callable[[int, float], None] | None = None) -> dict:
+    """Train backbone and heads together; returns ``{"loss": [per epoch], "seconds": s}``.
+
+    ``rotate_deg`` / ``noise``: the augmentation's largest rotation and pixel-noise level (see :func:`augment`)."""
     w = _weights(model, weights)
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
@@ -66,7 +76,8 @@ def train_joint(model, x: np.ndarray, y: np.ndarray, *, epochs: int = 10, lr: fl
     for epoch in range(epochs):
         total = 0.0
         for idx in _batches(len(yt), batch_size, gen):
-            xb = augment(xt[idx], gen) if augment_images and xt.ndim == 4 else xt[idx]
+            xb = augment(xt[idx], gen, rotate_deg=rotate_deg, noise=noise) if augment_images and xt.ndim == 4 \
+                else xt[idx]
             outs = model.forward_all(xb)
             loss = sum(wk * F.cross_entropy(o, yt[idx]) for wk, o in zip(w, outs, strict=True)) / sum(w)
             opt.zero_grad(set_to_none=True)

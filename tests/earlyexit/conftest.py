@@ -76,3 +76,14 @@ def cli_here(capfd):
         return InProcessResult(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The bundled MNIST 5k, split as the serving model's training split it (seed 0)."""
+    import torch
+
+    from mixfleet.earlyexit.data import load_dataset
+
+    torch.set_num_threads(1)
+    return load_dataset("mnist", seed=0)

@@ -277,3 +277,25 @@ def test_emulated_device_pads_stages_and_deadline_forces_an_early_answer(base, i
     finally:
         reconfigure(mode="adaptive", sla_ms=200)
     assert httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()["device"] == "real"
+
+
+def test_drift_guard_keeps_sampling_at_moderate_load_when_nobody_else_waits(base, images):
+    """The agreement monitor must see traffic that keeps the replica busy (here ~80% of the time, one request
+    at a time): gated on the load pressure, it took one sample after a reconfigure and then went blind."""
+    from mixfleet.earlyexit.serve.app import deploy
+
+    x, _ = images
+    kw = dict(mode="adaptive", sla_ms=2000, drift_sample_rate=1.0, device={"full_ms_per_sample": 60.0, "launch_ms": 0.0})
+    try:
+        deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, queue_bound=8, autoscaling=AUTOSCALING, **kw)
+        deadline = time.monotonic() + 30
+        while httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()["options"]["drift_sample_rate"] != 1.0:
+            assert time.monotonic() < deadline, "the new user_config never reached the replica"
+            time.sleep(0.3)
+        for img in x[:8]:  # one at a time: nobody else is waiting when each batch runs
+            assert _predict(base, [img.tolist()]).status_code == 200
+        st = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
+        assert st["pressure"] > 0.05  # the replica counts as loaded...
+        assert st["drift_samples"] >= 7  # ...and the guard still sampled (nearly) every batch
+    finally:
+        deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)

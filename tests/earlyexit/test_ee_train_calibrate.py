@@ -71,3 +71,29 @@ def test_loss_weights_must_fit_the_exits(digits):
         train_joint(model, digits.train.x[:10], digits.train.y[:10], epochs=1, weights=[1.0, 1.0])
     assert np.isfinite(train_joint(model, digits.train.x[:64], digits.train.y[:64], epochs=1,
                                    weights=[0.3, 0.3, 1.0])["loss"][0])
+
+
+def test_noise_augmentation_corrupts_each_sample_within_its_bound():
+    from mixfleet.earlyexit.training import augment
+
+    x = torch.full((64, 1, 8, 8), 0.5)
+    same = augment(x, torch.Generator().manual_seed(0), shift=0.0, rotate_deg=0.0)
+    assert torch.allclose(same, x, atol=1e-5)  # no noise asked: the images are unchanged
+    noisy = augment(x, torch.Generator().manual_seed(0), shift=0.0, rotate_deg=0.0, noise=0.3)
+    spread = (noisy - x).flatten(1).std(dim=1)
+    assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
+    assert float(spread.max()) < 0.3 * 1.5 and float(spread.max()) > 0.1  # per-sample level in [0, 0.3]
+    assert float(spread.max() - spread.min()) > 0.1  # drawn per sample, not one level for the batch
+
+
+def test_the_serving_model_final_exit_outlasts_its_first_exit_under_drift(mnist):
+    """The drift benchmark's referee (the full model) must not collapse first: the committed serving
+    model was trained with rotation and noise augmentation, so at mid drift its final exit is far
+    more accurate than its first exit (a model trained on clean digits scored 15% there)."""
+    from mixfleet.earlyexit.persist import load, serving_model_path
+    from mixfleet.earlyexit.serve.drift import drift_images
+
+    model = load(serving_model_path())
+    x = drift_images(mnist.test.x[:300, 0], 0.5, np.random.default_rng(1))[:, None]
+    accs = exit_accuracy(model, x, mnist.test.y[:300])
+    assert accs[-1] > 0.85 and accs[-1] > accs[0] + 0.1

@@ -277,10 +277,10 @@ class EarlyExitServer:
         deadline = min(it.arrival for it in items) + (self.opts.sla_ms - self.opts.path_ms) / 1e3
         th = self.thresholds_now()
         mode = self.opts.mode
-        # idle: nothing else waiting and low pressure (a monitoring full pass keeps the device busy for a full pass);
-        # while backed off the batch runs (nearly) the full pass anyway, so sampling costs nothing extra, and it is
-        # what lets the guard see the drift end (the backed-off full passes keep the utilisation, so the pressure, up)
-        idle = self.inflight <= len(items) and (self.policy.pressure < 0.05 or self.guard.backoff >= 0.5)
+        # idle: no other request is waiting, so the monitoring full pass delays nobody else. Not gated on the load
+        # pressure: that is an average of utilisation, above 0.05 from about 20% busy, so the guard went blind at
+        # moderate load (the SLA benchmark's drift stream runs at ~25% utilisation: no sample was ever taken)
+        idle = self.inflight <= len(items)
         # the monitoring full pass delays the batch's answers: only when it still fits before the earliest deadline
         fits = time.monotonic() + float(self.planner.stage_s.sum()) <= deadline
         sample = mode == "adaptive" and self.guard.should_sample(idle and fits, float(self.rng.random()))

@@ -92,10 +92,10 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                   model_path=None, port: int | None = None, device: dict | None = None, procs: int = 2,
                   overhead_s: float = 10.0, overhead_rounds: int = 4, drift_s: float = 150.0, coarse: bool = False,
                   max_replicas: int = 2, conditions=CONDITIONS, budget_s: float | None = None,
-                  only_overhead: bool = False, progress=print) -> dict:
+                  only_overhead: bool = False, drift_rate: float | None = None, progress=print) -> dict:
     """Run the benchmark (see module doc); past ``budget_s`` seconds the conditions not started are skipped
     (listed in ``out["errors"]``), so a time-boxed run still returns what it measured. ``only_overhead``:
-    part 1 alone."""
+    part 1 alone. ``drift_rate``: part 4 alone, at that rate (req/s) instead of half of a measured μ_full."""
     import time
 
     t_end = None if budget_s is None else time.monotonic() + budget_s
@@ -131,6 +131,19 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
     with serving(http_port=port, grpc_port=free_port()) as srv:
         srv.own(APP)
         grpc_port = serve_ports().grpc_port_for(GRPC_SERVICER)
+
+        def drift(j: int, cond: str, rate: float) -> None:  # 4. drift, while a single replica is deployed
+            url = deploy(mode=cond, **common)
+            d = run_drift(url, images, labels, rate, drift_s, seed=seed + 100 + j, procs=procs)
+            drain(url)
+            out["drift"][cond] = d
+            progress(f"drift {cond:<9} accuracy per 30 s window: "
+                     + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
+
+        if drift_rate is not None:
+            for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
+                _guarded(out, f"drift {dc}", progress, t_end, drift, j, dc, drift_rate)
+            return out
         # 1. overhead on the real CPU: the plain backbone vs the early-exit path with no exit taken
         url = deploy(mode="plain", **common)
         out.update(measure_overhead(url, model, images, labels, sla_ms, common, round_s=overhead_s,
@@ -149,8 +162,10 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
         for cond, kw in (("static", {"mode": "static"}), ("full", {"mode": "full"}),
                          ("first-exit", {"mode": "static", "thresholds": [0.0] * model.n_exits})):
             deploy(**kw, **common)
-            # 2-400 req/s brackets what one replica on this host can do; 8 geometric steps: ~7% resolution
-            caps[cond] = measure_capacity(url, images, labels, sla_ms, procs=procs, hi=400.0, steps=8, probe_s=3.0)
+            # 2-400 req/s brackets what one replica on this host can do; 8 geometric steps: ~2.4% resolution.
+            # 8 s probes: a backlog grows by (rate - capacity) x t, so a 3 s probe passed rates ~7% above what
+            # the replica sustains and the 1x phase (16-30 s) then failed; 8 s catches overloads above ~2.5%
+            caps[cond] = measure_capacity(url, images, labels, sla_ms, procs=procs, hi=400.0, steps=8, probe_s=8.0)
         mu = caps["static"]
         total = sum(m for _, m in MULTIPLIERS)
         # Poisson counts vary by about sqrt(n): three of those on top, so a condition gets >= ``requests``
@@ -181,19 +196,11 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                      f"{100 * b['3x']['sla_attainment']:.3f}%, accuracy {100 * (res['accuracy'] or 0):.2f}%, "
                      f"{res['mflops_per_request']:.0f} MFLOPs/request")
 
-        def drift(j: int, cond: str) -> None:  # 4. drift, while a single replica is deployed
-            deploy(mode=cond, **common)
-            d = run_drift(url, images, labels, 0.5 * caps["full"], drift_s, seed=seed + 100 + j, procs=procs)
-            drain(url)
-            out["drift"][cond] = d
-            progress(f"drift {cond:<9} accuracy per 30 s window: "
-                     + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
-
         for i, cond in enumerate(c for c in CONDITIONS if c in conditions):
             _guarded(out, cond, progress, t_end, burst, i, cond)
             if cond == "adaptive" and drift_s > 0:
                 for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
-                    _guarded(out, f"drift {dc}", progress, t_end, drift, j, dc)
+                    _guarded(out, f"drift {dc}", progress, t_end, drift, j, dc, 0.5 * caps["full"])
     return out
 
 
