@@ -20,6 +20,7 @@ backbone. See mixfleet/earlyexit/serve/slabench.py.
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,8 +183,10 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def overhead_only(sla_ms: float) -> dict:
-    """Rerun part 1 alone and replace the overhead section of the committed results (labelled as such)."""
+def _rerun_part(flag: str, run_kwargs: Callable[[dict], dict]) -> tuple[dict, dict]:
+    """The committed results and a fresh run of one part of the benchmark, with the ``run_sla_bench``
+    arguments ``run_kwargs`` gives for those results (``flag`` names the part in the error when there
+    are no committed results to update)."""
     import json
 
     from mixfleet.earlyexit.serve import slabench
@@ -192,18 +195,28 @@ def overhead_only(sla_ms: float) -> dict:
 
     path = RESULTS / "earlyexit_sla.json"
     if not path.is_file():
-        raise InputError(f"--overhead-only updates '{path}', which does not exist",
+        raise InputError(f"{flag} updates '{path}', which does not exist",
                          "run the whole benchmark first: python benchmarks/earlyexit_sla.py --requests 30000")
     res = json.loads(path.read_text())
     try:
-        part = slabench.run_sla_bench(sla_ms=sla_ms, only_overhead=True)
+        part = slabench.run_sla_bench(**run_kwargs(res))
     finally:
         shutdown()
+    return res, part
+
+
+def _write(res: dict) -> None:
+    atomic_write_text(RESULTS / "earlyexit_sla.json", to_json(res, indent=2))
+    atomic_write_text(RESULTS / "earlyexit_sla.md", markdown(res))
+
+
+def overhead_only(sla_ms: float) -> dict:
+    """Rerun part 1 alone and replace the overhead section of the committed results (labelled as such)."""
+    res, part = _rerun_part("--overhead-only", lambda _res: {"sla_ms": sla_ms, "only_overhead": True})
     res.update({k: part[k] for k in ("overhead", "no_exit_p50_overhead_ms", "no_exit_round_diffs_ms")})
     res["overhead_command"] = f"python benchmarks/earlyexit_sla.py --overhead-only --sla-ms {sla_ms:g}"
     res["overhead_load_average_1m"] = os.getloadavg()[0]
-    atomic_write_text(path, to_json(res, indent=2))
-    atomic_write_text(RESULTS / "earlyexit_sla.md", markdown(res))
+    _write(res)
     print(next(b for b in bars(res) if "no exit taken" in b))
     return res
 
@@ -211,27 +224,14 @@ def overhead_only(sla_ms: float) -> dict:
 def drift_only(sla_ms: float, drift_s: float, procs: int) -> dict:
     """Rerun part 4 alone at the committed run's drift rate (half of its measured full capacity) and replace
     the drift section of the committed results (labelled as such)."""
-    import json
-
     from mixfleet.earlyexit.serve import slabench
-    from mixfleet.errors import InputError
-    from mixfleet.platform.bootstrap import shutdown
 
-    path = RESULTS / "earlyexit_sla.json"
-    if not path.is_file():
-        raise InputError(f"--drift-only updates '{path}', which does not exist",
-                         "run the whole benchmark first: python benchmarks/earlyexit_sla.py --requests 30000")
-    res = json.loads(path.read_text())
-    rate = 0.5 * res["capacity_rps"]["full"]
-    try:
-        part = slabench.run_sla_bench(sla_ms=sla_ms, drift_s=drift_s, procs=procs, drift_rate=rate)
-    finally:
-        shutdown()
+    res, part = _rerun_part("--drift-only", lambda res: {"sla_ms": sla_ms, "drift_s": drift_s, "procs": procs,
+                                                         "drift_rate": 0.5 * res["capacity_rps"]["full"]})
     res["drift"] = slabench.summary(part)["drift"]
     res["drift_command"] = f"python benchmarks/earlyexit_sla.py --drift-only --sla-ms {sla_ms:g} --drift-s {drift_s:g}"
     res["drift_load_average_1m"] = os.getloadavg()[0]
-    atomic_write_text(path, to_json(res, indent=2))
-    atomic_write_text(RESULTS / "earlyexit_sla.md", markdown(res))
+    _write(res)
     print("\n".join(b for b in bars(res) if b.startswith("- drift")))
     return res
 

@@ -280,12 +280,14 @@ def test_emulated_device_pads_stages_and_deadline_forces_an_early_answer(base, i
 
 
 def test_drift_guard_keeps_sampling_at_moderate_load_when_nobody_else_waits(base, images):
-    """The agreement monitor must see traffic that keeps the replica busy (here ~80% of the time, one request
-    at a time): gated on the load pressure, it took one sample after a reconfigure and then went blind."""
+    """The agreement monitor must see traffic that keeps the replica busy (here most of the time, one request
+    at a time): gated on the load pressure, it took one sample after a reconfigure and then went blind.
+    The emulated 150 ms pass keeps the replica's utilisation well above the pressure band's 20% even if a
+    loaded machine stretches the client's gap between requests to a few hundred ms."""
     from mixfleet.earlyexit.serve.app import deploy
 
     x, _ = images
-    kw = dict(mode="adaptive", sla_ms=2000, drift_sample_rate=1.0, device={"full_ms_per_sample": 60.0, "launch_ms": 0.0})
+    kw = dict(mode="adaptive", sla_ms=2000, drift_sample_rate=1.0, device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
     try:
         deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, queue_bound=8, autoscaling=AUTOSCALING, **kw)
         deadline = time.monotonic() + 30
