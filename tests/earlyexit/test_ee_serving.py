@@ -220,15 +220,21 @@ def test_grpc_predict_through_serves_proxy(base, images):
             stub.Predict(pb.PredictRequest(model="mnist", instances=[pb.Instance(pixels=[float("nan")] * 784)]),
                          metadata=meta, timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NaN" in err.value.details()
-        futures = [stub.Predict.future(pb.PredictRequest(model="mnist", instances=[
-            pb.Instance(pixels=img.ravel().tolist()) for img in x[:4]]), metadata=meta, timeout=120) for _ in range(80)]
-        codes = []
-        for f in futures:
-            try:
-                f.result()
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as exc:
-                codes.append(exc.code())
+        # past the queue bound: a slow (emulated 100 ms per sample) replica, as in the HTTP 429 test
+        _reconfigure(base, mode="full", sla_ms=5000, device={"full_ms_per_sample": 100.0, "launch_ms": 0.0})
+        try:
+            futures = [stub.Predict.future(pb.PredictRequest(model="mnist", instances=[
+                pb.Instance(pixels=img.ravel().tolist()) for img in x[:4]]), metadata=meta, timeout=120)
+                for _ in range(80)]
+            codes = []
+            for f in futures:
+                try:
+                    f.result()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        finally:
+            _reconfigure(base, mode="adaptive", sla_ms=200)
         assert grpc.StatusCode.OK in codes and grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
 
 
