@@ -56,16 +56,53 @@ def test_drift_guard_backs_off_when_agreement_drops_and_recovers():
     assert guard.should_sample(True, 0.05) and not guard.should_sample(False, 0.05)
     assert not guard.should_sample(True, 0.5)
     for _ in range(5):
-        guard.record(0.6, 32)
-    assert guard.backoff == 1.0
+        guard.record(0.6, 32, now=1.0)
+    assert guard.backoff_at(1.0) == 1.0
     pol = AdaptiveThresholds([0.5], [0.9], sla_s=0.05, queue_ref=1)
     pol.observe(queue_len=10)
-    pol.backoff = guard.backoff
+    pol.backoff = guard.backoff_at(1.0)
     assert pol.thresholds() == pytest.approx([1.0])  # pulled back to the full model despite the load
     assert pol.load_thresholds()[0] < 0.7  # what the guard keeps measuring: the load-driven thresholds
     for _ in range(40):
-        guard.record(1.0, 32)
-    assert guard.backoff == 0.0
+        guard.record(1.0, 32, now=1.0)
+    assert guard.backoff_at(1.0) == 0.0
+
+
+def test_drift_guard_ignores_one_disagreeing_sample_but_not_a_real_drop():
+    """Right after a burst the guard sampled a 3-sample batch with one disagreement; a per-batch EWMA fell
+    below the 0.97 floor and pinned every threshold at 1.0 at the full request rate. The window of samples
+    holds it: one miss in 63 is no evidence of agreement below 0.97; 10 misses in 30 is."""
+    guard = DriftGuard(floor=0.97)
+    for i in range(20):
+        guard.record(1.0, 3, now=i * 0.5)
+    guard.record(2 / 3, 3, now=10.0)
+    assert guard.backoff_at(10.0) == 0.0 and guard.bounds()[1] > 0.97
+    drifted = DriftGuard(floor=0.97)
+    for i in range(10):
+        drifted.record(2 / 3, 3, now=i * 0.5)
+    assert drifted.backoff_at(4.5) == 1.0 and drifted.bounds()[1] < 0.97
+    few = DriftGuard(floor=0.97, min_samples=12)
+    few.record(0.0, 3, now=0.0)  # three disagreeing samples alone decide nothing
+    assert few.backoff_at(0.0) == 0.0
+
+
+def test_drift_guard_backoff_decays_when_no_sample_can_be_taken():
+    """A back-off that saturates the replica stops the idle samples that could lift it: it halves every
+    half_life_s seconds, so the thresholds fall, the replica idles and the guard can measure again."""
+    guard = DriftGuard(floor=0.97, half_life_s=10.0)
+    for _ in range(10):
+        guard.record(0.5, 4, now=0.0)
+    assert guard.backoff_at(0.0) == 1.0
+    assert guard.backoff_at(10.0) == pytest.approx(0.5) and guard.backoff_at(40.0) < 0.07
+    for _ in range(3):  # still drifted when it samples again (min_samples fresh ones): backs off again
+        guard.record(0.5, 4, now=40.0)
+    assert guard.backoff_at(40.0) > 0.5
+    old = DriftGuard(floor=0.97, horizon_s=20.0)
+    for _ in range(10):
+        old.record(0.5, 4, now=0.0)
+    for i in range(6):
+        old.record(1.0, 4, now=30.0 + i)  # the drifted samples have aged out of the window
+    assert old.agreement == 1.0 and old.backoff_at(35.0) < 0.1
 
 
 def test_conservative_end_is_never_below_the_calibrated_thresholds():

@@ -33,8 +33,9 @@ So at low load tau = tau_con (as accurate as the full model), under a burst
 tau falls to tau_cal within a couple of batches (fast attack), and relaxes
 slowly when the burst ends (slow release, no oscillation). The drift guard
 pulls tau towards 1.0 (the full model) when the measured agreement of the
-load-only thresholds ``load[k]`` with the final exit drops; it measures
-``load`` (not ``tau``), so backing off does not hide the drift it reacts to.
+load-only thresholds ``load[k]`` with the final exit is below its floor with
+~95 % confidence; it measures ``load`` (not ``tau``), so backing off does not
+hide the drift it reacts to, and its back-off decays with time (see DriftGuard).
 Thresholds never leave [tau_cal, 1].
 
 Apparate-style baseline (``AccuracyTuner``)
@@ -135,30 +136,67 @@ class DeadlinePlanner:
 
 
 class DriftGuard:
-    """Agreement of early answers with the final exit, sampled when the replica is idle.
+    """Agreement of the load thresholds' early answers with the final exit, from sampled full passes.
 
-    The caller counts a batch as idle only when the sampled full pass also fits before the batch's
+    The caller samples a batch only when the replica is idle and the full pass fits before the batch's
     earliest deadline, so monitoring never costs an SLA miss.
 
-    ``agreement`` is an EWMA over sampled batches; when it falls below
-    ``floor`` the back-off rises (thresholds pulled towards conservative),
-    and it decays again while agreement is healthy.
+    The evidence is the last ``window`` sampled samples no older than ``horizon_s``. The guard backs off
+    (by ``step``; thresholds pulled towards the full model) only when the one-sided Wilson upper bound
+    (``z``) of their agreement is below ``floor``, i.e. when the agreement is below the floor with ~95 %
+    confidence, and never on fewer than ``min_samples``. An EWMA per batch went below a 0.97 floor on one
+    disagreeing sample of a three-sample batch: right after a burst that pinned every threshold at 1.0
+    at the full rate, with the replica too busy to sample again. It relaxes (by ``step / 4``) when the
+    window's agreement is at or above the floor, and the back-off halves every ``half_life_s`` seconds
+    whatever is sampled: a back-off that saturates the replica stops the idle samples that could lift
+    it, and decaying lets the thresholds fall, the replica idle and the guard measure again.
     """
 
-    def __init__(self, floor: float = 0.97, sample_rate: float = 0.05, step: float = 0.5, alpha: float = 0.2):
-        self.floor, self.sample_rate, self.step, self.alpha = floor, sample_rate, step, alpha
-        self.agreement = 1.0
-        self.backoff = 0.0
+    def __init__(self, floor: float = 0.97, sample_rate: float = 0.05, step: float = 0.5, z: float = 1.645,
+                 min_samples: int = 12, window: int = 64, horizon_s: float = 20.0, half_life_s: float = 10.0):
+        self.floor, self.sample_rate, self.step, self.z = floor, sample_rate, step, z
+        self.min_samples, self.window, self.horizon_s, self.half_life_s = min_samples, window, horizon_s, half_life_s
         self.samples = 0
+        self._evidence: deque[tuple[float, int, int]] = deque()  # (time, agreeing samples, sampled samples)
+        self._backoff, self._since = 0.0, 0.0
 
     def should_sample(self, idle: bool, u: float) -> bool:
         """``u`` is a uniform draw from the caller's RNG."""
         return idle and u < self.sample_rate
 
-    def record(self, agreement: float, n: int) -> None:
+    def _counts(self) -> tuple[int, int]:
+        return sum(a for _, a, _ in self._evidence), sum(n for _, _, n in self._evidence)
+
+    @property
+    def agreement(self) -> float:
+        """The window's share of sampled samples whose early answer equals the final exit's (1.0 if none)."""
+        agree, n = self._counts()
+        return agree / n if n else 1.0
+
+    def bounds(self) -> tuple[float, float]:
+        """One-sided Wilson score bounds of the window's agreement."""
+        agree, n = self._counts()
+        if not n:
+            return 0.0, 1.0
+        p, z2 = agree / n, self.z * self.z
+        mid, half = (p + z2 / (2 * n)) / (1 + z2 / n), self.z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+        return max(0.0, mid - half), min(1.0, mid + half)
+
+    def backoff_at(self, now: float) -> float:
+        """The back-off at ``now`` (seconds), after its decay since the last sample."""
+        return self._backoff * 0.5 ** (max(now - self._since, 0.0) / self.half_life_s)
+
+    def record(self, agreement: float, n: int, now: float) -> None:
+        """A sampled batch of ``n`` samples, ``agreement`` of them (a share) answered as the final exit."""
         self.samples += n
-        self.agreement += self.alpha * (agreement - self.agreement)
-        if self.agreement < self.floor:
-            self.backoff = min(1.0, self.backoff + self.step)
-        else:
-            self.backoff = max(0.0, self.backoff - self.step / 4)
+        self._evidence.append((now, round(agreement * n), n))
+        while len(self._evidence) > 1 and (now - self._evidence[0][0] > self.horizon_s
+                                           or self._counts()[1] - self._evidence[0][2] >= self.window):
+            self._evidence.popleft()
+        b = self.backoff_at(now)
+        if self._counts()[1] >= self.min_samples:
+            if self.bounds()[1] < self.floor:
+                b = min(1.0, b + self.step)
+            elif self.agreement >= self.floor:
+                b = max(0.0, b - self.step / 4)
+        self._backoff, self._since = b, now

@@ -23,6 +23,7 @@ and deploying the replica: :mod:`mixfleet.earlyexit.serve.app`.
 
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -161,7 +162,7 @@ class EarlyExitServer:
             return list(self.calibrated)
         if self.opts.mode == "apparate":
             return self.tuner.thresholds()
-        self.policy.backoff = self.guard.backoff
+        self.policy.backoff = self.guard.backoff_at(time.monotonic())
         return self.policy.thresholds()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
@@ -188,7 +189,7 @@ class EarlyExitServer:
         return {"served": self.served, "exit_counts": self.counts.tolist(), "forced": self.forced,
                 "sla_misses": self.sla_misses, "thresholds": self.thresholds_now(),
                 "pressure": self.policy.pressure, "agreement": self.guard.agreement,
-                "drift_samples": self.guard.samples, "backoff": self.guard.backoff, "options": self.opts.model_dump(),
+                "drift_samples": self.guard.samples, "backoff": self.guard.backoff_at(time.monotonic()), "options": self.opts.model_dump(),
                 "device": "emulated" if self.clock is not None else "real",
                 "cpu_s": time.process_time(), "pid": os.getpid(), "inflight": self.inflight}  # the replica process's CPU time (every thread): cost per request
 
@@ -199,6 +200,10 @@ class EarlyExitServer:
             return _error(NotFound(f"model '{name}' is not served here; this server serves '{self.name}'"))
         if self.inflight >= self.opts.queue_bound:
             return _error(self._overloaded())
+        with self._admitted():
+            return await self._predict_admitted(request, arrival)
+
+    async def _predict_admitted(self, request: Request, arrival: float):
         length = request.headers.get("content-length") or "0"
         size = int(length) if length.isdigit() else 0  # a bad header: the body's own length is checked below
         if size > self.opts.max_body_bytes:
@@ -219,8 +224,6 @@ class EarlyExitServer:
     # -- gRPC (through Serve's gRPC proxy; metadata "application" selects the app) --------------
     async def Predict(self, request, grpc_context=None):
         """``EarlyExitService.Predict``: same schema as the HTTP API; errors map to gRPC codes."""
-        import torch
-
         from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
 
         def fail(exc: MixfleetError):
@@ -239,6 +242,14 @@ class EarlyExitServer:
             return fail(NotFound(f"model '{request.model}' is not served here ('{self.name}')"))
         if self.inflight >= self.opts.queue_bound:
             return fail(self._overloaded())
+        with self._admitted():
+            return await self._predict_grpc_admitted(request, arrival, fail)
+
+    async def _predict_grpc_admitted(self, request, arrival: float, fail):
+        import torch
+
+        from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
+
         side = int(np.prod(self.model.input_shape[1:]))
         rows = [list(i.pixels) for i in request.instances]
         if any(len(r) != side for r in rows):
@@ -251,6 +262,16 @@ class EarlyExitServer:
         preds = await self._answer(_Item(torch.from_numpy(x), arrival))
         return pb.PredictResponse(predictions=[pb.Prediction(**p) for p in preds])
 
+    @contextlib.contextmanager
+    def _admitted(self):
+        """Count a request in flight from its admission (before its body is read), so that requests
+        admitted together cannot pass the queue bound: the check and the count are one step of the event loop."""
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
     def _overloaded(self) -> Overloaded:
         wait = self.inflight / max(self.opts.max_batch_size, 1) * max(self.planner.stage_s.sum(), 1e-3)
         return Overloaded(f"server is at its queue bound ({self.opts.queue_bound} requests)", retry_after_s=wait)
@@ -259,13 +280,9 @@ class EarlyExitServer:
     async def _answer(self, item: _Item) -> list[dict]:
         """The request's predictions as soon as its samples have exited (the batch may still be running)."""
         item.future = asyncio.get_running_loop().create_future()
-        self.inflight += 1
-        try:
-            batch = asyncio.ensure_future(self._infer(item))
-            await asyncio.wait({item.future, batch}, return_when=asyncio.FIRST_COMPLETED)
-            return item.future.result() if item.future.done() else batch.result()
-        finally:
-            self.inflight -= 1
+        batch = asyncio.ensure_future(self._infer(item))
+        await asyncio.wait({item.future, batch}, return_when=asyncio.FIRST_COMPLETED)
+        return item.future.result() if item.future.done() else batch.result()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _infer(self, items: list[_Item]) -> list[list[dict]]:
@@ -315,7 +332,7 @@ class EarlyExitServer:
         util = (ended - began) / max(ended - self._last_busy, 1e-9)  # busy share since the previous batch ended
         self._last_busy = ended
         if sample and r.final_logits is not None:
-            self.guard.record(r.agreement(), len(x))
+            self.guard.record(r.agreement(), len(x), ended)
             self.m_agreement.set(self.guard.agreement)
             r = ExitResult(r.final_logits, torch.full((len(x),), self.model.n_exits), self.model.n_exits)
         elif mode == "apparate":
