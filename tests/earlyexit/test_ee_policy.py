@@ -123,3 +123,18 @@ def test_accuracy_tuner_follows_feedback_not_load():
     for _ in range(200):
         tuner.record(1.0)
     assert tuner.thresholds() == pytest.approx([0.5, 0.8])
+
+
+def test_drift_guard_samples_every_idle_batch_while_suspicious():
+    """5% of idle batches is enough to watch healthy traffic, too few to conclude quickly once agreement
+    dips: while the window is under the floor (or the guard is backed off) every idle batch is sampled."""
+    guard = DriftGuard(floor=0.97, sample_rate=0.05)
+    for i in range(20):
+        guard.record(1.0, 3, now=i * 0.5)
+    assert not guard.suspicious and not guard.should_sample(True, 0.5)
+    guard.record(1 / 3, 3, now=10.0)  # a dip: no evidence yet of agreement under the floor...
+    assert guard.backoff_at(10.0) == 0.0 and guard.suspicious
+    assert guard.should_sample(True, 0.5) and not guard.should_sample(False, 0.5)  # ...so it gathers some
+    for i in range(25):
+        guard.record(1.0, 3, now=10.5 + i * 0.1)  # a fluke: the dip leaves the window and the rate drops back
+    assert not guard.suspicious and not guard.should_sample(True, 0.5)

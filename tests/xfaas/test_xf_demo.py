@@ -19,7 +19,7 @@ def test_demo_step_runs_smart_grid_on_all_clouds(ray_local, tmp_path):
 
     t0 = time.monotonic()
     out = step(Ctx(tmp_path))
-    assert time.monotonic() - t0 < 25
+    assert time.monotonic() - t0 < 60  # seconds on an idle machine; generous so a busy one cannot fail it
     p = out["placements"]
     assert set(p) == {"aws", "azure", "gcp", "ilp"} and out["emulated"]
     assert p["aws"]["clouds_used"] == ["aws"] and p["azure"]["clouds_used"] == ["azure"]

@@ -188,8 +188,8 @@ nodes:
 
     t0 = time.monotonic()
     with pytest.raises(JobError, match=r"node 'nap' failed on attempt 1/1 .*timed out after 0.5 s"):
-        run_file(p, {"sleep_s": 20})
-    assert time.monotonic() - t0 < 10
+        run_file(p, {"sleep_s": 60})
+    assert time.monotonic() - t0 < 40  # cancelled: nowhere near the 60 s sleep, whatever the machine's load
 
 
 def test_pins_are_honoured_by_every_strategy(ray_local, tmp_path):
