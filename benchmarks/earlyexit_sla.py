@@ -113,7 +113,7 @@ def markdown(res: dict) -> str:
            else "the real CPU (no emulation)")
     cap = res["capacity_rps"]
     lines = [f"# Early-exit serving under bursts and drift (SLA {res['sla_ms']:g} ms, 127.0.0.1)", "",
-             f"Model `{res['model']}` on {dev}. Capacity within the SLA (>= 99% of requests, measured by bisection): "
+             f"Model `{res['model']}` on {dev}. Capacity within the SLA (>= 99% of requests, bisection with 8 s probes, then a 20 s confirmation): "
              f"static {cap['static']:.1f} req/s (mu_static), full {cap['full']:.1f} req/s"
              + (f", every sample at the first exit {cap['first-exit']:.1f} req/s" if "first-exit" in cap else "")
              + ". Phases of "
