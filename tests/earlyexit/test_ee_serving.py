@@ -121,6 +121,22 @@ def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
     deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
 
 
+def _burst_on_a_slow_replica(base, instances: list, n: int, ms_per_sample: float) -> list:
+    """``n`` predict requests sent at once while the replica runs at an emulated ``ms_per_sample`` (full mode);
+    the test app's options are restored afterwards. Returns the responses."""
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as client:
+            reqs = [client.post(base + "/v1/models/mnist:predict", json={"instances": instances}) for _ in range(n)]
+            return await asyncio.gather(*reqs)
+
+    try:
+        _reconfigure(base, mode="full", sla_ms=5000, device={"full_ms_per_sample": ms_per_sample, "launch_ms": 0.0})
+        return asyncio.run(burst())
+    finally:
+        _reconfigure(base, mode="adaptive", sla_ms=200)
+
+
 def test_past_the_queue_bound_is_429_with_retry_after(base, images):
     """80 requests at once against a queue bound of 8: the first are served, the rest refused with 429.
 
@@ -128,18 +144,7 @@ def test_past_the_queue_bound_is_429_with_retry_after(base, images):
     requests on any machine; with the real model (a few ms) a fast host drained the burst before eight were
     ever in flight, and the test depended on how quickly the client's requests reached the replica."""
     x, _ = images
-
-    async def burst():
-        async with httpx.AsyncClient(timeout=120) as client:
-            reqs = [client.post(base + "/v1/models/mnist:predict", json={"instances": x[:4].tolist()})
-                    for _ in range(80)]
-            return await asyncio.gather(*reqs)
-
-    try:
-        _reconfigure(base, mode="full", sla_ms=5000, device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
-        rs = asyncio.run(burst())
-    finally:
-        _reconfigure(base, mode="adaptive", sla_ms=200)
+    rs = _burst_on_a_slow_replica(base, x[:4].tolist(), 80, 150.0)
     codes = [r.status_code for r in rs]
     assert 200 in codes and 429 in codes, codes
     # a request counts against the bound from its admission: with the count taken after the body was read,
@@ -153,18 +158,7 @@ def test_the_queue_bound_holds_for_requests_whose_bodies_arrive_together(base, i
     """A request counts against the bound from its admission. Counted once its (large) body had been read,
     requests admitted together all passed the check while their bodies arrived."""
     x, _ = images
-
-    async def burst():
-        async with httpx.AsyncClient(timeout=120) as client:
-            reqs = [client.post(base + "/v1/models/mnist:predict", json={"instances": x[:64].tolist()})
-                    for _ in range(40)]
-            return await asyncio.gather(*reqs)
-
-    try:
-        _reconfigure(base, mode="full", sla_ms=5000, device={"full_ms_per_sample": 20.0, "launch_ms": 0.0})
-        codes = [r.status_code for r in asyncio.run(burst())]
-    finally:
-        _reconfigure(base, mode="adaptive", sla_ms=200)
+    codes = [r.status_code for r in _burst_on_a_slow_replica(base, x[:64].tolist(), 40, 20.0)]
     assert codes.count(200) <= 12 and 429 in codes, (codes.count(200), codes.count(429))
 
 
