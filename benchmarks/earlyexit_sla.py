@@ -61,6 +61,13 @@ def bars(res: dict) -> list[str]:
                    f"{met(worst >= 0.9999)}" + (" (COARSE run: cannot show 99.99%)" if res.get("coarse_warning") else "")
                    + ".")
         cap = res["capacity_rps"]
+        if "static" in c:  # the rates are only meaningful if static holds the capacity it was measured at
+            held = c["static"]["phases"]["1x"]["sla_attainment"]
+            out.append(f"- check: static within the SLA in its own 1x phase (mu_static = {cap['static']:.1f} req/s): "
+                       f"{_pct(held)}; " + ("the capacity holds." if held >= 0.99 else
+                                            "BELOW 99%: mu_static did not hold in the run (the probes overestimated "
+                                            "it or the host slowed down), so every phase is overloaded; rerun on a "
+                                            "quiet host."))
         if "first-exit" in cap:
             ceiling = cap["first-exit"] / cap["static"]
             out.append(f"- ceiling: with every sample at the first exit (the cheapest path any threshold controller "

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mixfleet.earlyexit.serve.policy import AdaptiveThresholds, DeadlinePlanner, DriftGuard
+from mixfleet.earlyexit.serve.policy import AdaptiveThresholds, BusyShare, DeadlinePlanner, DriftGuard
 
 
 def test_thresholds_move_from_conservative_to_calibrated_under_load_and_back_slowly():
@@ -39,6 +39,46 @@ def test_a_busy_replica_raises_pressure_before_queues_or_latency_do():
     for _ in range(5):
         pol.observe(queue_len=0, latencies_s=[0.01] * 10, utilisation=0.5)  # mid-band: pressure settles near 0.5
     assert 0.5 < pol.pressure < 0.9  # ...slowly (release), not at once
+
+
+def test_a_monitoring_batch_neither_raises_nor_lowers_the_load_pressure():
+    """The guard's full passes are our work, not the load's: counted as utilisation they raised the pressure and
+    relaxed the thresholds the guard was measuring."""
+    pol = AdaptiveThresholds([0.5], [0.9], sla_s=0.1, queue_ref=100, util_band=(0.2, 0.5))
+    for _ in range(10):
+        pol.observe(queue_len=0, latencies_s=[0.01], utilisation=None)  # monitoring passes, replica 100% busy
+    assert pol.pressure == 0.0 and pol.thresholds() == pytest.approx([0.9])
+    for _ in range(5):
+        pol.observe(queue_len=0, latencies_s=[0.01], utilisation=0.5)
+    held = pol.pressure
+    pol.observe(queue_len=0, latencies_s=[0.01], utilisation=None)
+    assert pol.pressure == held  # nothing lowers it either
+    pol.observe(queue_len=100, latencies_s=[0.01], utilisation=None)
+    assert pol.pressure > held  # a real queue still raises it
+
+
+def test_the_queue_reference_is_what_the_replica_serves_within_the_headroom():
+    """Two requests in flight at 5 ms each are no pressure against a 200 ms SLA; 20 are (h * SLA / 5 ms)."""
+    pol = AdaptiveThresholds([0.5], [0.9], sla_s=0.2, queue_ref=8, headroom=0.5)
+    for _ in range(50):
+        pol.observe_service(0.020, 4)  # 4 samples in 20 ms: 5 ms per request
+    assert pol.queue_ref == pytest.approx(20.0, rel=0.01)
+    pol.observe(queue_len=2)
+    assert pol.pressure < 0.1
+    for _ in range(5):
+        pol.observe(queue_len=20)
+    assert pol.pressure > 0.95
+
+
+def test_busy_share_tracks_the_replica_and_gates_monitoring():
+    busy = BusyShare(tau_s=2.0)
+    for _ in range(300):  # 15 s at 90% busy: 45 ms of compute every 50 ms
+        busy.update(0.045, 0.05)
+    assert busy.value == pytest.approx(0.9, abs=0.01)
+    assert not (busy.value < 0.7)  # the replica's default cap: no monitoring pass at this load
+    for _ in range(100):  # 5 s at 20% busy
+        busy.update(0.01, 0.05)
+    assert busy.value < 0.3
 
 
 def test_deadline_planner_forces_an_exit_only_when_the_rest_would_miss():

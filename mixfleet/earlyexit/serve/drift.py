@@ -68,4 +68,5 @@ def run_drift(url: str, images: np.ndarray, labels: np.ndarray, rate: float, sec
                         "early_share": float((exits[m] < exits.max()).mean()) if m.any() else None})
     return {"rate": rate, "seconds": seconds, "requests": int(len(schedule)), "answered": int(ok.sum()),
             "accuracy": float(correct[ok].mean()) if ok.any() else None, "windows": windows,
-            "exit_counts": np.bincount(exits[exits >= 0], minlength=3).tolist(), "timeline": f["timeline"]}
+            "exit_counts": np.bincount(exits[exits >= 0], minlength=3).tolist(), "replica": f["replica"],
+            "timeline": f["timeline"]}

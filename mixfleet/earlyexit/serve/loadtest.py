@@ -58,7 +58,8 @@ def _poll_stats(url: str, stop: threading.Event, every_s: float, into: list) -> 
             st = _get_stats(client, url)
             if st and "thresholds" in st:
                 into.append({"wall": time.time(), "thresholds": st["thresholds"], "pressure": st["pressure"],
-                             "forced": st["forced"], "backoff": st.get("backoff", 0.0)})
+                             "forced": st["forced"], "backoff": st.get("backoff", 0.0),
+                             "drift_samples": st.get("drift_samples", 0), "busy_share": st.get("busy_share", 0.0)})
             stop.wait(every_s)
 
 
@@ -105,8 +106,10 @@ def fire(url: str, bodies: list[bytes], body_labels: np.ndarray, schedule: np.nd
     if before and after and "cpu_s" in before and before.get("pid") == after.get("pid") and \
             after["served"] > before["served"]:
         cpu_ms = 1e3 * (after["cpu_s"] - before["cpu_s"]) / (after["served"] - before["served"])
+    same = bool(before and after and before.get("pid") == after.get("pid"))
+    replica = {k: after[k] - before[k] for k in ("forced", "drift_samples", "sla_misses") if same and k in after}
     return {"ok": ok, "latency_ms": res.latency_s * 1e3, "correct": pred == body_labels[pick], "exits": exits,
-            "max_lag_s": res.max_lag_s, "start_wall": res.start_wall, "cpu_ms_per_request": cpu_ms,
+            "max_lag_s": res.max_lag_s, "start_wall": res.start_wall, "cpu_ms_per_request": cpu_ms, "replica": replica,
             "timeline": [{"t": p.pop("wall") - res.start_wall, **p} for p in timeline]}
 
 
@@ -141,6 +144,7 @@ def run_condition(url: str, images: np.ndarray, labels: np.ndarray, phases: list
         out["phases"][name] = {"rate": rate, **_stats(lat[m], ok[m], correct[m], sla_ms)}
     out["exit_counts"] = np.bincount(exits[exits >= 0], minlength=3).tolist()
     out["cpu_ms_per_request"] = f["cpu_ms_per_request"]
+    out["replica"] = f["replica"]  # what the replica counted over the run: forced exits, monitoring samples, misses
     out["timeline"] = f["timeline"]
     out["send_times"] = schedule.tolist()
     out["latencies_ms"] = [float(v) if np.isfinite(v) else None for v in lat]

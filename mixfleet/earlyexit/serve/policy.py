@@ -10,9 +10,13 @@ Notation:
     tau_cal[k]   calibrated accuracy-safe threshold of exit k (within eps of the full model)
     tau_con[k]   most conservative threshold (the eps = 0 point of the calibration curve, or 1.0)
     q(t)         requests queued or in flight at the replica
-    q_ref        queue length at which the replica is considered saturated
+    q_ref        queue length at which the replica is considered saturated: the requests it serves in
+                 h * SLA at its measured per-request service time (``observe_service``; a fixed 8, a quarter
+                 of the batch size, read two Poisson arrivals in flight at 10 % busy as a quarter of full load)
     l(t)         p95 of the latencies of the last ``window`` answered requests
-    u(t)         utilisation: the share of wall time the replica spent computing, since its previous batch
+    u(t)         utilisation: the share of wall time the replica spent serving the load, an EWMA over ~1 s
+                 (``BusyShare``; the share since the previous batch alone jumped to 1 whenever two Poisson
+                 arrivals fell close together: at 10 % busy the pressure sat at 0.3-0.9)
     u_lo, u_hi   utilisation band over which pressure rises from 0 to 1 (0.2, 0.5)
     SLA          latency objective; ``headroom`` h in (0, 1) is the share of it we aim to use
     p(t)         load pressure in [0, 1]
@@ -28,7 +32,12 @@ strict than the calibrated one), so pinning the calibrated thresholds at
 1.0 pins every threshold at 1.0: no natural exit, only deadline-forced ones.
 
 Utilisation is the leading signal (it rises with the arrival rate before
-queues or latencies do); queue and latency catch what it misses.
+queues or latencies do); queue and latency catch what it misses. A batch the
+drift guard sampled (a full pass for monitoring) gives no utilisation reading
+(``utilisation=None``): its extra compute is ours, not the load's, and counting
+it made monitoring raise the pressure, which relaxed the very thresholds the
+guard was measuring (on the drifting stream at ~25 % busy the load thresholds
+sat near tau_cal and lost 3 points in the rising window).
 So at low load tau = tau_con (as accurate as the full model), under a burst
 tau falls to tau_cal within a couple of batches (fast attack), and relaxes
 slowly when the burst ends (slow release, no oscillation). The drift guard
@@ -74,15 +83,29 @@ class AdaptiveThresholds:
         self.latencies: deque[float] = deque(maxlen=window)
         self.pressure = 0.0
         self.backoff = 0.0
+        self.service_s: float | None = None
 
-    def observe(self, queue_len: int, latencies_s: Sequence[float] = (), utilisation: float = 0.0) -> None:
+    def observe(self, queue_len: int, latencies_s: Sequence[float] = (), utilisation: float | None = 0.0) -> None:
+        """One batch's readings. ``utilisation=None`` (a monitoring batch): queue and latency may raise the
+        pressure, nothing lowers it."""
         self.latencies.extend(latencies_s)
         lat = float(np.percentile(self.latencies, 95)) if self.latencies else 0.0
-        raw = max(queue_len / self.queue_ref, (utilisation - self.u_lo) / (self.u_hi - self.u_lo),
+        u = 0.0 if utilisation is None else utilisation
+        raw = max(queue_len / self.queue_ref, (u - self.u_lo) / (self.u_hi - self.u_lo),
                   (lat / self.sla_s - self.headroom) / (1 - self.headroom))
         raw = min(max(raw, 0.0), 1.0)
+        if utilisation is None:
+            raw = max(raw, self.pressure)
         a = self.attack if raw > self.pressure else self.release
         self.pressure += a * (raw - self.pressure)
+
+    def observe_service(self, batch_s: float, n: int, alpha: float = 0.1) -> None:
+        """A batch of the load's ``n`` samples took ``batch_s``: q_ref follows the per-request service time."""
+        if n <= 0 or batch_s <= 0:
+            return
+        per = batch_s / n
+        self.service_s = per if self.service_s is None else self.service_s + alpha * (per - self.service_s)
+        self.queue_ref = max(2.0, self.headroom * self.sla_s / self.service_s)
 
     def load_thresholds(self) -> np.ndarray:
         """The thresholds the load alone asks for (what the drift guard measures)."""
@@ -135,6 +158,24 @@ class DeadlinePlanner:
         return now + self.remaining_after_exit(k) > deadline
 
 
+class BusyShare:
+    """The replica's share of wall time spent computing, an EWMA with time constant ``tau_s``.
+
+    The drift guard samples only while this is below a cap (``monitor_busy_cap``), so monitoring uses
+    spare capacity: a replica near its capacity does not take full passes that would start a backlog.
+    """
+
+    def __init__(self, tau_s: float = 2.0):
+        self.tau_s, self.value = float(tau_s), 0.0
+
+    def update(self, busy_s: float, wall_s: float) -> float:
+        """A batch that computed for ``busy_s`` of the ``wall_s`` seconds since the previous one ended."""
+        if wall_s > 0:
+            a = 1.0 - float(np.exp(-wall_s / self.tau_s))
+            self.value += a * (min(busy_s / wall_s, 1.0) - self.value)
+        return self.value
+
+
 class DriftGuard:
     """Agreement of the load thresholds' early answers with the final exit, from sampled full passes.
 
@@ -148,9 +189,13 @@ class DriftGuard:
     :meth:`should_sample`) it samples every idle batch. An EWMA per batch went below a 0.97 floor on one
     disagreeing sample of a three-sample batch: right after a burst that pinned every threshold at 1.0
     at the full rate, with the replica too busy to sample again. It relaxes (by ``step / 4``) when the
-    window's agreement is at or above the floor, and the back-off halves every ``half_life_s`` seconds
+    window's agreement is proved at or above the floor, and the back-off halves every ``half_life_s`` seconds
     whatever is sampled: a back-off that saturates the replica stops the idle samples that could lift
     it, and decaying lets the thresholds fall, the replica idle and the guard measure again.
+    Relaxing also needs proof (the lower bound at or above the floor): on the point estimate, every idle
+    batch sampled while suspicious took ``step / 4`` off, and a full back-off was gone within a second
+    while the stream was still drifted. With the defaults (floor 0.97, 64 samples) the lower bound cannot
+    reach the floor, so it is the decay that relaxes.
     """
 
     def __init__(self, floor: float = 0.97, sample_rate: float = 0.05, step: float = 0.5, z: float = 1.645,
@@ -206,6 +251,6 @@ class DriftGuard:
         if self._counts()[1] >= self.min_samples:
             if self.bounds()[1] < self.floor:
                 b = min(1.0, b + self.step)
-            elif self.agreement >= self.floor:
+            elif self.bounds()[0] >= self.floor:
                 b = max(0.0, b - self.step / 4)
         self._backoff, self._since = b, now

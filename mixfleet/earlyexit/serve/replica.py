@@ -68,6 +68,7 @@ class ServeOptions(StrictModel):
     max_body_bytes: int = 4 * 1024 * 1024
     drift_sample_rate: float = 0.05
     drift_floor: float = 0.97
+    monitor_busy_cap: float = 0.7  # the drift guard samples only while the replica is busier than this share of time
     seed: int = 0
     device: EmulatedDevice | None = None  # EMULATED accelerator time per stage (mixfleet.earlyexit.serve.device)
 
@@ -124,6 +125,7 @@ class EarlyExitServer:
         from mixfleet.earlyexit.serve.policy import (
             AccuracyTuner,
             AdaptiveThresholds,
+            BusyShare,
             DeadlinePlanner,
             DriftGuard,
         )
@@ -141,6 +143,8 @@ class EarlyExitServer:
             if self.clock is not None:  # a prior until the first batch is timed
                 self.planner.stage_s[:] = [self.clock.target_s(t, 1) for t in self.clock.stage_s]
         self.guard = DriftGuard(floor=opts.drift_floor, sample_rate=opts.drift_sample_rate)
+        self.busy = BusyShare(tau_s=1.0)  # every batch, monitoring included: gates the monitoring passes
+        self.load_busy = BusyShare(tau_s=1.0)  # the load's batches only: the controller's utilisation
         self.tuner = AccuracyTuner(self.calibrated, eps=float((self.model.calibration or {}).get("eps", 0.01)))
         self.rng = np.random.default_rng(opts.seed)
         self._infer.set_max_batch_size(opts.max_batch_size)
@@ -188,7 +192,7 @@ class EarlyExitServer:
     async def stats(self, name: str):
         return {"served": self.served, "exit_counts": self.counts.tolist(), "forced": self.forced,
                 "sla_misses": self.sla_misses, "thresholds": self.thresholds_now(),
-                "pressure": self.policy.pressure, "agreement": self.guard.agreement,
+                "pressure": self.policy.pressure, "busy_share": self.busy.value, "agreement": self.guard.agreement,
                 "drift_samples": self.guard.samples, "backoff": self.guard.backoff_at(time.monotonic()), "options": self.opts.model_dump(),
                 "device": "emulated" if self.clock is not None else "real",
                 "cpu_s": time.process_time(), "pid": os.getpid(), "inflight": self.inflight}  # the replica process's CPU time (every thread): cost per request
@@ -300,7 +304,10 @@ class EarlyExitServer:
         idle = self.inflight <= len(items)
         # the monitoring full pass delays the batch's answers: only when it still fits before the earliest deadline
         fits = time.monotonic() + float(self.planner.stage_s.sum()) <= deadline
-        sample = mode == "adaptive" and self.guard.should_sample(idle and fits, float(self.rng.random()))
+        # and only from spare capacity: at the static mode's capacity a run of monitoring full passes (every idle
+        # batch while the guard is suspicious) started a backlog that the replica, busy from then on, never drained
+        spare = self.busy.value < self.opts.monitor_busy_cap
+        sample = mode == "adaptive" and self.guard.should_sample(idle and fits and spare, float(self.rng.random()))
         if sample:  # measure the thresholds the load asks for; answer from the final exit (the pass runs anyway)
             th = self.policy.load_thresholds().tolist()
         names = self.model.exit_names + ["final"]
@@ -329,7 +336,10 @@ class EarlyExitServer:
         began = time.monotonic()
         r = await asyncio.to_thread(compute)
         ended = time.monotonic()
-        util = (ended - began) / max(ended - self._last_busy, 1e-9)  # busy share since the previous batch ended
+        self.busy.update(ended - began, ended - self._last_busy)
+        if not sample:
+            self.load_busy.update(ended - began, ended - self._last_busy)
+            self.policy.observe_service(ended - began, len(x))
         self._last_busy = ended
         if sample and r.final_logits is not None:
             self.guard.record(r.agreement(), len(x), ended)
@@ -339,7 +349,8 @@ class EarlyExitServer:
             self.tuner.record(r.agreement())
         ex = r.exit_index.tolist()
         out = answers.finish(r.labels.tolist(), r.confidence.tolist(), ex)
-        self._account(ex, answers.forced_exit, answers.latency, th, min(util, 1.0))
+        # a monitoring pass is not the load's work: it gives the controller no utilisation reading
+        self._account(ex, answers.forced_exit, answers.latency, th, None if sample else self.load_busy.value)
         return out
 
     def _timed(self, i: int, stage):
@@ -369,7 +380,7 @@ class EarlyExitServer:
         return run
 
     def _account(self, ex: list[int], forced: int | None, latencies: list[float], th: list[float],
-                 utilisation: float) -> None:
+                 utilisation: float | None) -> None:
         counts = np.bincount(ex, minlength=len(self.counts))
         self.counts += counts
         self.served += len(ex)
