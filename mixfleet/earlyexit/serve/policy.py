@@ -36,8 +36,9 @@ queues or latencies do); queue and latency catch what it misses. A batch the
 drift guard sampled (a full pass for monitoring) gives no utilisation reading
 (``utilisation=None``): its extra compute is ours, not the load's, and counting
 it made monitoring raise the pressure, which relaxed the very thresholds the
-guard was measuring (on the drifting stream at ~25 % busy the load thresholds
-sat near tau_cal and lost 3 points in the rising window).
+guard was measuring (on the drifting stream, with the replica ~10 % busy, the
+pressure sat at 0.3-0.9 and adaptive lost 2.6 points against the full model in
+the rising window).
 So at low load tau = tau_con (as accurate as the full model), under a burst
 tau falls to tau_cal within a couple of batches (fast attack), and relaxes
 slowly when the burst ends (slow release, no oscillation). The drift guard

@@ -68,7 +68,7 @@ class ServeOptions(StrictModel):
     max_body_bytes: int = 4 * 1024 * 1024
     drift_sample_rate: float = 0.05
     drift_floor: float = 0.97
-    monitor_busy_cap: float = 0.7  # the drift guard samples only while the replica is busier than this share of time
+    monitor_busy_cap: float = 0.7  # the drift guard samples only while the replica is busy less than this share of time
     seed: int = 0
     device: EmulatedDevice | None = None  # EMULATED accelerator time per stage (mixfleet.earlyexit.serve.device)
 
