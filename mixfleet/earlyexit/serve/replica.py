@@ -27,7 +27,6 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -36,7 +35,8 @@ from ray import serve
 
 from mixfleet.earlyexit.inputs import parse_instances
 from mixfleet.earlyexit.serve.answers import EarlyAnswers
-from mixfleet.earlyexit.serve.device import DeviceClock, EmulatedDevice
+from mixfleet.earlyexit.serve.device import DeviceClock
+from mixfleet.earlyexit.serve.options import ServeOptions
 from mixfleet.errors import (
     InputError,
     MixfleetError,
@@ -47,30 +47,10 @@ from mixfleet.errors import (
     grpc_error,
     http_error,
 )
-from mixfleet.platform.config import StrictModel, parse_model
+from mixfleet.platform.config import parse_model
 from mixfleet.platform.jsonbody import loads_body
 
 api = FastAPI(title="mixfleet early-exit (KServe V1)", docs_url=None, redoc_url=None)
-
-
-class ServeOptions(StrictModel):
-    """The run-time knobs (``user_config``); every change applies without a restart."""
-
-    # plain: the backbone alone, no heads; apparate: the accuracy-feedback baseline (policy.AccuracyTuner)
-    mode: Literal["adaptive", "static", "full", "plain", "apparate"] = "adaptive"
-    sla_ms: float = 50.0
-    path_ms: float = 5.0  # time a request spends outside the replica (proxy, network): kept out of its deadline
-    thresholds: list[float] | None = None  # calibrated thresholds (default: the model's)
-    max_batch_size: int = 32
-    batch_wait_timeout_s: float = 0.002
-    queue_bound: int = 256
-    max_instances: int = 64
-    max_body_bytes: int = 4 * 1024 * 1024
-    drift_sample_rate: float = 0.05
-    drift_floor: float = 0.97
-    monitor_busy_cap: float = 0.7  # the drift guard samples only while the replica is busy less than this share of time
-    seed: int = 0
-    device: EmulatedDevice | None = None  # EMULATED accelerator time per stage (mixfleet.earlyexit.serve.device)
 
 
 @dataclass
