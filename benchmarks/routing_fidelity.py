@@ -13,7 +13,10 @@ One run, in order:
 
 1. profile: :func:`mixfleet.routing.profiler.measure` on this machine (the grid of
    ``mixfleet routing profile``) and its least-squares fit: the simulator's
-   ``measured:`` entry;
+   ``measured:`` entry (measured again right before each load's replay: on the
+   2-core development VM the same decode step took 1.6 ms and, 15 minutes later,
+   3.1 ms; a short probe before and after each replay reports how far the host's
+   speed moved during it);
 2. capacity: a burst of the slice's requests on the real engine, offline (requests
    per second at saturation; the first 4 warm it up);
 3. per load (default 50% and 85% of that capacity): the Azure conversation trace's
@@ -47,6 +50,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BARS = {0.5: 0.10, 0.85: 0.20}
 KEYS = ("p50_ttft_s", "p99_ttft_s", "p50_e2e_s", "p99_e2e_s")
 NOTE = "real compute, random weights"
+
+
+def _probe_grid():
+    """A few seconds of the engine: one prefill and two decode shapes, timed before and after each replay."""
+    from mixfleet.routing.profiler import Grid
+
+    return Grid(prompt_grid=(128,), batch_grid=(1, 8), context_grid=(128,), decode_tokens=16, repeats=1, burst=0)
 
 
 def bar_for(load: float) -> float:
@@ -111,12 +121,17 @@ def measure_capacity(cfg, fleet, rows, device: str, threads: int) -> dict:
     return {"requests": len(rows), "makespan_s": span, "req_s_per_replica": len(rows) / span}
 
 
-def simulate(fleet, rows, policy: str) -> dict:
+def simulate(fleet, rows, policy: str, slowdown: float = 1.0) -> dict:
+    """The simulator on ``rows``; with ``slowdown`` != 1 the replicas slow linearly from their profile to
+    ``slowdown`` x it over the trace (the host's measured drift, as the simulator's speed changes)."""
     from mixfleet.routing.policies import make_policy
-    from mixfleet.routing.simulator import Simulation
+    from mixfleet.routing.simulator import Simulation, SpeedChange
 
+    span, steps = rows[-1].arrival_s, 20
+    faults = [SpeedChange(span * j / steps, r.replica_id, 1.0 / (1.0 + (slowdown - 1.0) * j / steps))
+              for j in range(1, steps + 1) for r in fleet.replicas] if slowdown != 1.0 else []
     res = Simulation(fleet, make_policy(policy, fleet), rows, cap_rule="oracle", chunked=True,
-                     reserve="prompt").run()
+                     reserve="prompt", faults=faults).run()
     m = res.metrics
     per = {int(k): {"ttft": float(t), "e2e": float(e), "replica": fleet.replicas[i].replica_id}
            for k, t, e, i in zip(m.request, m.ttft, m.e2e, m.replica, strict=True)}
@@ -177,6 +192,25 @@ def idle_transport(base: str, model: str, rows) -> dict:
             ttft.append(per["ttft"] - per["engine_ttft"])
             e2e.append(per["e2e"] - per["engine_e2e"])
     return {"ttft_s": _pct(ttft, 50), "e2e_s": _pct(e2e, 50), "probes": len(e2e)}
+
+
+def replica_peak_rss_mib() -> dict[str, float]:
+    """Peak resident memory (VmHWM) of each real-engine Serve replica process on this host, in MiB."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "ServeReplica:" in cmd and ":engine-" in cmd:
+                hwm = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("VmHWM"))
+                out[cmd.split("ServeReplica:", 1)[1].split()[0]] = int(hwm.split()[1]) / 1024
+        except (OSError, StopIteration, ValueError):
+            continue
+    return out
+
+
+def host_drift(before: dict, after: dict) -> float:
+    """How much slower the same probe ran after a replay than before it (median over the probe's points)."""
+    return float(np.median([a["time_s"] / b["time_s"] for a, b in zip(after["points"], before["points"], strict=True)]))
 
 
 def with_transport(sim: dict, transport: dict) -> dict:
@@ -249,7 +283,9 @@ def markdown(out: dict) -> str:
     lines = [f"# Simulator vs real engine ({NOTE})", "",
              f"{out['fleet']}; model {out['model']} on {out['device']} ({out['threads']} torch thread(s) per replica). "
              f"Azure conv first {out['requests']} requests, lengths x{out['scale']:g}; measured capacity "
-             f"{out['capacity']['req_s_per_replica']:.2f} req/s per replica (a burst of {out['capacity']['requests']}). "
+             f"{out['capacity']['req_s_per_replica']:.2f} req/s per replica (a burst of {out['capacity']['requests']}: "
+             f"{out['capacity']['makespan_s']:.1f} s real, {out['capacity']['simulated_makespan_s']:.1f} s simulated "
+             "with the profile measured a minute before). "
              f"Profile fit: mean |rel. error| {out['profile']['fit_error']['mean']:.1%} over "
              f"{out['profile']['points']} grid points. Simulator figures include the measured idle transport "
              f"(Serve proxy, ingress, Ray hops; requests one at a time): TTFT +{tr['ttft_s'] * 1e3:.0f} ms, "
@@ -271,7 +307,15 @@ def markdown(out: dict) -> str:
                   f"{d['transport_ttft_s']['p50']:.3f} / {d['transport_ttft_s']['p99']:.3f}; engine minus simulator "
                   f"e2e {d['engine_minus_sim_e2e_s']['p50']:.3f} / {d['engine_minus_sim_e2e_s']['p99']:.3f}, TTFT "
                   f"{d['engine_minus_sim_ttft_s']['p50']:.3f} / {d['engine_minus_sim_ttft_s']['p99']:.3f}. "
-                  f"Engine-side / simulator: {eos}. Failed requests: {len(run['live']['failed'])}."]
+                  f"Engine-side / simulator: {eos}. Failed requests: {len(run['live']['failed'])}. "
+                  f"Profile measured just before: fit error {run['profile']['fit_error']:.1%}; the host ran "
+                  f"{run['host_slowdown_during_replay']:.2f}x slower after the replay than before it; real / "
+                  "simulated with that drift (linear, as the simulator's speed changes): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in run["real_over_sim_with_drift"].items()) + "."]
+    rss = out.get("replica_peak_rss_mib") or {}
+    if rss:
+        lines += ["", "Peak resident memory of each real-engine replica process (VmHWM): "
+                  + ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(rss.items())) + "."]
     lines += ["", f"Per-request scatter: `{out['plot']}`. Machine: {out['machine']}.", "",
               f"Reproduce: `{out['command']}`", ""]
     return "\n".join(lines)
@@ -279,7 +323,8 @@ def markdown(out: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=160)
+    ap.add_argument("--requests", type=int, default=320,
+                    help="trace rows per load (the P99 of 320 is the 4th-slowest request)")
     ap.add_argument("--scale", type=float, default=0.25, help="trace prompt/output length factor")
     ap.add_argument("--load", type=float, action="append", default=[], help="fraction of measured capacity")
     ap.add_argument("--replicas", type=int, default=1)
@@ -303,23 +348,39 @@ def main(argv=None) -> int:
     from mixfleet.routing.profiles import ProfileBook
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
     from mixfleet.routing.torch_model import model_config
+    from mixfleet.routing.traces import TraceRow
 
     cfg = model_config("tiny-llama")
     gpu = "CUDA" if args.device == "cuda" else "CPU"
     spec = {"model": cfg.name, "pools": [{"gpu": gpu, "count": args.replicas, "engine": "torch"}],
             "max_batch": 32, "max_batched_tokens": 512}
+    grid = profiler.QUICK if args.quick_profile else profiler.Grid(repeats=2)
+
+    def measure(g):
+        return profiler.measure(cfg, device=args.device, threads=args.threads, kv_tokens=16384,
+                                max_batch=spec["max_batch"], max_batched_tokens=spec["max_batched_tokens"], grid=g)
+
+    def profiled():
+        """Profile the engine now: the measured points, their fit and the fleet the simulator runs."""
+        m = measure(grid)
+        c = profiler.fit(m["points"])
+        b = parse_model(profiler.profile_book(m, c, gpu=gpu), ProfileBook, source="measured profile")
+        return m, c, b, fleet_from_dict(spec, b)
+
     t0 = time.perf_counter()
-    measured = profiler.measure(cfg, device=args.device, threads=args.threads, kv_tokens=16384,
-                                max_batch=spec["max_batch"], max_batched_tokens=spec["max_batched_tokens"],
-                                grid=profiler.QUICK if args.quick_profile else profiler.Grid(repeats=2))
-    coef = profiler.fit(measured["points"])
-    book = parse_model(profiler.profile_book(measured, coef, gpu=gpu), ProfileBook, source="measured profile")
-    fleet = fleet_from_dict(spec, book)
+    measured, coef, book, fleet = profiled()
     print(f"profiled in {time.perf_counter() - t0:.0f} s; fit mean error {coef['mean_abs_rel_error']:.1%}",
           file=sys.stderr)
     base_rows = slice_rows(args.requests, args.scale, cfg.max_context)
     cap = measure_capacity(cfg, fleet, base_rows, args.device, args.threads)
-    print(f"capacity {cap['req_s_per_replica']:.2f} req/s per replica", file=sys.stderr)
+    # the same burst in the simulator, with the profile measured a minute before: the model alone, offline
+    sim_burst = simulate(fleet, [TraceRow(0.0, r.prompt, r.output) for r in base_rows], args.policy)
+    cap["simulated_makespan_s"] = max(v["e2e"] for v in sim_burst["per_request"].values())
+    first = {"entry": book.measured[-1].model_dump(), "points": len(measured["points"]),
+             "fit_error": {"mean": coef["mean_abs_rel_error"], "max": coef["max_abs_rel_error"]},
+             "measured": measured["points"]}
+    print(f"capacity {cap['req_s_per_replica']:.2f} req/s per replica; the burst took {cap['makespan_s']:.1f} s, "
+          f"simulated {cap['simulated_makespan_s']:.1f} s", file=sys.stderr)
     runs = []
     connect(num_cpus=2)
     try:
@@ -332,6 +393,9 @@ def main(argv=None) -> int:
         asyncio.run(replay(base, fleet.model, at_rate(base_rows[:6], 2.0), 120))  # warm-up
         transport = idle_transport(base, fleet.model, base_rows[:8])
         for load in loads:
+            # this host's speed moves within minutes: each load is simulated with a profile measured just before
+            measured, coef, book, fleet = profiled()
+            before = measure(_probe_grid())
             rate = load * cap["req_s_per_replica"] * args.replicas
             rows = at_rate(base_rows, rate)
             raw = simulate(fleet, rows, args.policy)
@@ -339,15 +403,23 @@ def main(argv=None) -> int:
             sim = with_transport(raw, transport)
             live = asyncio.run(replay(base, fleet.model, rows, args.timeout + rows[-1].arrival_s))
             live_per = live.pop("per_request")
+            drift = host_drift(before, measure(_probe_grid()))
             ratio = {k: live[k] / sim[k] for k in KEYS}
+            drifted = with_transport({k: v for k, v in simulate(fleet, rows, args.policy, drift).items()
+                                      if k != "per_request"}, transport)
             runs.append({"load": load, "rate_req_s": rate, "bar": bar_for(load), "simulator": sim,
                          "simulator_engine_only": raw, "live": live, "real_over_sim": ratio,
                          "real_over_sim_engine_only": {k: live[k] / raw[k] for k in KEYS},
                          "within_bar": all(abs(ratio[k] - 1) <= bar_for(load) for k in KEYS) and not live["failed"],
+                         "profile": {"entry": book.measured[-1].model_dump(),
+                                     "fit_error": coef["mean_abs_rel_error"]},
+                         "host_slowdown_during_replay": drift,
+                         "real_over_sim_with_drift": {k: live[k] / drifted[k] for k in KEYS},
                          "decomposition": decompose(sim_per, live_per, coef["mean_abs_rel_error"]),
                          "sim_per_request": sim_per, "live_per_request": live_per})
-            print(f"load {load:.0%} ({rate:.2f} req/s): real/sim " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items()),
-                  file=sys.stderr)
+            print(f"load {load:.0%} ({rate:.2f} req/s): real/sim " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items())
+                  + f"; host {drift:.2f}x slower after the replay than before", file=sys.stderr)
+        rss = replica_peak_rss_mib()
         delete_app(APP_NAME)
     finally:
         shutdown()
@@ -361,12 +433,12 @@ def main(argv=None) -> int:
     out = {"benchmark": "routing_fidelity", "note": NOTE, "emulated": False, "fleet": fleet.describe(),
            "model": cfg.name, "device": measured["device"], "threads": args.threads, "requests": len(base_rows),
            "scale": args.scale, "policy": args.policy, "capacity": cap, "idle_transport": transport,
-           "profile": {"entry": book.measured[-1].model_dump(), "points": len(measured["points"]),
-                       "fit_error": {"mean": coef["mean_abs_rel_error"], "max": coef["max_abs_rel_error"]}},
+           "profile": first,
            "bars": "P50 and P99 TTFT and E2E within 10% at 50% load, 20% at 85%",
            "runs": [{k: v for k, v in r.items() if not k.endswith("per_request")} for r in runs],
            "per_request": {f"{r['load']:g}": {"sim": r["sim_per_request"], "real": r["live_per_request"]}
                            for r in runs},
+           "replica_peak_rss_mib": rss,
            "plot": "benchmarks/results/routing_fidelity.png",
            "machine": f"{os.cpu_count()} CPU cores (1-minute load average "
                       f"{os.getloadavg()[0]:.1f} at the end)",

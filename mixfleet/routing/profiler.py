@@ -4,7 +4,8 @@ Real compute, random weights: the engine is :mod:`mixfleet.routing.serve.torch_e
 (``transformers``' continuous batching over a seeded random Llama), run offline
 in this process on this machine's CPU or a CUDA GPU.
 
-Grid (every point is run ``repeats`` times, the median kept):
+Grid (after an unrecorded warm-up burst; requests are streamed, as a serving
+replica's are; every point is run ``repeats`` times, the median kept):
 
 - prefill: one request alone with a prompt of n tokens (n in ``prompt_grid``,
   each at most ``max_batched_tokens`` so it is one iteration): the time from
@@ -16,16 +17,19 @@ Grid (every point is run ``repeats`` times, the median kept):
 
 - burst: ``burst`` requests of mixed prompt and output lengths submitted at
   once, the way a loaded replica runs: every iteration of the engine is timed
-  where ``transformers`` runs the model (``model_runner.compute_batch``), with
-  its composition read from the batch (query and key lengths per sequence).
+  where ``transformers`` runs the model (``model_runner.compute_batch``), from
+  one forward pass to the next, with its composition read from the batch
+  (query and key lengths per sequence).
   The grid alone never mixes prompt chunks with decodes, and on a CPU those
   iterations cost far more than the sum of their parts (see ``per_q_kv_ns``).
   Without that hook (another ``transformers``) the burst is skipped and said so.
 
 Fit: non-negative least squares of the iteration time on
-``[1, tokens, kv tokens read, prompt square, query x key tokens]`` over all
-points (prefill: n, 0, n^2, n^2; decode: b, b x context, 0, b^2 x context;
-a burst iteration: as read from its batch): the simulator's
+``[1, tokens, keys read, keys past the knee, prompt square, query x key tokens]``
+over all points (prefill: n, n, n^2, n^2; decode: b, b x context, 0, b^2 x context;
+a burst iteration: as read from its batch), the knee searched over key counts
+in steps of 256 (the one with the least mean relative error; none unless it
+cuts the straight line's error by 5%): the simulator's
 :class:`~mixfleet.routing.profiles.IterationFit`. The output file is the
 built-in profiles plus this GPU (``--gpu``, ``CPU`` by default), this model
 and the measured entry (replacing an older one of the same pair), so a fleet
@@ -35,6 +39,7 @@ simulated with it directly.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -57,7 +62,9 @@ QUICK = Grid(prompt_grid=(16, 128, 256), batch_grid=(1, 8), context_grid=(32, 25
 
 
 def _run(manager, prompts: list[list[int]], n_out: int) -> list:
-    ids = manager.add_requests(prompts, max_new_tokens=n_out, record_timestamps=True)
+    # streamed, as a serving replica asks for them: an update per token costs the engine ~15% of a small
+    # decode step (batch 1: 1.33 ms without, 1.62 ms with on the development machine)
+    ids = manager.add_requests(prompts, max_new_tokens=n_out, record_timestamps=True, streaming=True)
     got: dict = {}
     deadline = time.monotonic() + 300
     while len(got) < len(ids):
@@ -85,7 +92,11 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
     mgr = eng.manager
     points: list[dict] = []
     try:
-        _run(mgr, [_prompt(32, 0)] * 2, 4)  # warm-up
+        # warm-up: a burst that runs the largest iterations once. A fresh process pays for its first large
+        # allocations (a decode step of 16 sequences over 4,300 keys: 30 ms cold, 10-14 ms after one burst),
+        # and a serving replica is warm
+        top = min(max_batched_tokens, cfg.max_context // 2)
+        _run(mgr, [_prompt(top - 8 * j, 900 + j) for j in range(max(2, min(16, grid.burst)))], 8)
         for n in grid.prompt_grid:
             if n > max_batched_tokens or n + 1 > cfg.max_context:
                 continue
@@ -117,7 +128,13 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
 
 
 def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list[dict]:
-    """Time every iteration of a burst of ``n`` mixed requests (see module doc); [] without the hook."""
+    """Time every iteration of a burst of ``n`` mixed requests (see module doc); [] without the hook.
+
+    An iteration's time is from the start of its forward pass to the start of the next one: the pass
+    itself plus the engine's own bookkeeping around it (scheduling, sampling, the outputs), as a loaded
+    replica spends it. The burst keeps the engine busy, so there is no idle gap in between; the last
+    iteration gets its pass plus the median bookkeeping of the others.
+    """
     import random
 
     deadline = time.monotonic() + 30  # the generation thread creates its batch processor when it starts
@@ -127,19 +144,20 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     if n <= 0 or runner is None or not hasattr(runner, "compute_batch"):
         return []
     steps: list[dict] = []
+    starts: list[tuple[float, float]] = []
     inner = runner.compute_batch
 
     def timed(model, batch_data):
         t = time.perf_counter()
         out = inner(model, batch_data)
-        dt = time.perf_counter() - t
+        starts.append((t, time.perf_counter() - t))
         q, k = batch_data.get("cu_seq_lens_q"), batch_data.get("cu_seq_lens_k")
         q, k = (next(iter(x.values())) if isinstance(x, dict) else x for x in (q, k))
         if q is not None and k is not None:
             ql, kl = (q[1:] - q[:-1]).tolist(), (k[1:] - k[:-1]).tolist()
             steps.append({"kind": "step", "tokens": sum(ql), "kv": sum(b for a, b in zip(ql, kl, strict=True) if a == 1),
-                          "sq": sum(b * b - (b - a) ** 2 for a, b in zip(ql, kl, strict=True) if a > 1),
-                          "qkv": sum(ql) * sum(kl), "time_s": dt})
+                          "keys": sum(kl), "sq": sum(b * b - (b - a) ** 2 for a, b in zip(ql, kl, strict=True) if a > 1),
+                          "qkv": sum(ql) * sum(kl), "time_s": len(starts) - 1})  # index; the time is set below
         return out
 
     rng = random.Random(7)
@@ -150,32 +168,51 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
         _run(eng.manager, prompts, max(8, max_context // 16))
     finally:
         runner.compute_batch = inner
+    gaps = [b[0] - a[0] - a[1] for a, b in zip(starts, starts[1:], strict=False)]
+    tail = statistics.median(gaps) if gaps else 0.0
+    for s in steps:
+        i = s["time_s"]
+        s["time_s"] = starts[i + 1][0] - starts[i][0] if i + 1 < len(starts) else starts[i][1] + tail
     return steps
 
 
-def _features(p: dict) -> list[float]:
-    """[1, tokens, kv, sq, query x key tokens] of a point (grid points derive the last one)."""
-    qkv = p.get("qkv")
-    if qkv is None:  # prefill alone: n queries over n keys; decode: b queries over the batch's b x context keys
-        qkv = p["tokens"] * (p["tokens"] if p["kind"] == "prefill" else p["kv"])
-    return [1.0, p["tokens"], p["kv"], p["sq"], qkv]
+def _features(p: dict, knee: float = math.inf) -> list[float]:
+    """[1, tokens, keys, keys past the knee, sq, query x key tokens] of a point (grid points derive the
+    keys: a prefill alone reads its n keys, a decode step the batch's b x context)."""
+    keys = p.get("keys")
+    if keys is None:
+        keys = p["tokens"] if p["kind"] == "prefill" else (p["qkv"] / p["tokens"] if "qkv" in p else p["kv"])
+    qkv = p.get("qkv", p["tokens"] * keys)
+    return [1.0, p["tokens"], keys, max(0.0, keys - knee), p["sq"], qkv]
 
 
 def fit(points: list[dict]) -> dict:
-    """Non-negative least squares of time (ms) on the features of :func:`_features`; with each point's
-    relative error."""
+    """Non-negative least squares of time (ms) on the features of :func:`_features`, minimising the mean
+    relative error, with the knee searched over a grid of key counts (or none); with each point's error."""
     import numpy as np
     from scipy.optimize import nnls
 
-    a = np.array([_features(p) for p in points])
-    a[:, 4] /= 1e6  # ns per query x key token, in ms: a column on the scale of the others
     y = np.array([p["time_s"] * 1e3 for p in points])
     w = 1.0 / np.maximum(y, 1e-6)  # relative error: small iterations matter as much as large ones
-    coef, _ = nnls(a * w[:, None], y * w)
-    pred = a @ coef
+
+    def solve(knee: float):
+        a = np.array([_features(p, knee) for p in points])
+        a[:, 5] /= 1e6  # ns per query x key token, in ms: a column on the scale of the others
+        coef, _ = nnls(a * w[:, None], y * w)
+        pred = a @ coef
+        return float(np.mean(np.abs(pred - y) / y)), coef, pred
+
+    top = max(_features(p)[2] for p in points)
+    linear = solve(math.inf)[0]
+    err, knee = min(((solve(float(k))[0], float(k)) for k in range(256, int(top), 256)), default=(linear, math.inf))
+    if not err < 0.95 * linear - 1e-3:  # a knee must earn its place: 5% less error than a straight line
+        knee = math.inf
+    err, coef, pred = solve(knee)
     errors = [float(abs(pr - t) / t) for pr, t in zip(pred, y, strict=True)]
     return {"overhead_ms": float(coef[0]), "per_token_ms": float(coef[1]), "per_kv_token_ms": float(coef[2]),
-            "per_prompt_sq_ms": float(coef[3]), "per_q_kv_ns": float(coef[4]),
+            "kv_knee": None if math.isinf(knee) else int(knee),
+            "per_kv_over_knee_ms": 0.0 if math.isinf(knee) else float(coef[3]),
+            "per_prompt_sq_ms": float(coef[4]), "per_q_kv_ns": float(coef[5]),
             "mean_abs_rel_error": float(np.mean(errors)), "max_abs_rel_error": float(np.max(errors)),
             "burst_steps": sum(1 for p in points if p["kind"] == "step"), "predicted_ms": [float(x) for x in pred]}
 
@@ -193,10 +230,16 @@ def profile_book(measured: dict, coef: dict, *, gpu: str, base=None) -> dict:
     book["models"][cfg.name] = cfg.model_profile()
     f = {k: round(coef.get(k, 0.0), 6) for k in ("overhead_ms", "per_token_ms", "per_kv_token_ms",
                                                   "per_prompt_sq_ms", "per_q_kv_ns")}
+    if coef.get("kv_knee") is not None:
+        f.update(kv_knee=int(coef["kv_knee"]), per_kv_over_knee_ms=round(coef["per_kv_over_knee_ms"], 6))
     qkv_ms = f["per_q_kv_ns"] / 1e6
-    step1 = f["overhead_ms"] + f["per_token_ms"] + (f["per_kv_token_ms"] + qkv_ms) * 256
-    prefill = 256 / ((f["overhead_ms"] + 256 * f["per_token_ms"] + 256 * 256 * (f["per_prompt_sq_ms"] + qkv_ms))
-                     / 1e3)
+
+    def keys_ms(n: float) -> float:
+        return f["per_kv_token_ms"] * n + f.get("per_kv_over_knee_ms", 0.0) * max(0.0, n - f.get("kv_knee", n))
+
+    step1 = f["overhead_ms"] + f["per_token_ms"] + keys_ms(256) + qkv_ms * 256
+    prefill = 256 / ((f["overhead_ms"] + 256 * f["per_token_ms"] + keys_ms(256)
+                      + 256 * 256 * (f["per_prompt_sq_ms"] + qkv_ms)) / 1e3)
     entry = {"gpu": gpu, "model": cfg.name, "decode_step_ms": round(step1, 4), "prefill_tok_s": round(prefill, 1),
              "fit": f, "kv_tokens": measured["kv_tokens"]}
     book["measured"] = [m for m in book["measured"] if (m["gpu"], m["model"]) != (gpu, cfg.name)] + [entry]
@@ -219,7 +262,7 @@ def write_profile(path, book: dict, measured: dict, coef: dict) -> None:
             f"max_batch {measured['max_batch']}, max_batched_tokens {measured['max_batched_tokens']}",
             f"# {len(pts)} grid points; fit mean |rel. error| {coef['mean_abs_rel_error']:.1%}, "
             f"max {coef['max_abs_rel_error']:.1%}",
-            "#   kind     tokens   kv_read   measured_ms  fitted_ms"]
-    head += [f"#   {p['kind']:<8} {p['tokens']:>6} {p['kv']:>9.0f} {p['time_s'] * 1e3:>12.2f} {pr:>10.2f}"
+            "#   kind     tokens      keys   measured_ms  fitted_ms"]
+    head += [f"#   {p['kind']:<8} {p['tokens']:>6} {_features(p)[2]:>9.0f} {p['time_s'] * 1e3:>12.2f} {pr:>10.2f}"
              for p, pr in zip(pts, coef["predicted_ms"], strict=True)]
     atomic_write_text(path, "\n".join(head) + "\n" + yaml.safe_dump(book, sort_keys=False))

@@ -8,6 +8,8 @@ checked on synthetic points.
 from __future__ import annotations
 
 import asyncio
+import platform
+from pathlib import Path
 
 import pytest
 
@@ -88,10 +90,12 @@ def test_refuses_too_long_requests_and_overload_and_a_dead_loop_fails_the_health
 
 
 def _synthetic_points(t0=5.0, tok=0.1, kv=0.01, sq=0.001):
+    """Grid points timed by the fitted model itself: keys read are n for a prefill, b x context for a decode."""
     pts = [{"kind": "prefill", "tokens": n, "kv": 0, "sq": n * n} for n in (16, 64, 256, 512)]
     pts += [{"kind": "decode", "tokens": b, "kv": b * c, "sq": 0} for b in (1, 4, 16) for c in (32, 256, 640)]
     for p in pts:
-        p["time_s"] = (t0 + tok * p["tokens"] + kv * p["kv"] + sq * p["sq"]) / 1e3
+        keys = p["tokens"] if p["kind"] == "prefill" else p["kv"]
+        p["time_s"] = (t0 + tok * p["tokens"] + kv * keys + sq * p["sq"]) / 1e3
     return pts
 
 
@@ -104,6 +108,7 @@ def test_profile_fit_and_the_simulator_uses_the_measured_engine(tmp_path):
     coef = profiler.fit(pts)
     assert coef["overhead_ms"] == pytest.approx(5.0, rel=1e-3)
     assert coef["per_kv_token_ms"] == pytest.approx(0.01, rel=1e-3) and coef["max_abs_rel_error"] < 1e-3
+    assert coef["kv_knee"] is None  # a linear cost has no knee
     measured = {"points": pts, "device": "cpu", "threads": 1, "kv_tokens": 8192, "max_batch": 16,
                 "max_batched_tokens": 512, "model": model_config("tiny-llama").model_dump()}
     out = tmp_path / "profile.yaml"
@@ -112,11 +117,66 @@ def test_profile_fit_and_the_simulator_uses_the_measured_engine(tmp_path):
     perf = book.iteration_model("MyCPU", "tiny-llama")
     assert isinstance(perf, FittedIterationModel) and "A100-80GB" in book.gpus  # built-ins kept
     assert perf.decode_step(4, 1000) == pytest.approx((5.0 + 0.4 + 10.0) / 1e3, rel=1e-4)
-    assert perf.prefill_time(100) == pytest.approx((5.0 + 10.0 + 10.0) / 1e3, rel=1e-4)
+    assert perf.prefill_time(100) == pytest.approx((5.0 + 10.0 + 1.0 + 10.0) / 1e3, rel=1e-4)
     fleet_file = tmp_path / "fleet.yaml"
     fleet_file.write_text(f"model: tiny-llama\nprofiles: {out}\npools:\n  - gpu: MyCPU\n    engine: torch\n")
     fleet = load_fleet(fleet_file)
     assert fleet.replicas[0].kv_tokens == 8192 and fleet.replicas[0].engine == "torch"
+
+
+def test_the_fit_finds_where_reading_keys_gets_dearer_and_the_simulator_charges_it(tmp_path):
+    """Past a number of keys an iteration no longer fits the CPU's caches and each key costs more (measured:
+    see IterationFit). The fit finds that knee from the points, the profile file keeps it, and the
+    simulator's closed-form decode run charges it step by step across the knee."""
+    from mixfleet.routing import profiler
+    from mixfleet.routing.profiles import load_profiles, run_time
+
+    knee, over = 3000, 0.02
+    pts = _synthetic_points(sq=0.0)
+    pts += [{"kind": "decode", "tokens": b, "kv": b * c, "sq": 0} for b in (24, 32) for c in (64, 128, 200, 320)]
+    for p in pts:
+        keys = p["tokens"] if p["kind"] == "prefill" else p["kv"]
+        p["time_s"] = (5.0 + 0.1 * p["tokens"] + 0.01 * keys + over * max(0, keys - knee)) / 1e3
+    coef = profiler.fit(pts)
+    assert abs(coef["kv_knee"] - knee) <= 256 and coef["per_kv_over_knee_ms"] > 0
+    assert coef["mean_abs_rel_error"] < 0.01
+    linear = profiler.fit([p for p in pts if (p["tokens"] if p["kind"] == "prefill" else p["kv"]) < knee])
+    assert linear["kv_knee"] is None
+
+    measured = {"points": pts, "device": "cpu", "threads": 1, "kv_tokens": 16384, "max_batch": 32,
+                "max_batched_tokens": 512, "model": model_config("tiny-llama").model_dump()}
+    out = tmp_path / "profile.yaml"
+    profiler.write_profile(out, profiler.profile_book(measured, coef, gpu="MyCPU"), measured, coef)
+    perf = load_profiles(out).iteration_model("MyCPU", "tiny-llama")
+    below, past = perf.decode_step(16, 2000), perf.decode_step(16, 6000)
+    assert past - below > 4000 * 0.01 / 1e3 * 1.5  # each key past the knee costs more than one below it
+    # 300 steps of 16 sequences from 1,000 to 5,800 context tokens: the closed form equals the step sum
+    steps = sum(perf.decode_step(16, 1000 + 16 * i) for i in range(300))
+    assert run_time(perf.decode_lines(16, 1000, 16), 300) == pytest.approx(steps, rel=1e-9)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not Path("/proc/self/status").exists(),
+                    reason="glibc's malloc on Linux only")
+def test_a_cpu_engine_keeps_freed_activations_instead_of_returning_them_each_iteration():
+    """Under glibc's defaults every freed multi-MiB activation goes back to the OS and is faulted in again on
+    the next iteration (a decode step 2-3x slower in a fresh replica, see torch_engine). With the engine up,
+    an 8 MiB buffer freed stays in the process for the next iteration."""
+    import torch
+
+    eng = _engine()
+    try:
+        assert eng.kept_freed_memory
+        x = torch.ones(2 << 20)  # 8 MiB of float32, every page touched
+        held = _rss_kib()
+        del x
+        assert held - _rss_kib() < 4096
+    finally:
+        eng.close()
 
 
 def test_profile_command_refuses_an_unknown_engine(cli, tmp_path):
@@ -136,8 +196,9 @@ def test_a_mixed_iteration_pays_for_attention_over_the_whole_batch():
         qkv = p["tokens"] * (p["tokens"] if p["kind"] == "prefill" else p["kv"])
         p["time_s"] += truth["qkv_ns"] * qkv / 1e9
     for q, dec_kv, keys in ((512, 6000, 6500), (300, 3000, 3400), (129, 5000, 5100), (64, 900, 1000)):
-        ms = truth["t0"] + truth["tok"] * q + truth["kv"] * dec_kv + truth["qkv_ns"] * q * keys / 1e6
-        pts.append({"kind": "step", "tokens": q, "kv": dec_kv, "sq": 0, "qkv": q * keys, "time_s": ms / 1e3})
+        ms = truth["t0"] + truth["tok"] * q + truth["kv"] * keys + truth["qkv_ns"] * q * keys / 1e6
+        pts.append({"kind": "step", "tokens": q, "kv": dec_kv, "keys": keys, "sq": 0, "qkv": q * keys,
+                    "time_s": ms / 1e3})
     coef = profiler.fit(pts)
     assert coef["per_q_kv_ns"] == pytest.approx(100.0, rel=1e-3) and coef["burst_steps"] == 4
     assert coef["max_abs_rel_error"] < 1e-3
@@ -149,7 +210,7 @@ def test_a_mixed_iteration_pays_for_attention_over_the_whole_batch():
     perf = FittedIterationModel(entry.gpu, entry.model, book.gpu(entry.gpu), book.model(entry.model), entry)
     # 29 decodes over 6,000 context tokens plus a 483-token chunk that reads 483 keys
     mixed = perf.mixed_time(29, 6000, 483, 0.0, 483)
-    assert mixed == pytest.approx((5.0 + 0.1 * 512 + 0.01 * 6000 + 100e-6 * 512 * 6483) / 1e3, rel=1e-9)
+    assert mixed == pytest.approx((5.0 + 0.1 * 512 + 0.01 * 6483 + 100e-6 * 512 * 6483) / 1e3, rel=1e-9)
     assert mixed > perf.decode_step(29, 6000) + perf.prefill_time(483)  # more than its parts
 
 
