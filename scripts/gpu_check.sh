@@ -11,7 +11,7 @@
 #   scripts/gpu_check.sh routing    # the REAL LLM engine on the GPU instead (routing, engine: torch)
 #
 # `routing`: profiles the real engine (transformers continuous batching over tiny-llama, seeded random
-# weights: real compute, random weights) on CUDA (`mixfleet routing profile --device cuda`), then runs
+# weights: real compute, random weights) on CUDA (`mixfleet routing profile --device cuda --quick`), then runs
 # a 100-request fidelity check (benchmarks/routing_fidelity.py --device cuda: live replay vs the
 # simulator with that profile, at 50% and 85% of the measured capacity) and prints one JSON summary
 # on stdout. Exits non-zero without CUDA. Finishes in < 5 minutes.
@@ -24,9 +24,10 @@ if [ "${1:-}" = "routing" ]; then
     || { echo "error: no CUDA GPU is visible to torch; run 'scripts/gpu_check.sh routing' on a machine with one" >&2; exit 2; }
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
-  timeout 100 "$PY" -m mixfleet routing profile --engine torch --device cuda --gpu CUDA \
+  # the CLI's quick grid (a check of the command on CUDA); the fidelity run profiles fully before each load
+  timeout 60 "$PY" -m mixfleet routing profile --engine torch --device cuda --gpu CUDA --quick \
     --out "$work/profile.yaml" --json > "$work/profile.json"
-  timeout 190 "$PY" benchmarks/routing_fidelity.py --device cuda --requests 100 --load 0.5 --load 0.85 \
+  timeout 230 "$PY" benchmarks/routing_fidelity.py --device cuda --requests 100 --load 0.5 --load 0.85 \
     --out "$work" > "$work/fidelity.log"
   exec "$PY" - "$work" <<'PYEOF'
 import json

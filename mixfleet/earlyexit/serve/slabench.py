@@ -132,7 +132,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
         srv.own(APP)
         grpc_port = serve_ports().grpc_port_for(GRPC_SERVICER)
 
-        def drift(j: int, cond: str, rate: float) -> None:  # 4. drift, while a single replica is deployed
+        def drift(cond: str, rate: float) -> None:  # 4. drift, while a single replica is deployed
             url = deploy(mode=cond, **common)
             # one stream for every condition (same arrivals, same drifted images), so the windows compare paired:
             # with a seed per condition each saw its own 300 noised images per level, and the windows of two
@@ -144,8 +144,8 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                      + ", ".join(f"{100 * (w['accuracy'] or 0):.1f}%" for w in d["windows"]))
 
         if drift_rate is not None:
-            for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
-                _guarded(out, f"drift {dc}", progress, t_end, drift, j, dc, drift_rate)
+            for dc in (c for c in DRIFT_CONDITIONS if c in conditions):
+                _guarded(out, f"drift {dc}", progress, t_end, drift, dc, drift_rate)
             return out
         # 1. overhead on the real CPU: the plain backbone vs the early-exit path with no exit taken
         url = deploy(mode="plain", **common)
@@ -184,7 +184,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
         out.update(capacity_rps=caps, phase_s=phase_s, phases=[{"name": n, "rate": r, "seconds": s} for n, r, s in phases])
         # 3. bursts (full-autoscale last: it changes the replica count)
 
-        def burst(i: int, cond: str) -> None:
+        def burst(cond: str) -> None:
             if cond == "full-autoscale":
                 deploy(mode="full", autoscaling=full_autoscaling(max_replicas), **common)
             else:
@@ -203,11 +203,11 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
                      f"{100 * b['3x']['sla_attainment']:.3f}%, accuracy {100 * (res['accuracy'] or 0):.2f}%, "
                      f"{res['mflops_per_request']:.0f} MFLOPs/request")
 
-        for i, cond in enumerate(c for c in CONDITIONS if c in conditions):
-            _guarded(out, cond, progress, t_end, burst, i, cond)
+        for cond in (c for c in CONDITIONS if c in conditions):
+            _guarded(out, cond, progress, t_end, burst, cond)
             if cond == "adaptive" and drift_s > 0:
-                for j, dc in enumerate(c for c in DRIFT_CONDITIONS if c in conditions):
-                    _guarded(out, f"drift {dc}", progress, t_end, drift, j, dc, 0.5 * caps["full"])
+                for dc in (c for c in DRIFT_CONDITIONS if c in conditions):
+                    _guarded(out, f"drift {dc}", progress, t_end, drift, dc, 0.5 * caps["full"])
     return out
 
 
