@@ -46,6 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mixfleet.routing.serve.replay import percentile as _pct
+from mixfleet.routing.serve.replay import replay
+from mixfleet.routing.serve.replay import summary as _summary
+
 RESULTS = Path(__file__).resolve().parent / "results"
 BARS = {0.5: 0.10, 0.85: 0.20}
 KEYS = ("p50_ttft_s", "p99_ttft_s", "p50_e2e_s", "p99_e2e_s")
@@ -61,15 +65,6 @@ def _probe_grid():
 
 def bar_for(load: float) -> float:
     return BARS.get(round(load, 2), 0.10 if load <= 0.5 else 0.20)
-
-
-def _pct(xs, q) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=float), q)) if len(xs) else float("nan")
-
-
-def _summary(ttft, e2e) -> dict:
-    return {"p50_ttft_s": _pct(ttft, 50), "p99_ttft_s": _pct(ttft, 99), "p50_e2e_s": _pct(e2e, 50),
-            "p99_e2e_s": _pct(e2e, 99), "requests": len(e2e)}
 
 
 def slice_rows(n: int, scale: float, max_context: int):
@@ -136,48 +131,6 @@ def simulate(fleet, rows, policy: str, slowdown: float = 1.0) -> dict:
     per = {int(k): {"ttft": float(t), "e2e": float(e), "replica": fleet.replicas[i].replica_id}
            for k, t, e, i in zip(m.request, m.ttft, m.e2e, m.replica, strict=True)}
     return {**_summary(m.ttft, m.e2e), "per_request": per}
-
-
-async def replay(base: str, model: str, rows, timeout_s: float) -> dict:
-    """Streaming completions at the rows' arrival times; latencies from each request's scheduled arrival."""
-    import httpx
-
-    t_start = time.monotonic() + 0.5
-    failed: list = []
-    per: dict[int, dict] = {}
-
-    async def one(client, k, r):
-        sched = t_start + r.arrival_s
-        await asyncio.sleep(max(0.0, sched - time.monotonic()))
-        first, engine = None, {}
-        body = {"model": model, "prompt": [65 + (j % 26) for j in range(r.prompt)], "max_tokens": r.output,
-                "stream": True}
-        try:
-            async with client.stream("POST", base + "/v1/completions", json=body) as resp:
-                if resp.status_code != 200:
-                    failed.append(resp.status_code)
-                    return
-                async for line in resp.aiter_lines():
-                    if line.startswith("data: {"):
-                        first = first or time.monotonic()
-                        if '"mixfleet"' in line:
-                            engine = json.loads(line[6:])["mixfleet"]
-            done = time.monotonic()
-        except Exception as exc:  # counted and reported
-            failed.append(type(exc).__name__)
-            return
-        per[k] = {"ttft": first - sched, "e2e": done - sched, "engine_ttft": engine.get("engine_ttft_s"),
-                  "engine_e2e": engine.get("engine_e2e_s"), "replica": engine.get("replica_id")}
-        if engine.get("t_submit") is not None:  # one monotonic clock on this host
-            per[k].update(to_engine=engine["t_submit"] - sched, engine_late=engine["t_emit"] - engine["t_end"],
-                          to_ingress=engine["t_ingress"] - engine["t_emit"], to_client=done - engine["t_ingress"])
-
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        await asyncio.wait_for(asyncio.gather(*(one(client, k, r) for k, r in enumerate(rows))), timeout=timeout_s)
-    ks = sorted(per)
-    return {**_summary([per[k]["ttft"] for k in ks], [per[k]["e2e"] for k in ks]), "failed": failed,
-            "per_request": per}
 
 
 def idle_transport(base: str, model: str, rows) -> dict:

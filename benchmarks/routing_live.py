@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mixfleet.platform.bootstrap import free_port
+from mixfleet.routing.serve.replay import replay
 
 FLEET = {"model": "llama-3.2-3b", "pools": [{"gpu": "A100-80GB", "count": 1}, {"gpu": "V100-32GB", "count": 1},
                                             {"gpu": "T4", "count": 2}]}
@@ -76,58 +77,6 @@ def simulate(fleet, rows, ropts) -> dict:
             "wall_s": time.perf_counter() - t0,
             "per_request": {int(k): {"e2e": float(x), "replica": fleet.replicas[i].replica_id}
                             for k, x, i in zip(m.request, m.e2e, m.replica, strict=True)}}
-
-
-async def replay(base: str, model: str, rows, timeout_s: float, dilation: float = 1.0) -> dict:
-    """Replay ``rows`` (arrivals stretched by ``dilation``); latencies are returned in model seconds."""
-    import httpx
-
-    t_start = time.monotonic() + 0.5
-    e2e, ttft, failed, by_gpu = [], [], [], {}
-    per_request: dict[int, dict] = {}
-
-    async def one(client, k, r):
-        sched = t_start + r.arrival_s * dilation
-        await asyncio.sleep(max(0.0, sched - time.monotonic()))
-        first = None
-        try:
-            async with client.stream("POST", base + "/v1/completions", json={
-                    "model": model, "prompt": [13] * r.prompt, "max_tokens": r.output, "stream": True}) as resp:
-                if resp.status_code != 200:
-                    failed.append(resp.status_code)
-                    return
-                gpu = resp.headers["x-mixfleet-accelerator"]
-                engine = {}
-                async for line in resp.aiter_lines():
-                    if line.startswith("data: {"):
-                        if first is None:
-                            first = time.monotonic()
-                        if '"mixfleet"' in line:
-                            engine = json.loads(line[6:])["mixfleet"]
-            done = time.monotonic()
-        except Exception as exc:  # counted, reported
-            failed.append(type(exc).__name__)
-            return
-        d = dilation
-        ttft.append((first - sched) / d)
-        e2e.append((done - sched) / d)
-        by_gpu[gpu] = by_gpu.get(gpu, 0) + 1
-        per_request[k] = {"e2e": (done - sched) / d, "ttft": (first - sched) / d,
-                          "engine_e2e": engine.get("engine_e2e_s"), "replica": engine.get("replica_id")}
-        if engine.get("t_submit") is not None:  # one monotonic clock on this host: split the overhead
-            per_request[k].update(to_engine=(engine["t_submit"] - sched) / d,
-                                  engine_late=(engine["t_emit"] - engine["t_end"]) / d,
-                                  to_ingress=(engine["t_ingress"] - engine["t_emit"]) / d,
-                                  to_client=(done - engine["t_ingress"]) / d)
-
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        t0 = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*(one(client, k, r) for k, r in enumerate(rows))), timeout=timeout_s)
-        wall = time.monotonic() - t0
-    return {"p50_e2e_s": _pct(e2e, 50), "p99_e2e_s": _pct(e2e, 99), "p50_ttft_s": _pct(ttft, 50),
-            "p99_ttft_s": _pct(ttft, 99), "mean_e2e_s": float(np.mean(e2e)), "requests": len(e2e),
-            "failed": failed, "by_gpu": by_gpu, "wall_s": wall, "per_request": per_request}
 
 
 def diagnose(sim: dict, live: dict) -> dict:

@@ -344,3 +344,21 @@ def test_killing_a_replica_under_load_reroutes_or_fails_fast_and_the_plan_adapts
     # requests sent well after the kill went elsewhere while it was down
     late = [r.headers["x-mixfleet-replica"] for k, r, _ in results if 14 <= k < 24 and r.status_code == 200]
     assert late and victim["id"] not in late
+
+
+def test_a_trace_replay_times_every_request_from_its_scheduled_arrival_and_splits_the_overhead(live):
+    """The load generator the benchmarks use: each row is a streamed completion sent at its arrival time;
+    latencies count from that time, and the engine's own stamps split client-seen time into its parts."""
+    from mixfleet.routing.serve.replay import replay
+    from mixfleet.routing.traces import TraceRow
+
+    rows = [TraceRow(0.0, 20, 5), TraceRow(0.1, 40, 3), TraceRow(0.2, 10, 8), TraceRow(0.2, 30, 2)]
+    out = asyncio.run(replay(live.base, MODEL, rows, 120))
+    assert out["failed"] == [] and out["requests"] == 4 and sum(out["by_gpu"].values()) == 4
+    assert set(out["by_gpu"]) <= {r.gpu for r in live.fleet.replicas}
+    for k, r in enumerate(rows):
+        got = out["per_request"][k]
+        assert 0 < got["ttft"] <= got["e2e"] and got["engine_e2e"] is not None
+        assert got["engine_e2e"] <= got["e2e"] and got["to_engine"] >= 0
+        assert got["replica"] in {rep.replica_id for rep in live.fleet.replicas}
+    assert out["p50_e2e_s"] <= out["p99_e2e_s"]

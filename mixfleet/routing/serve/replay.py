@@ -1,0 +1,86 @@
+"""Replay a trace against a running mixfleet LLM endpoint, as a load generator would.
+
+Each row becomes one streaming OpenAI completion (``POST /v1/completions``,
+``max_tokens`` = the row's output length, a prompt of the row's length in byte
+token ids) sent at its arrival time, all concurrently over one HTTP client.
+Latencies are from the request's *scheduled* arrival (so a client that falls
+behind shows up as latency, not as a lower rate): TTFT to the first streamed
+chunk, E2E to the end of the stream.
+
+The replicas' last chunk carries the engine's own view (``mixfleet``: engine
+TTFT/E2E, replica, and the engine's, ingress's and emission's monotonic stamps).
+On one host these share the client's clock, so each request's overhead is split
+into *to_engine* (client to engine), *engine_late* (last token to its emission),
+*to_ingress* and *to_client*. The benchmarks compare these with the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+
+
+def percentile(xs, q) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=float), q)) if len(xs) else float("nan")
+
+
+def summary(ttft, e2e) -> dict:
+    return {"p50_ttft_s": percentile(ttft, 50), "p99_ttft_s": percentile(ttft, 99),
+            "p50_e2e_s": percentile(e2e, 50), "p99_e2e_s": percentile(e2e, 99), "requests": len(e2e)}
+
+
+async def replay(base: str, model: str, rows, timeout_s: float, dilation: float = 1.0) -> dict:
+    """Replay ``rows`` (``arrival_s``, ``prompt``, ``output``) against ``base``; arrivals are stretched by
+    ``dilation`` and latencies divided by it (model seconds of a time-dilated emulated fleet).
+
+    Returns the P50/P99 summary, ``mean_e2e_s``, ``failed`` (status codes or exception names),
+    ``by_gpu`` (answers per accelerator header), ``wall_s`` and ``per_request`` keyed by row index.
+    """
+    import httpx
+
+    t_start = time.monotonic() + 0.5
+    failed: list = []
+    by_gpu: dict[str, int] = {}
+    per: dict[int, dict] = {}
+
+    async def one(client, k, r):
+        sched = t_start + r.arrival_s * dilation
+        await asyncio.sleep(max(0.0, sched - time.monotonic()))
+        first, engine = None, {}
+        body = {"model": model, "prompt": [65 + (j % 26) for j in range(r.prompt)], "max_tokens": r.output,
+                "stream": True}
+        try:
+            async with client.stream("POST", base + "/v1/completions", json=body) as resp:
+                if resp.status_code != 200:
+                    failed.append(resp.status_code)
+                    return
+                gpu = resp.headers.get("x-mixfleet-accelerator", "")
+                async for line in resp.aiter_lines():
+                    if line.startswith("data: {"):
+                        first = first or time.monotonic()
+                        if '"mixfleet"' in line:
+                            engine = json.loads(line[6:])["mixfleet"]
+            done = time.monotonic()
+        except Exception as exc:  # counted and reported
+            failed.append(type(exc).__name__)
+            return
+        d = dilation
+        by_gpu[gpu] = by_gpu.get(gpu, 0) + 1
+        per[k] = {"ttft": (first - sched) / d, "e2e": (done - sched) / d, "engine_ttft": engine.get("engine_ttft_s"),
+                  "engine_e2e": engine.get("engine_e2e_s"), "replica": engine.get("replica_id")}
+        if engine.get("t_submit") is not None:  # one monotonic clock on this host
+            per[k].update(to_engine=(engine["t_submit"] - sched) / d, engine_late=(engine["t_emit"] - engine["t_end"]) / d,
+                          to_ingress=(engine["t_ingress"] - engine["t_emit"]) / d, to_client=(done - engine["t_ingress"]) / d)
+
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+        t0 = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(one(client, k, r) for k, r in enumerate(rows))), timeout=timeout_s)
+        wall = time.monotonic() - t0
+    ks = sorted(per)
+    e2e = [per[k]["e2e"] for k in ks]
+    return {**summary([per[k]["ttft"] for k in ks], e2e), "mean_e2e_s": float(np.mean(e2e)) if e2e else float("nan"),
+            "failed": failed, "by_gpu": by_gpu, "wall_s": wall, "per_request": per}
