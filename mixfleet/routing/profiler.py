@@ -26,8 +26,10 @@ replica's are; every point is run ``repeats`` times, the median kept):
 
 Fit: non-negative least squares of the iteration time on
 ``[1, tokens, keys read, keys past the knee, prompt square, query x key tokens]``
-over all points (prefill: n, n, n^2, n^2; decode: b, b x context, 0, b^2 x context;
-a burst iteration: as read from its batch), the knee searched over key counts
+over all points, weighted by 1 / time (so the error minimised is relative). Tokens,
+keys, square and query x key are n, n, n^2, n^2 for a prefill alone; b, b x context,
+0, b^2 x context for a decode step; as read from its batch for a burst iteration.
+The knee is searched over key counts
 in steps of 256 (the one with the least mean relative error; none unless it
 cuts the straight line's error by 5%): the simulator's
 :class:`~mixfleet.routing.profiles.IterationFit`. The output file is the
@@ -96,7 +98,7 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
         # allocations (a decode step of 16 sequences over 4,300 keys: 30 ms cold, 10-14 ms after one burst),
         # and a serving replica is warm
         top = min(max_batched_tokens, cfg.max_context // 2)
-        _run(mgr, [_prompt(top - 8 * j, 900 + j) for j in range(max(2, min(16, grid.burst)))], 8)
+        _run(mgr, [_prompt(max(1, top - 8 * j), 900 + j) for j in range(max(2, min(16, grid.burst)))], 8)
         for n in grid.prompt_grid:
             if n > max_batched_tokens or n + 1 > cfg.max_context:
                 continue
@@ -187,8 +189,9 @@ def _features(p: dict, knee: float = math.inf) -> list[float]:
 
 
 def fit(points: list[dict]) -> dict:
-    """Non-negative least squares of time (ms) on the features of :func:`_features`, minimising the mean
-    relative error, with the knee searched over a grid of key counts (or none); with each point's error."""
+    """Non-negative least squares of time (ms) on the features of :func:`_features`, each point weighted by
+    1 / its time (relative error), for the knee (a grid of key counts, or none) with the least mean relative
+    error; with each point's error."""
     import numpy as np
     from scipy.optimize import nnls
 
