@@ -179,6 +179,24 @@ def test_a_cpu_engine_keeps_freed_activations_instead_of_returning_them_each_ite
         eng.close()
 
 
+def test_the_profile_command_measures_the_engine_and_writes_a_profile_a_fleet_can_use(cli, tmp_path):
+    """`mixfleet routing profile` end to end on this CPU with a small iteration budget (quick grid): the file
+    it writes has the measured entry, and the simulator times the engine from it."""
+    import json
+
+    from mixfleet.routing.profiles import FittedIterationModel, load_profiles
+
+    out = tmp_path / "p.yaml"
+    r = cli("routing", "profile", "--device", "cpu", "--quick", "--kv-tokens", "4096", "--max-batch", "8",
+            "--max-batched-tokens", "64", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["engine"] == "torch" and "random weights" in got["note"] and got["points"]
+    perf = load_profiles(out).iteration_model("CPU", "tiny-llama")
+    assert isinstance(perf, FittedIterationModel) and perf.kv_tokens == 4096
+    assert 0 < perf.decode_step(1, 64) < perf.decode_step(8, 2048)
+
+
 def test_profile_command_refuses_an_unknown_engine(cli, tmp_path):
     r = cli("routing", "profile", "--engine", "vllm", "--out", str(tmp_path / "p.yaml"))
     assert r.returncode != 0 and "vllm" in r.error_line and not (tmp_path / "p.yaml").exists()

@@ -356,7 +356,7 @@ def test_a_trace_replay_times_every_request_from_its_scheduled_arrival_and_split
     out = asyncio.run(replay(live.base, MODEL, rows, 120))
     assert out["failed"] == [] and out["requests"] == 4 and sum(out["by_gpu"].values()) == 4
     assert set(out["by_gpu"]) <= {r.gpu for r in live.fleet.replicas}
-    for k, r in enumerate(rows):
+    for k in range(len(rows)):
         got = out["per_request"][k]
         assert 0 < got["ttft"] <= got["e2e"] and got["engine_e2e"] is not None
         assert got["engine_e2e"] <= got["e2e"] and got["to_engine"] >= 0
