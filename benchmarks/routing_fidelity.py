@@ -57,10 +57,12 @@ NOTE = "real compute, random weights"
 
 
 def _probe_grid():
-    """A few seconds of the engine: one prefill and two decode shapes, timed before and after each replay."""
+    """A few seconds of the engine, timed before and after each replay: two prefills and three decode shapes
+    (up to 16 sequences over 2,300 keys), each the median of three."""
     from mixfleet.routing.profiler import Grid
 
-    return Grid(prompt_grid=(128,), batch_grid=(1, 8), context_grid=(128,), decode_tokens=16, repeats=1, burst=0)
+    return Grid(prompt_grid=(64, 256), batch_grid=(1, 4, 16), context_grid=(128,), decode_tokens=16, repeats=3,
+                burst=0)
 
 
 def bar_for(load: float) -> float:
