@@ -73,8 +73,8 @@ class IterationFit(StrictModel):
     is an attention computed over the whole packed batch under a mask (``transformers``' paged attention
     on a CPU does this): small in a decode step, it dominates one that mixes prompt chunks with decodes.
     The knee is where the keys an iteration reads stop fitting the CPU's caches: on the 2-core
-    development machine a decode step of 16 sequences over 4,300 keys took 10 ms and one of 23 over
-    5,900 keys 48 ms. Without a knee (``kv_knee`` unset) the key cost is linear.
+    development machine each key past about 4,400 per iteration cost about twice as much (1.3 then
+    2.6 us). Without a knee (``kv_knee`` unset) the key cost is linear.
     """
 
     overhead_ms: float = Field(ge=0)
