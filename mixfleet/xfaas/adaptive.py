@@ -13,6 +13,7 @@ flight keeps the plan object it started with (plans are never mutated).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict, deque
 
@@ -102,9 +103,16 @@ class AdaptivePlacer:
 class DriftController:
     """Adaptive re-planning under load from telemetry, with hysteresis and a minimum dwell.
 
-    It keeps a belief of each cloud's slowdown (1.0 = as benchmarked): the median over the last
-    ``window_s`` of observed exec time / benchmarked exec time of every function that ran there
-    (probes of one cheap function keep the clouds the plan does not use observed). A belief moves
+    It keeps a belief of each cloud's slowdown (1.0 = as benchmarked), estimated from the ratios
+    observed exec time / benchmarked exec time of the functions that ran there (probes of one cheap
+    function keep the clouds the plan does not use observed). A row arrives when its execution
+    ends but tells the cloud's speed when it began (``started``, the function's own start
+    timestamp), so the estimate is the median over the freshest rows: of those that arrived in
+    the last ``window_s``, the ones that started within ``fresh_s`` of the newest start (at least
+    ``min_samples`` of them); and once a belief moved, rows that started before the newest row it
+    moved on no longer count for that cloud. Taken by arrival alone, the long executions that began
+    just before a cloud recovered would hold the slow-down for a whole execution time after it,
+    outvoting the probes that already see the recovery, and could pull the belief back after it. A belief moves
     only when the estimate leaves the band [belief / band, belief * band] on ``confirm``
     consecutive control ticks, and snaps back to 1.0 inside [1 / band, band] (no drift creep).
     When a belief moved, it re-places the fusion groups of the current and of the initial plan
@@ -116,20 +124,21 @@ class DriftController:
     """
 
     def __init__(self, workflow, prior: Profile, strategy: str = "ilp_fusion", *, lam: float = 0.0,
-                 window_s: float = 8.0, band: float = 1.6, confirm: int = 2, gain: float = 0.05,
+                 window_s: float = 8.0, fresh_s: float = 4.0, band: float = 1.6, confirm: int = 2, gain: float = 0.05,
                  dwell_s: float = 20.0, min_samples: int = 3, probe_every_s: float = 2.0, plan: Plan | None = None):
         from mixfleet.xfaas.planner import make_plan
 
         self.workflow, self.prior, self.strategy, self.lam = workflow, prior, strategy, lam
-        self.window_s, self.band, self.confirm, self.gain = window_s, band, confirm, gain
+        self.window_s, self.fresh_s, self.band, self.confirm, self.gain = window_s, fresh_s, band, confirm, gain
         self.dwell_s, self.min_samples, self.probe_every_s = dwell_s, min_samples, probe_every_s
         self.model = Profile(workflow, prior.clouds, default_exec_s=prior.default_exec_s)
         self.model.overrides = dict(prior.overrides)
         self.model.hop_scale = dict(prior.hop_scale)
         self.plan: Plan = plan or make_plan(workflow, strategy, profile=self.model, lam=lam)
         self.initial = self.plan
-        self.obs: deque = deque()  # (t, cloud, ratio)
+        self.obs: deque = deque()  # (arrived, started, cloud, ratio), in arrival order
         self.pending: dict[str, int] = defaultdict(int)
+        self.since: dict[str, float] = defaultdict(lambda: -math.inf)  # start time a belief last moved on
         self.dirty = False
         self.last_change = -1e18
         self.last_probe: dict[str, float] = {}
@@ -160,23 +169,27 @@ class DriftController:
             if "exec_s" in r:
                 base = self.prior.base_exec_s(r["node"], r["cloud"])
                 if base > 0:
-                    self.obs.append((r["t"], r["cloud"], r["exec_s"] / base))
+                    self.obs.append((r["t"], r.get("started", r["t"]), r["cloud"], r["exec_s"] / base))
         while self.obs and self.obs[0][0] < t - self.window_s:
             self.obs.popleft()
-        by_cloud: dict[str, list[float]] = defaultdict(list)
-        for _, c, ratio in self.obs:
-            by_cloud[c].append(ratio)
-        for c, ratios in by_cloud.items():
-            if len(ratios) < self.min_samples:
+        by_cloud: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for _, started, c, ratio in self.obs:
+            if started >= self.since[c]:
+                by_cloud[c].append((started, ratio))
+        for c, seen in by_cloud.items():
+            if len(seen) < self.min_samples:
                 continue
-            est, belief = statistics.median(ratios), self.model.slowdown.get(c, 1.0)
+            seen.sort(reverse=True)  # newest start first
+            newest = seen[0][0]
+            fresh = [x for k, (st, x) in enumerate(seen) if k < self.min_samples or st >= newest - self.fresh_s]
+            est, belief = statistics.median(fresh), self.model.slowdown.get(c, 1.0)
             if belief / self.band <= est <= belief * self.band:
                 self.pending[c] = 0
                 continue
             self.pending[c] += 1
             if self.pending[c] >= self.confirm:
                 self.model.slowdown[c] = 1.0 if 1 / self.band <= est <= self.band else est
-                self.pending[c], self.dirty = 0, True
+                self.pending[c], self.dirty, self.since[c] = 0, True, newest
         if not self.dirty or t - self.last_change < self.dwell_s:
             return None
         self.dirty = False

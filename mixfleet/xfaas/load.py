@@ -144,7 +144,8 @@ class WorldHost:
         rec["cost_usd"] += self.clouds.run_usd(cloud, mk, units.memory_mb[i])
         done = self.now()
         for m, x in times.items():
-            self.telemetry_rows.append({"t": done, "node": m, "cloud": cloud, "exec_s": x, "probe": probe})
+            self.telemetry_rows.append({"t": done, "started": t, "node": m, "cloud": cloud, "exec_s": x,
+                                        "probe": probe})
 
     async def _invoke(self, version: int, t_arr: float) -> None:
         await self._sleep(t_arr - self.now())

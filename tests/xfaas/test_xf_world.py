@@ -148,6 +148,46 @@ def test_the_drift_controller_moves_once_per_degradation_and_comes_back():
     assert ctl.plan.predicted_latency_s == pytest.approx(start.predicted_latency_s, rel=0.05)
 
 
+def test_the_drift_controller_is_not_held_by_slow_runs_that_began_before_the_recovery():
+    """Executions report when they end: a backlog of runs that began on the degraded cloud keeps
+    reporting the slow-down for a whole execution time after the cloud recovered. The controller
+    weighs rows by when they started, so the probes that see the recovery win; estimated by arrival
+    alone, as before, it came back only after the last stale row had left its window."""
+    from mixfleet.xfaas.adaptive import DriftController
+    from mixfleet.xfaas.loadbench import load_dag
+
+    wf = load_dag("smart_grid")
+    prof = Profile(wf, load_clouds())
+    ctl = DriftController(wf, prof, "ilp")
+    start = ctl.plan
+    used = max(set(start.placement.values()), key=list(start.placement.values()).count)
+    late_s, recovered = 12.0, 90.0
+    in_flight: list[tuple[float, dict]] = []  # (arrives at, row)
+    changes = []
+    for k in range(160):  # one tick per emulated second; ``used`` is 4x slower for t in [40, 90)
+        t = float(k)
+        factor = 4.0 if 40 <= t < recovered else 1.0
+        # the current plan's runs, and until the recovery a backlog of the old plan's runs on ``used``
+        running = dict(ctl.plan.placement)
+        if t < recovered:
+            running.update({n: c for n, c in start.placement.items() if c == used})
+        for node, cloud in running.items():
+            f = factor if cloud == used else 1.0
+            row = {"node": node, "cloud": cloud, "started": t, "exec_s": prof.exec_s(node, cloud) * f}
+            in_flight.append((t + late_s, row))  # every run is long: it reports late_s after it began
+        rows = [{**r, "t": t} for at, r in in_flight if at <= t]
+        in_flight = [(at, r) for at, r in in_flight if at > t]
+        for cloud, node in ctl.probes(t):  # a probe is short: it reports at once
+            f = factor if cloud == used else 1.0
+            rows.append({"t": t, "started": t, "node": node, "cloud": cloud, "exec_s": prof.exec_s(node, cloud) * f})
+        if ctl.update(t, rows) is not None:
+            changes.append(t)
+    assert len(changes) == 2, changes
+    assert 40 <= changes[0] < recovered
+    assert recovered <= changes[1] < recovered + 8, changes  # stale rows arrive until 101 and stay 8 s
+    assert ctl.plan.predicted_latency_s == pytest.approx(start.predicted_latency_s, rel=0.05)
+
+
 def test_quantum_workflow_keeps_its_fidelity_under_the_world(ray_local):
     from mixfleet.xfaas.executor import Executor
 
