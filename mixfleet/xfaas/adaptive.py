@@ -112,9 +112,9 @@ class DriftController:
     ``min_samples`` of them); and once a belief moved, rows that started before the newest row it
     moved on no longer count for that cloud. Taken by arrival alone, the long executions that began
     just before a cloud recovered would hold the slow-down for a whole execution time after it,
-    outvoting the probes that already see the recovery, and could pull the belief back after it. A belief moves
-    only when the estimate leaves the band [belief / band, belief * band] on ``confirm``
-    consecutive control ticks, and snaps back to 1.0 inside [1 / band, band] (no drift creep).
+    outvoting the probes that already see the recovery, and could pull the belief back after it.
+    A belief moves only when the estimate leaves the band [belief / band, belief * band] on
+    ``confirm`` consecutive control ticks, and snaps back to 1.0 inside [1 / band, band] (no drift creep).
     When a belief moved, it re-places the fusion groups of the current and of the initial plan
     under it (a local search from every single-cloud start and from their own placement: a few
     milliseconds, where a full fusion re-plan takes seconds that the degraded runs would wait
@@ -124,8 +124,9 @@ class DriftController:
     """
 
     def __init__(self, workflow, prior: Profile, strategy: str = "ilp_fusion", *, lam: float = 0.0,
-                 window_s: float = 8.0, fresh_s: float = 4.0, band: float = 1.6, confirm: int = 2, gain: float = 0.05,
-                 dwell_s: float = 20.0, min_samples: int = 3, probe_every_s: float = 2.0, plan: Plan | None = None):
+                 window_s: float = 8.0, fresh_s: float = 4.0, band: float = 1.6, confirm: int = 2,
+                 gain: float = 0.05, dwell_s: float = 20.0, min_samples: int = 3, probe_every_s: float = 2.0,
+                 plan: Plan | None = None):
         from mixfleet.xfaas.planner import make_plan
 
         self.workflow, self.prior, self.strategy, self.lam = workflow, prior, strategy, lam
