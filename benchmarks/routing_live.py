@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mixfleet.platform.bootstrap import free_port
+from mixfleet.routing.serve.replay import percentile as _pct
 from mixfleet.routing.serve.replay import replay
 
 FLEET = {"model": "llama-3.2-3b", "pools": [{"gpu": "A100-80GB", "count": 1}, {"gpu": "V100-32GB", "count": 1},
@@ -38,10 +39,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BAR = 0.15
 
 
-
-
-def _pct(xs, q) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=float), q))
 
 
 def workload(fleet, n: int, load: float):
