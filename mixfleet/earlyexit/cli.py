@@ -32,6 +32,21 @@ def _floats(text: str | None, what: str) -> list[float] | None:
             from None
 
 
+def _head_spec(text: str) -> str | dict:
+    """``pool_linear`` or ``pool_linear:pool=8`` (options as ``key=number``, comma-separated)."""
+    name, _, opts = text.partition(":")
+    if not opts:
+        return name
+    spec: dict = {"name": name}
+    for item in opts.split(","):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not key or not eq or not value.isdigit():
+            raise InputError(f"bad --head option '{item}' in '{text}': expected key=integer",
+                             "for example --head pool_linear:pool=8")
+        spec[key] = int(value)
+    return spec
+
+
 def _dataset_of(payload: dict, override: str | None):
     from mixfleet.earlyexit.data import load_dataset
 
@@ -46,7 +61,8 @@ def train(
     arch: str | None = typer.Option(None, help="architecture (default: mnist_resnet for mnist, digits_resnet for "
                                     "digits; mnist64_resnet is the 64x64 serving model)"),
     exits: str = typer.Option("layer1,layer2", help="exit points, comma-separated"),
-    head: str = typer.Option("pool_linear", help="exit head: pool_linear or conv"),
+    head: str = typer.Option("pool_linear", help="exit head: pool_linear or conv, with options as NAME:key=N "
+                             "(e.g. pool_linear:pool=8, the serving model's: an 8x8 grid before the linear layer)"),
     epochs: int = typer.Option(20, min=1, help="epochs (joint) or head epochs (--heads-only)"),
     heads_only: Path | None = typer.Option(None, "--heads-only", help="train only the heads on this saved model's "
                                            "frozen backbone (cached features)"),
@@ -75,7 +91,8 @@ def train(
 
     torch.manual_seed(seed)
     exit_list = [e.strip() for e in exits.split(",") if e.strip()]
-    model = build_model(arch or ARCH_FOR[key], exits=exit_list, input_shape=INPUT_FOR[key], head=head)  # checks exits
+    model = build_model(arch or ARCH_FOR[key], exits=exit_list, input_shape=INPUT_FOR[key],
+                        head=_head_spec(head))  # checks exits and the head
     if heads_only is not None:
         model.stages.load_state_dict(load(heads_only).stages.state_dict())
     ds = load_dataset(key, seed=seed)

@@ -44,6 +44,23 @@ def test_train_then_calibrate_on_digits(cli_here, tmp_path):
     assert r.json()["mode"] == "heads"
 
 
+def test_train_takes_head_options_and_the_saved_model_keeps_them(cli_here, tmp_path):
+    """``--head pool_linear:pool=2`` builds 2x2-grid heads; loading the file rebuilds the same heads."""
+    from mixfleet.earlyexit.persist import load
+
+    model = tmp_path / "grid.pt"
+    r = cli_here("earlyexit", "train", "--dataset", "digits", "--epochs", "1", "--limit", "200",
+                 "--head", "pool_linear:pool=2", "--out", model, "--json")
+    assert r.returncode == 0, r.stderr
+    loaded = load(model)
+    assert loaded.head_spec == {"name": "pool_linear", "pool": 2}
+    assert loaded.heads["0"][-1].in_features == 8 * 2 * 2  # digits_resnet's layer1: 8 channels
+    r = cli_here("earlyexit", "train", "--dataset", "digits", "--head", "pool_linear:pool=big", "--out",
+                 tmp_path / "bad.pt")
+    assert r.returncode != 0 and "pool=big" in r.error_line and "key=integer" in r.error_line
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_bench_sla_refuses_a_run_too_small_to_read_its_bar(cli_here):
     """99.99% cannot be read from a few thousand requests: the command says how many it needs, starts nothing."""
     from mixfleet.earlyexit.serve.slabench import check_requests, requests_needed
