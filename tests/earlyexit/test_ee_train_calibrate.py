@@ -88,12 +88,13 @@ def test_noise_augmentation_corrupts_each_sample_within_its_bound():
 
 def test_the_serving_model_final_exit_outlasts_its_first_exit_under_drift(mnist):
     """The drift benchmark's referee (the full model) must not collapse first: the committed serving
-    model was trained with rotation and noise augmentation, so at mid drift its final exit is far
-    more accurate than its first exit (a model trained on clean digits scored 15% there)."""
+    model was trained with rotation and noise augmentation, so at mid drift its final exit stays above
+    85% and ahead of its first exit (a model trained on clean digits scored 15% there; the 8x8-grid
+    heads narrowed the gap to the first exit to about 8 points, from 17)."""
     from mixfleet.earlyexit.persist import load, serving_model_path
     from mixfleet.earlyexit.serve.drift import drift_images
 
     model = load(serving_model_path())
     x = drift_images(mnist.test.x[:300, 0], 0.5, np.random.default_rng(1))[:, None]
     accs = exit_accuracy(model, x, mnist.test.y[:300])
-    assert accs[-1] > 0.85 and accs[-1] > accs[0] + 0.1
+    assert accs[-1] > 0.85 and accs[-1] > accs[0] + 0.05
