@@ -33,7 +33,7 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 
 def _head_spec(text: str) -> str | dict:
-    """``pool_linear`` or ``pool_linear:pool=8`` (options as ``key=number``, comma-separated)."""
+    """``pool_linear`` or ``pool_linear:pool=8`` (options as ``key=integer``, comma-separated)."""
     name, _, opts = text.partition(":")
     if not opts:
         return name
