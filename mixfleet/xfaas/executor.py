@@ -6,7 +6,11 @@ A unit is dispatched when every predecessor unit is done or skipped, with
 the references of the taken inputs (payloads go worker to worker). Retries
 use exponential backoff with jitter from the executor's RNG; a timeout
 force-cancels the attempt and counts as a failure; the last failure raises
-:class:`JobError` naming the node, the attempt and the cause.
+:class:`JobError` naming the node, the attempt and the cause. A node's ``retries``
+count the function's own failures and timeouts; a worker process or node that dies
+under a unit is a platform failure, which Ray retries by itself (``SYSTEM_RETRIES``
+times, lineage keeps the unit's output references valid for units already waiting on
+them), as a FaaS platform re-runs an invocation whose sandbox died.
 
 EMULATION: clouds are not reached. On an emulated cluster whose nodes carry
 ``cloud:<name>`` resources a unit runs on its cloud's nodes; otherwise its
@@ -35,6 +39,7 @@ from mixfleet.xfaas.model import Plan, Profile, UnitGraph
 from mixfleet.xfaas.runtime import UnitTask, run_poll, run_unit
 
 EMULATIONS = ("virtual", "sleep", "off")
+SYSTEM_RETRIES = 3  # Ray's retries of a unit whose worker died (never of the function's own exceptions)
 
 
 _remote: dict[str, Any] = {}
@@ -86,7 +91,7 @@ class Executor:
         return self._cloud_nodes
 
     def _options(self, cloud: str, num_returns: int) -> dict:
-        opts: dict = {"num_returns": num_returns, "max_retries": 0, "num_cpus": 0.25}
+        opts: dict = {"num_returns": num_returns, "max_retries": SYSTEM_RETRIES, "num_cpus": 0.25}
         if cloud in self._cloud_resources():
             opts["resources"] = {f"cloud:{cloud}": 0.001}
         return opts
@@ -250,8 +255,11 @@ class Executor:
             pol, _ = policy(i)
             failed_v[i] += lost_v
             if attempts[i] >= pol.max_attempts:
+                # The run is over: stop what is still queued or running without killing workers. A
+                # forced cancel kills by worker lease, and Ray hands a finished task's lease to the next
+                # task of the same shape, so it could kill another run's unit.
                 for ref in list(inflight):
-                    ray.cancel(ref, force=True)
+                    ray.cancel(ref, force=False)
                 hint = ("a retry may fix this (timeout, I/O or a lost worker): raise retries.max_attempts "
                         "or timeout_s" if transient else
                         "the function itself raised on its input, which a retry will not fix: fix the function "
@@ -328,6 +336,8 @@ class Executor:
             now = self.clock()
             for ref, (i, _kind, deadline, _) in list(inflight.items()):
                 if deadline is not None and now >= deadline:
+                    if ray.wait([ref], timeout=0)[0]:
+                        continue  # it finished as its time ran out: the next round takes its result
                     inflight.pop(ref)
                     ray.cancel(ref, force=True)
                     fail(i, f"timed out after {policy(i)[1]:g} s", policy(i)[1] or 0.0)
@@ -338,7 +348,7 @@ class Executor:
                 else:
                     polls[i] += 1
                     m = units.members[i][0]
-                    r = poll_fn.options(num_returns=2, max_retries=0, num_cpus=0.25).remote(
+                    r = poll_fn.options(num_returns=2, max_retries=SYSTEM_RETRIES, num_cpus=0.25).remote(
                         self.fns[m]["poll"], out_refs[m])
                     inflight[r[0]] = (i, "poll", None, r)
             start_ready()

@@ -178,6 +178,21 @@ nodes:
         run_file(p, {"counter": str(tmp_path / "n"), "fail_times": 5})
 
 
+def test_a_dead_worker_is_retried_by_the_platform_not_charged_to_the_function(ray_local, tmp_path):
+    # max_attempts 1: the function's own failures are not retried, but its worker dying is a platform
+    # failure that Ray re-runs; b was dispatched behind a (pipelined) on a's output references
+    p = write(tmp_path, """
+name: crash
+nodes:
+  - {name: a, function: funcs.py:dies_once}
+  - {name: b, function: funcs.py:inc}
+edges: [{from: a, to: b}]
+""")
+    r = run_file(p, {"counter": str(tmp_path / "died"), "x": 1})
+    assert (tmp_path / "died").exists() and r.output["x"] == 2
+    assert [row["attempts"] for row in r.nodes] == [1, 1]
+
+
 def test_timeout_cancels_the_attempt(ray_local, tmp_path):
     p = write(tmp_path, """
 name: slow

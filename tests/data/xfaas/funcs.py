@@ -41,6 +41,16 @@ def flaky(p):
     return {"ok": True, "failures_before": n}
 
 
+def dies_once(p):
+    """The first call kills its own worker process (a crashed sandbox); later calls return ``p``."""
+    path = p["counter"]
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("died")
+        os._exit(1)
+    return p
+
+
 def sleepy(p):
     time.sleep(p.get("sleep_s", 5))
     return p
