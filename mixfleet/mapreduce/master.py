@@ -331,10 +331,11 @@ class Master:
         self.recovery.save(self.phase, self.step, force)
 
     # --- health and speculation --------------------------------------------------------
-    async def started(self, task_id: str, attempt: int, worker: int, where: tuple[str, int]) -> None:
+    async def started(self, task_id: str, attempt: int, worker: int, where: tuple[str, int, str]) -> None:
         """A worker begins an attempt (awaited by it before any user code runs)."""
         self.seen[(task_id, attempt)] = time.monotonic()
-        self.where[worker] = tuple(where)
+        if where[2] == self.workers[worker]._actor_id.hex():  # not a late call from the worker it replaced,
+            self.where[worker] = tuple(where[:2])  # whose pid the system may since have given to another process
 
     async def heartbeat(self, task_id: str, attempt: int, progress: float) -> None:
         self.seen[(task_id, attempt)] = time.monotonic()

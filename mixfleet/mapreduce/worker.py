@@ -80,9 +80,10 @@ class Worker:
     def _start(self, task_id: str, attempt: int) -> None:
         """Report the start and wait for the master to record it (a round trip), so that
         even a process that freezes in its first user call is known to have started;
-        ``(node id, pid)`` lets the master force-kill a frozen worker on its own node."""
+        ``(node id, pid, actor id)`` lets the master force-kill a frozen worker on its own node."""
         self.current, self.progress = (task_id, attempt), 0.0
-        where = (ray.get_runtime_context().get_node_id(), os.getpid())
+        ctx = ray.get_runtime_context()
+        where = (ctx.get_node_id(), os.getpid(), ctx.get_actor_id())
         ray.get(self.master.started.remote(task_id, attempt, self.index, where))
 
     # --- map ---------------------------------------------------------------------
