@@ -32,6 +32,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 BURSTS = ("2x", "3x")
 
 
+ADMISSION = {
+    "deadline": "Admission (every condition): a replica answers 429 at once to a request that the requests in "
+                "flight ahead of it would hold past the SLA at its measured drain time per request, and past the "
+                "queue bound of {bound}; refused requests count as misses.",
+    "bound": "Admission (every condition): the queue bound of {bound} requests alone; refused requests count as "
+             "misses.",
+}
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.3f}%"
 
@@ -45,6 +54,13 @@ def _burst(r: dict, key: str):
     ok = [(p[key], p["requests"] - p["shed"]) for p in ph if p[key] is not None]
     m = sum(w for _, w in ok)
     return sum(v * w for v, w in ok) / m if m else None
+
+
+def _answered_in_time(r: dict):
+    """Over the 2x and 3x phases: requests within the SLA / requests answered (not refused)."""
+    ph = [r["phases"][k] for k in BURSTS]
+    answered = sum(p["requests"] - p["shed"] for p in ph)
+    return sum(p["requests"] - p["sla_misses"] for p in ph) / answered if answered else None
 
 
 def bars(res: dict) -> list[str]:
@@ -81,6 +97,9 @@ def bars(res: dict) -> list[str]:
         below = [k for k, v in others.items() if v >= mine]
         out.append("- baselines in the bursts (SLA attainment): " + ", ".join(f"{k} {_pct(v)}" for k, v in others.items())
                    + ("; each below adaptive." if not below else f"; NOT below adaptive: {', '.join(below)}."))
+        out.append("- answered in time: of the burst requests each condition admitted and answered, the share within "
+                   "the SLA (the rest of its misses were refused at once): "
+                   + ", ".join(f"{k} {_pct(_answered_in_time(v))}" for k, v in c.items()) + ".")
     d = res.get("drift") or {}
     if "adaptive" in d and "full" in d:
         gaps = [(wa["accuracy"] or 0) - (wf["accuracy"] or 0) for wa, wf in
@@ -126,7 +145,8 @@ def markdown(res: dict) -> str:
              + ". Phases of "
              f"{res['phase_s']:.1f} s at " + ", ".join(f"{p['name']} ({p['rate']:.0f} req/s)" for p in res["phases"])
              + f"; open-loop Poisson load from {res.get('procs', 2)} generator processes on the same 2-core host; "
-             f"1-minute load average at the end: {res['load_average_1m']:.1f}.", ""]
+             f"1-minute load average at the end: {res['load_average_1m']:.1f}. "
+             + ADMISSION[res.get("admission", "bound")].format(bound=res["queue_bound"]), ""]
     if res.get("coarse_warning"):
         lines += [f"**{res['coarse_warning']}.**", ""]
     for name, err in (res.get("errors") or {}).items():
@@ -244,17 +264,18 @@ def drift_only(sla_ms: float, drift_s: float, procs: int) -> dict:
 
 
 def main(sla_ms: float, requests: int, coarse: bool, drift_s: float, device: dict | None, procs: int,
-         budget_s: float | None = None) -> dict:
+         budget_s: float | None = None, admission: str = "deadline") -> dict:
     from mixfleet.earlyexit.serve import slabench
     from mixfleet.platform.bootstrap import shutdown
 
     slabench.check_requests(requests, coarse)
     command = (f"python benchmarks/earlyexit_sla.py --requests {requests} --sla-ms {sla_ms:g} --drift-s {drift_s:g}"
                + (" --coarse" if coarse else "") + (f" --budget-s {budget_s:g}" if budget_s else "")
-               + (f" --device-ms {device['full_ms_per_sample']:g}" if device else ""))
+               + (f" --device-ms {device['full_ms_per_sample']:g}" if device else "")
+               + (f" --admission {admission}" if admission != "deadline" else ""))
     try:
         out = slabench.run_sla_bench(sla_ms=sla_ms, requests=requests, coarse=coarse, drift_s=drift_s,
-                                     device=device, procs=procs, budget_s=budget_s)
+                                     device=device, procs=procs, budget_s=budget_s, admission=admission)
     finally:
         shutdown()
     slabench.plot(out, RESULTS / "earlyexit_sla.png")
@@ -280,6 +301,9 @@ if __name__ == "__main__":
     ap.add_argument("--device-ms", type=float, default=0.0, help="EMULATED device: full-pass ms per sample (0: real)")
     ap.add_argument("--procs", type=int, default=2, help="load-generator processes")
     ap.add_argument("--budget-s", type=float, default=None, help="skip conditions not started after this many s")
+    ap.add_argument("--admission", choices=("deadline", "bound"), default="deadline",
+                    help="replica admission for every condition: deadline (refuse what the queue would make late) "
+                         "or bound (the queue bound alone)")
     ap.add_argument("--overhead-only", action="store_true",
                     help="rerun only the no-exit overhead part and update it in the committed results")
     ap.add_argument("--drift-only", action="store_true",
@@ -293,7 +317,8 @@ if __name__ == "__main__":
             drift_only(a.sla_ms, a.drift_s, a.procs)
             sys.exit(0)
         main(a.sla_ms, a.requests, a.coarse, a.drift_s,
-             {"full_ms_per_sample": a.device_ms, "launch_ms": 0.5} if a.device_ms > 0 else None, a.procs, a.budget_s)
+             {"full_ms_per_sample": a.device_ms, "launch_ms": 0.5} if a.device_ms > 0 else None, a.procs, a.budget_s,
+             a.admission)
     except MixfleetError as exc:
         print(f"error: {error_text(exc)}", file=sys.stderr)
         sys.exit(2)

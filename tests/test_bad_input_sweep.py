@@ -124,6 +124,8 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
                                    "{http}"], 2, "--grpc-port {http} is already in use", {}),
     ("ee-serve-sla", ["earlyexit", "serve", "--sla-ms", "0"], 2, "--sla-ms 0", {}),
     ("ee-serve-queue", ["earlyexit", "serve", "--sla-ms", "50", "--queue-bound", "0"], 2, "--queue-bound 0", {}),
+    ("ee-serve-admission", ["earlyexit", "serve", "--sla-ms", "50", "--admission", "lifo"], 2, "'lifo'", {}),
+    ("ee-bench-sla-admission", ["earlyexit", "bench-sla", "--admission", "lifo"], 2, "'lifo'", {}),
     ("ee-serve-device", ["earlyexit", "serve", "--sla-ms", "50", "--device-ms", "-1"], 2, "--device-ms -1", {}),
     ("ee-serve-empty-model", ["earlyexit", "serve", "--sla-ms", "50", "--port", "{free}", "--model",
                               "{sb}/empty.pt"], 2, "is empty", {}),

@@ -226,6 +226,8 @@ def serve(
     grpc_port: int | None = typer.Option(None, "--grpc-port", help="also serve gRPC Predict on this port"),
     mode: str = typer.Option("adaptive", help="adaptive, static, full, plain or apparate"),
     queue_bound: int = typer.Option(256, help="requests in flight before answering 429"),
+    admission: str = typer.Option("deadline", help="deadline: also answer 429 to a request the queue ahead would "
+                                  "make miss the SLA; bound: the queue bound alone"),
     device_ms: float = typer.Option(0.0, "--device-ms", help="EMULATED device: full-pass ms per sample (0 = none)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster to join (default: embedded)"),
 ) -> None:
@@ -242,6 +244,7 @@ def serve(
         raise unknown_name("mode", mode, SERVE_MODES)
     if queue_bound < 1:
         raise InputError(f"--queue-bound {queue_bound} must be at least 1", "e.g. --queue-bound 256")
+    _admission(admission)
     device = _device(device_ms)
     if not (address or os.environ.get("RAY_ADDRESS")):  # an embedded Ray starts its own Serve on these ports
         check_port_free(port, "--port")
@@ -259,7 +262,8 @@ def serve(
     try:
         with serving(http_port=port, grpc_port=grpc_port) as srv:  # registers the early-exit gRPC servicer
             srv.own("earlyexit")
-            url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, device=device)
+            url = deploy(model_path, mode=mode, sla_ms=sla_ms, queue_bound=queue_bound, admission=admission,
+                         device=device)
             console().print(f"serving at {url}/v1/models/mnist:predict" +
                             (f" and gRPC 127.0.0.1:{grpc_port} (metadata application=earlyexit)" if grpc_port else "")
                             + (f" on an EMULATED device (full pass {device_ms:g} ms per sample)" if device else "")
@@ -268,6 +272,17 @@ def serve(
             wait_for_signal()
     finally:
         shutdown()
+
+
+ADMISSIONS = ("deadline", "bound")
+
+
+def _admission(admission: str) -> None:
+    """``--admission``: one of :data:`ADMISSIONS` (the replica's ``ServeOptions.admission``)."""
+    from mixfleet.errors import unknown_name
+
+    if admission not in ADMISSIONS:
+        raise unknown_name("admission", admission, ADMISSIONS)
 
 
 def _device(device_ms: float) -> dict | None:
@@ -290,6 +305,8 @@ def bench_sla(
     device_ms: float = typer.Option(0.0, "--device-ms", help="EMULATED device: full-pass ms per sample "
                                     "(0 = the real CPU, the default)"),
     queue_bound: int = typer.Option(64, help="requests in flight before the replica answers 429"),
+    admission: str = typer.Option("deadline", help="deadline: also refuse what the queue would make miss the "
+                                  "SLA; bound: the queue bound alone"),
     seed: int = typer.Option(0, help="arrival RNG seed"),
     plot: Path | None = typer.Option(None, "--plot", help="write latency/threshold-over-time PNG here"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -306,9 +323,11 @@ def bench_sla(
     if model_path is not None:
         read(model_path)
     device = _device(device_ms)
+    _admission(admission)
 
     try:
         out = slabench.run_sla_bench(sla_ms=sla_ms, requests=requests, seed=seed, queue_bound=queue_bound,
+                                     admission=admission,
                                      model_path=model_path, device=device, drift_s=drift_s, coarse=coarse,
                                      progress=lambda s: console().print(s))
     finally:

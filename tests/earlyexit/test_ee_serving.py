@@ -47,11 +47,12 @@ def _reconfigure(base, **kw) -> dict:
     """Push a new user_config to the test app and wait until the replica runs it; returns its stats."""
     from mixfleet.earlyexit.serve.app import deploy
 
-    deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, queue_bound=8, autoscaling=AUTOSCALING, **kw)
+    deploy(**{"app_name": APP, "route_prefix": "/ee", "num_cpus": 0.5, "queue_bound": 8, "autoscaling": AUTOSCALING} | kw)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         st = httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()
-        if all(st["options"].get(k) == v for k, v in kw.items() if k in ("mode", "sla_ms", "drift_sample_rate")):
+        if all(st["options"].get(k) == v for k, v in kw.items()
+               if k in ("mode", "sla_ms", "drift_sample_rate", "admission", "queue_bound")):
             return st
         time.sleep(0.3)
     raise AssertionError("the new user_config never reached the replica")
@@ -121,18 +122,25 @@ def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
     deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
 
 
-def _burst_on_a_slow_replica(base, instances: list, n: int, ms_per_sample: float) -> list:
-    """``n`` predict requests sent at once while the replica runs at an emulated ``ms_per_sample`` (full mode);
-    the test app's options are restored afterwards. Returns the responses."""
+def _burst(base, instances: list, n: int) -> list:
+    """``n`` predict requests sent at once; the responses."""
 
     async def burst():
         async with httpx.AsyncClient(timeout=120) as client:
             reqs = [client.post(base + "/v1/models/mnist:predict", json={"instances": instances}) for _ in range(n)]
             return await asyncio.gather(*reqs)
 
+    return asyncio.run(burst())
+
+
+def _burst_on_a_slow_replica(base, instances: list, n: int, ms_per_sample: float) -> list:
+    """``n`` predict requests sent at once while the replica runs at an emulated ``ms_per_sample`` (full mode,
+    the queue bound alone admits: these tests are about the bound); the test app's options are restored
+    afterwards. Returns the responses."""
     try:
-        _reconfigure(base, mode="full", sla_ms=5000, device={"full_ms_per_sample": ms_per_sample, "launch_ms": 0.0})
-        return asyncio.run(burst())
+        _reconfigure(base, mode="full", sla_ms=5000, admission="bound",
+                     device={"full_ms_per_sample": ms_per_sample, "launch_ms": 0.0})
+        return _burst(base, instances, n)
     finally:
         _reconfigure(base, mode="adaptive", sla_ms=200)
 
@@ -160,6 +168,27 @@ def test_the_queue_bound_holds_for_requests_whose_bodies_arrive_together(base, i
     x, _ = images
     codes = [r.status_code for r in _burst_on_a_slow_replica(base, x[:64].tolist(), 40, 20.0)]
     assert codes.count(200) <= 12 and 429 in codes, (codes.count(200), codes.count(429))
+
+
+def test_deadline_admission_refuses_what_the_queue_would_make_late(base, images):
+    """Admission "deadline" (the default): at an emulated 250 ms per request and a 2 s SLA, about eight
+    requests fit behind each other; of 40 sent at once the rest are refused at once with a 429 naming the
+    SLA, instead of being admitted (the queue bound here is 64) and answered up to 10 s late."""
+    x, _ = images
+    try:
+        st = _reconfigure(base, mode="full", sla_ms=2000, queue_bound=64, max_batch_size=1,
+                          device={"full_ms_per_sample": 250.0, "launch_ms": 0.0})
+        assert st["options"]["admission"] == "deadline"
+        for _ in range(3):  # the replica measures its drain time per request
+            assert _predict(base, x[:1].tolist()).status_code == 200
+        assert httpx.get(base + "/v1/models/mnist/stats", timeout=10).json()["drain_ms"] >= 250
+        rs = _burst(base, x[:1].tolist(), 40)
+    finally:
+        _reconfigure(base, mode="adaptive", sla_ms=200)
+    codes = [r.status_code for r in rs]
+    assert 200 in codes and 429 in codes and set(codes) == {200, 429}, codes
+    refused = next(r for r in rs if r.status_code == 429)
+    assert "past its 2000 ms SLA" in refused.json()["error"] and int(refused.headers["retry-after"]) >= 1
 
 
 def test_open_loop_load_generator_against_the_live_server(base, images):
@@ -237,7 +266,8 @@ def test_grpc_predict_through_serves_proxy(base, images):
                          metadata=meta, timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "NaN" in err.value.details()
         # past the queue bound: a slow (emulated 150 ms per sample) replica, as in the HTTP 429 test
-        _reconfigure(base, mode="full", sla_ms=5000, device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
+        _reconfigure(base, mode="full", sla_ms=5000, admission="bound",
+                     device={"full_ms_per_sample": 150.0, "launch_ms": 0.0})
         try:
             futures = [stub.Predict.future(pb.PredictRequest(model="mnist", instances=[
                 pb.Instance(pixels=img.ravel().tolist()) for img in x[:4]]), metadata=meta, timeout=120)

@@ -17,6 +17,9 @@ class ServeOptions(StrictModel):
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.002
     queue_bound: int = 256
+    # deadline: also refuse (429) a request that the requests ahead of it would hold past its SLA, at the replica's
+    # measured drain time per request; bound: the queue bound alone (requests admitted may be answered late)
+    admission: Literal["deadline", "bound"] = "deadline"
     max_instances: int = 64
     max_body_bytes: int = 4 * 1024 * 1024
     drift_sample_rate: float = 0.05

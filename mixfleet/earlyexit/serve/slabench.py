@@ -89,7 +89,7 @@ def _cost(model, cond: str, exit_counts: list[int]) -> float:
 
 
 def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, queue_bound: int = 64,
-                  model_path=None, port: int | None = None, device: dict | None = None, procs: int = 2,
+                  admission: str = "deadline", model_path=None, port: int | None = None, device: dict | None = None, procs: int = 2,
                   overhead_s: float = 10.0, overhead_rounds: int = 4, drift_s: float = 150.0, coarse: bool = False,
                   max_replicas: int = 2, conditions=CONDITIONS, budget_s: float | None = None,
                   only_overhead: bool = False, drift_rate: float | None = None, progress=print) -> dict:
@@ -122,8 +122,8 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
     test = load_dataset("mnist", seed=0).test
     images, labels = test.x[:, 0], test.y
     common = {"app_name": APP, "route_prefix": PREFIX, "model_path": model_path, "sla_ms": sla_ms,
-              "queue_bound": queue_bound}
-    out: dict = {"sla_ms": sla_ms, "queue_bound": queue_bound, "device": device, "emulated": device is not None,
+              "queue_bound": queue_bound, "admission": admission}
+    out: dict = {"sla_ms": sla_ms, "queue_bound": queue_bound, "admission": admission, "device": device, "emulated": device is not None,
                  "model": model.arch["name"] if getattr(model, "arch", None) else str(model_path),
                  "requests_target": requests, "coarse_warning": warning, "conditions": {}, "drift": {}}
     if warning:
