@@ -47,7 +47,10 @@ def base(ray_local, wait_ready):
 
     if serve_ports() is None:  # mixfleet's Serve always carries every mixfleet gRPC servicer
         start_serve(http_port=free_port(), grpc_port=free_port())
-    url = deploy(app_name=APP, route_prefix=PREFIX, num_cpus=0.25, sla_ms=500, autoscaling=_scaling())
+    # the queue bound alone admits: 32 closed-loop clients overload one replica on purpose, and this test
+    # checks that the change of replicas loses no answer; deadline admission's 429s are tested in test_ee_serving
+    url = deploy(app_name=APP, route_prefix=PREFIX, num_cpus=0.25, sla_ms=500, admission="bound",
+                 autoscaling=_scaling())
     wait_ready(url + "/v1/models/mnist", 60)
     yield url
     delete_app(APP)
