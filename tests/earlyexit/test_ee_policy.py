@@ -2,7 +2,13 @@
 
 import pytest
 
-from mixfleet.earlyexit.serve.policy import AdaptiveThresholds, BusyShare, DeadlinePlanner, DriftGuard
+from mixfleet.earlyexit.serve.policy import (
+    AdaptiveThresholds,
+    BusyShare,
+    DeadlinePlanner,
+    DrainTime,
+    DriftGuard,
+)
 
 
 def test_thresholds_move_from_conservative_to_calibrated_under_load_and_back_slowly():
@@ -178,3 +184,16 @@ def test_drift_guard_samples_every_idle_batch_while_suspicious():
     for i in range(25):
         guard.record(1.0, 3, now=10.5 + i * 0.1)  # a fluke: the dip leaves the window and the rate drops back
     assert not guard.suspicious and not guard.should_sample(True, 0.5)
+
+
+def test_drain_time_refuses_only_what_the_queue_would_make_late():
+    d = DrainTime()
+    assert d.late_wait_s(10, 0.2) is None  # not timed yet: the queue bound alone decides
+    d.record(first_arrival=0.0, ended=0.1, n=10)  # 10 ms per request
+    d.record(first_arrival=0.05, ended=0.2, n=10)  # queued behind the first batch: counted from its end
+    assert abs(d.value - 0.01) < 1e-12
+    assert d.late_wait_s(0, 0.0) is None  # an empty replica always admits
+    assert d.late_wait_s(18, 0.2) is None  # 180 ms of queue + its own 10 ms fit in 200 ms
+    assert abs(d.late_wait_s(20, 0.2) - 0.2) < 1e-12
+    d.reset()
+    assert d.value is None and d.late_wait_s(20, 0.2) is None

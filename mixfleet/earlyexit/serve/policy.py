@@ -159,6 +159,33 @@ class DeadlinePlanner:
         return now + self.remaining_after_exit(k) > deadline
 
 
+class DrainTime:
+    """Wall time per request the replica takes to clear, an EWMA over batches: what deadline admission
+    works from. A batch's time runs from when it could start (the previous batch ended, or its first
+    request arrived, whichever is later) to its end, so batch wait, request parsing and monitoring
+    passes count."""
+
+    def __init__(self, alpha: float = 0.1):
+        self.alpha, self.value, self._last_end = float(alpha), None, 0.0
+
+    def record(self, first_arrival: float, ended: float, n: int) -> None:
+        per = (ended - max(self._last_end, first_arrival)) / max(n, 1)
+        self.value = per if self.value is None else self.value + self.alpha * (per - self.value)
+        self._last_end = ended
+
+    def reset(self) -> None:
+        """Forget the estimate (new options may change the speed); the next batch measures afresh."""
+        self.value = None
+
+    def late_wait_s(self, inflight: int, budget_s: float) -> float | None:
+        """The wait behind ``inflight`` requests when it (plus the newcomer's own turn) passes ``budget_s``,
+        else None. An empty replica, or one not yet timed, never refuses."""
+        if not inflight or self.value is None:
+            return None
+        wait = inflight * self.value
+        return wait if wait + self.value > budget_s else None
+
+
 class BusyShare:
     """The replica's share of wall time spent computing, an EWMA with time constant ``tau_s``.
 

@@ -14,10 +14,9 @@ time through ``user_config``), chooses thresholds with
 ``"apparate"`` is the accuracy-feedback baseline that ignores load),
 forces exits when a deadline would be missed (adaptive only), and samples
 full passes when idle (drift guard: such a batch is answered from the final exit). Past ``queue_bound`` requests it answers 429 with
-``Retry-After``, and (``admission="deadline"``, the default) also when the requests ahead would
-hold a new one past its SLA at the replica's measured drain time per request, so that an
-overload sheds at the door instead of answering every request late; bad input is a 4xx with a
-one-line message, never a crash.
+``Retry-After``, and (``admission="deadline"``, the default) when the requests ahead would hold a
+new one past its SLA (:class:`~mixfleet.earlyexit.serve.policy.DrainTime`): an overload sheds at
+the door instead of answering late. Bad input is a 4xx with a one-line message, never a crash.
 Metrics go through ``ray.serve.metrics`` (Ray's Prometheus endpoint);
 ``record_autoscaling_stats()`` feeds Serve's autoscaler the queue length and
 forced-exit rate (policy: :mod:`mixfleet.earlyexit.serve.autoscale`). Binding
@@ -99,8 +98,9 @@ class EarlyExitServer:
         self.sla_misses = 0
         self.served = 0
         self._last_busy = 0.0
-        self._last_end = 0.0
-        self.drain_s: float | None = None  # EWMA wall time per request the replica takes to clear (admission)
+        from mixfleet.earlyexit.serve.policy import DrainTime
+
+        self.drain = DrainTime()  # wall time per request to clear: what deadline admission works from
         self._metrics()
         self.reconfigure({})
 
@@ -119,7 +119,7 @@ class EarlyExitServer:
         self.calibrated = list(self.model.thresholds) if opts.thresholds is None else \
             check_thresholds(opts.thresholds, self.model.n_exits, self.model.exit_names)
         self.opts = opts
-        self.drain_s = None  # new options (mode, device, batch size) may change the speed: measured afresh
+        self.drain.reset()  # new options (mode, device, batch size) may change the speed: measured afresh
         self.policy = AdaptiveThresholds(self.calibrated, self.conservative, opts.sla_ms / 1e3,
                                          queue_ref=max(2.0, opts.max_batch_size / 4))
         self.clock = DeviceClock.for_model(opts.device, self.model)
@@ -183,7 +183,7 @@ class EarlyExitServer:
                 "device": "emulated" if self.clock is not None else "real",
                 "cpu_s": time.process_time(),  # the replica process's CPU time (every thread): cost per request
                 "pid": os.getpid(), "inflight": self.inflight,
-                "drain_ms": None if self.drain_s is None else 1e3 * self.drain_s}  # what admission works from
+                "drain_ms": None if self.drain.value is None else 1e3 * self.drain.value}  # what admission uses
 
     @api.post("/v1/models/{name}:predict")
     async def predict(self, name: str, request: Request):
@@ -271,21 +271,14 @@ class EarlyExitServer:
         "deadline") the wait behind the requests in flight at the measured drain time, against the SLA budget.
         An empty replica always admits: a lone request whose full pass cannot fit is the forced exit's job."""
         if self.inflight >= self.opts.queue_bound:
-            return Overloaded(f"server is at its queue bound ({self.opts.queue_bound} requests)",
-                              retry_after_s=self._wait_s())
-        if self.opts.admission == "deadline" and self.inflight and self.drain_s is not None:
-            wait = self._wait_s()
-            budget = (self.opts.sla_ms - self.opts.path_ms) / 1e3
-            if wait + self.drain_s > budget:
-                return Overloaded(f"the {self.inflight} requests in flight would hold this one {1e3 * wait:.0f} ms, "
-                                  f"past its {self.opts.sla_ms:g} ms SLA", retry_after_s=wait)
+            wait = (self.inflight * self.drain.value if self.drain.value is not None else  # else a batch-time prior
+                    self.inflight / max(self.opts.max_batch_size, 1) * max(self.planner.stage_s.sum(), 1e-3))
+            return Overloaded(f"server is at its queue bound ({self.opts.queue_bound} requests)", retry_after_s=wait)
+        late = self.drain.late_wait_s(self.inflight, (self.opts.sla_ms - self.opts.path_ms) / 1e3)
+        if self.opts.admission == "deadline" and late is not None:
+            return Overloaded(f"the {self.inflight} requests in flight would hold this one {1e3 * late:.0f} ms, "
+                              f"past its {self.opts.sla_ms:g} ms SLA", retry_after_s=late)
         return None
-
-    def _wait_s(self) -> float:
-        """How long the requests in flight take to clear: measured drain time per request, or a batch-time prior."""
-        if self.drain_s is not None:
-            return self.inflight * self.drain_s
-        return self.inflight / max(self.opts.max_batch_size, 1) * max(self.planner.stage_s.sum(), 1e-3)
 
     # -- batched inference -----------------------------------------------------------------
     async def _answer(self, item: _Item) -> list[dict]:
@@ -348,11 +341,7 @@ class EarlyExitServer:
             self.load_busy.update(ended - began, ended - self._last_busy)
             self.policy.observe_service(ended - began, len(x))
         self._last_busy = ended
-        # drain time per request: from when this batch could start (the last one ended, or its first request
-        # arrived, whichever is later) to its end, batch wait, request parsing and monitoring passes included
-        per = (ended - max(self._last_end, min(it.arrival for it in items))) / len(items)
-        self.drain_s = per if self.drain_s is None else self.drain_s + 0.1 * (per - self.drain_s)
-        self._last_end = ended
+        self.drain.record(min(it.arrival for it in items), ended, len(items))
         if sample and r.final_logits is not None:
             self.guard.record(r.agreement(), len(x), ended)
             self.m_agreement.set(self.guard.agreement)
