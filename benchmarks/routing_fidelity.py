@@ -32,6 +32,14 @@ One run, in order:
    vs simulator (queueing and batching inside the engine), and the profile's own
    fit error.
 
+CPU binding (``--bind on``; ``auto`` binds on a CPU run with a core to spare
+for each replica; default ``off``): replica ``k`` is bound to its own core (``ServeOptions.cpu_bind``)
+and everything else (this driver, the load generator, Ray, Serve's proxy and
+the ingress) to the remaining cores, as a GPU engine has its device to itself;
+the profile, the probe and the capacity burst are measured on the first
+replica's core. ``--bind off`` shares every core (the committed run; one run
+with binding is reported in ``docs/routing.md``).
+
 Results: ``benchmarks/results/routing_fidelity.json``, ``.md`` and ``.png``.
 """
 
@@ -39,7 +47,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,6 +100,33 @@ def at_rate(rows, rate: float):
     span = rows[-1].arrival_s - rows[0].arrival_s
     k = (len(rows) - 1) / rate / span
     return [TraceRow((r.arrival_s - rows[0].arrival_s) * k, r.prompt, r.output) for r in rows]
+
+
+def cpu_plan(bind: str, device: str, replicas: int) -> tuple[str | None, list[int] | None]:
+    """``(cpu_bind spec for the replicas, the CPUs left for everything else)``, or ``(None, None)``."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if bind == "off" or device != "cpu" or len(cpus) < replicas + 1:
+        if bind == "on":
+            raise SystemExit(f"error: --bind on needs a CPU run and more than {replicas} CPUs (have {len(cpus)}); "
+                             "use --bind off")
+        return None, None
+    mine = cpus[-replicas:]
+    return "|".join(str(c) for c in mine), cpus[:-replicas]
+
+
+@contextlib.contextmanager
+def on_cpus(cpus: list[int] | None):
+    """Run the block with this process bound to ``cpus`` (nothing changes for ``None``)."""
+    if cpus is None:
+        yield
+        return
+    from mixfleet.platform.cpus import bind_process
+
+    before = bind_process(cpus)
+    try:
+        yield
+    finally:
+        bind_process(before)
 
 
 def measure_capacity(cfg, fleet, rows, device: str, threads: int) -> dict:
@@ -232,11 +269,20 @@ def headline(out: dict) -> str:
             f"within the bars ({NOTE}, {out['device']})")
 
 
+def _binding(b: dict | None) -> str:
+    if not b or not b.get("replicas"):
+        return "Cores shared by the replicas and everything else. "
+    return (f"Replicas bound to CPU {b['replicas']} (one core each; the profile and the capacity burst measured "
+            f"there), everything else (driver, load generator, Ray, Serve proxy, ingress) to CPU "
+            f"{','.join(map(str, b['everything_else']))}. ")
+
+
 def markdown(out: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     tr = out["idle_transport"]
     lines = [f"# Simulator vs real engine ({NOTE})", "",
              f"{out['fleet']}; model {out['model']} on {out['device']} ({out['threads']} torch thread(s) per replica). "
+             + _binding(out.get("cpu_bind")) +
              f"Azure conv first {out['requests']} requests, lengths x{out['scale']:g}; measured capacity "
              f"{out['capacity']['req_s_per_replica']:.2f} req/s per replica (a burst of {out['capacity']['requests']}: "
              f"{out['capacity']['makespan_s']:.1f} s real, {out['capacity']['simulated_makespan_s']:.1f} s simulated "
@@ -291,6 +337,8 @@ def main(argv=None) -> int:
     ap.add_argument("--flush", type=float, default=0.5, help="token-chunk interval of the replicas (s); TTFT and "
                     "the last token are exact regardless")
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--bind", choices=("auto", "on", "off"), default="off",
+                    help="bind each replica to a core of its own and the rest to the others (see module doc)")
     args = ap.parse_args(argv)
     loads = args.load or [0.5, 0.85]
 
@@ -311,8 +359,12 @@ def main(argv=None) -> int:
             "max_batch": 32, "max_batched_tokens": 512}
     grid = profiler.QUICK if args.quick_profile else profiler.Grid(repeats=2)
 
+    bind, rest = cpu_plan(args.bind, args.device, args.replicas)
+    engine_cpus = [int(bind.split("|")[0])] if bind else None
+
     def measure(g):
-        return profiler.measure(cfg, device=args.device, threads=args.threads, kv_tokens=16384,
+        with on_cpus(engine_cpus):
+            return profiler.measure(cfg, device=args.device, threads=args.threads, kv_tokens=16384,
                                 max_batch=spec["max_batch"], max_batched_tokens=spec["max_batched_tokens"], grid=g)
 
     def profiled():
@@ -327,7 +379,8 @@ def main(argv=None) -> int:
     print(f"profiled in {time.perf_counter() - t0:.0f} s; fit mean error {coef['mean_abs_rel_error']:.1%}",
           file=sys.stderr)
     base_rows = slice_rows(args.requests, args.scale, cfg.max_context)
-    cap = measure_capacity(cfg, fleet, base_rows, args.device, args.threads)
+    with on_cpus(engine_cpus):
+        cap = measure_capacity(cfg, fleet, base_rows, args.device, args.threads)
     # the same burst in the simulator, with the profile measured a minute before: the model alone, offline
     sim_burst = simulate(fleet, [TraceRow(0.0, r.prompt, r.output) for r in base_rows], args.policy)
     cap["simulated_makespan_s"] = max(v["e2e"] for v in sim_burst["per_request"].values())
@@ -337,11 +390,15 @@ def main(argv=None) -> int:
     print(f"capacity {cap['req_s_per_replica']:.2f} req/s per replica; the burst took {cap['makespan_s']:.1f} s, "
           f"simulated {cap['simulated_makespan_s']:.1f} s", file=sys.stderr)
     runs = []
+    if rest is not None:  # Ray's processes inherit this binding; the replicas bind themselves (cpu_bind)
+        from mixfleet.platform.cpus import bind_process
+
+        bind_process(rest)
     connect(num_cpus=2)
     try:
         port = free_port()
         start_serve(http_port=port)
-        deploy(fleet, ServeOptions(policy=args.policy, device=args.device, torch_threads=args.threads,
+        deploy(fleet, ServeOptions(policy=args.policy, device=args.device, torch_threads=args.threads, cpu_bind=bind,
                                    max_waiting=10_000, max_outstanding=100_000, flush_s=args.flush,
                                    first_chunk_timeout_s=600))
         base = f"http://127.0.0.1:{port}"
@@ -382,11 +439,11 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     scatter(runs, out_dir / "routing_fidelity.png")
     cmd = (f"python benchmarks/routing_fidelity.py --requests {args.requests} --scale {args.scale:g} "
-           + " ".join(f"--load {x:g}" for x in loads) + f" --replicas {args.replicas} --device {args.device} --flush {args.flush:g}")
-    import os
+           + " ".join(f"--load {x:g}" for x in loads) + f" --replicas {args.replicas} --device {args.device} --flush {args.flush:g} --bind {args.bind}")
 
     out = {"benchmark": "routing_fidelity", "note": NOTE, "emulated": False, "fleet": fleet.describe(),
            "model": cfg.name, "device": measured["device"], "threads": args.threads, "requests": len(base_rows),
+           "cpu_bind": {"replicas": bind, "everything_else": rest},
            "scale": args.scale, "policy": args.policy, "capacity": cap, "idle_transport": transport,
            "profile": first,
            "bars": "P50 and P99 TTFT and E2E within 10% at 50% load, 20% at 85%",

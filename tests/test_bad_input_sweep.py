@@ -115,6 +115,10 @@ CASES: list[tuple[str, list[str], int, str, dict]] = [
      "an embedded Ray has none of the fleet's GPU types (A100-80GB", {}),
     ("rt-serve-policy", ["routing", "serve", "--fleet", FLEET, "--emulate", "--policy", "fastest"], 2,
      "unknown policy 'fastest'", {}),
+    ("rt-serve-cpu-bind-syntax", ["routing", "serve", "--fleet", "examples/routing/fleet_real.yaml", "--port",
+                                  "{free}", "--cpu-bind", "1-x"], 2, "cpu bind '1-x' has a bad CPU id", {}),
+    ("rt-serve-cpu-bind-missing", ["routing", "serve", "--fleet", "examples/routing/fleet_real.yaml", "--port",
+                                   "{free}", "--cpu-bind", "0|4096"], 2, "names CPU(s) 4096", {}),
     # -- early exit -----------------------------------------------------------------------------
     ("ee-serve-bad-mode", ["earlyexit", "serve", "--sla-ms", "50", "--mode", "bogus", "--port", "{free}"], 2,
      "unknown mode 'bogus'", {}),

@@ -7,12 +7,16 @@ same prompt with the same weights seed; the emulated replica answers through the
 
 from __future__ import annotations
 
+import os
+import time
+
 import httpx
 import pytest
 
 pytestmark = pytest.mark.multinode
 
 MODEL = "tiny-llama"
+BIND_CPU = max(os.sched_getaffinity(0))  # the real replica is bound to this core (cpu_bind)
 FLEET = {"model": MODEL, "pools": [{"gpu": "CPU", "count": 1, "engine": "torch"}, {"gpu": "T4", "count": 1}],
          "max_batch": 8, "max_batched_tokens": 128}
 
@@ -31,7 +35,8 @@ def live(ray_cluster, wait_ready):
             stop_serve()
         start_serve(http_port=free_port(), grpc_port=free_port())
         ports = serve_ports()
-    deploy(fleet_from_dict(FLEET), ServeOptions(policy="round_robin", device="cpu", telemetry_interval_s=1.0))
+    deploy(fleet_from_dict(FLEET), ServeOptions(policy="round_robin", device="cpu", telemetry_interval_s=1.0,
+                                                cpu_bind=str(BIND_CPU)))
     base = f"http://127.0.0.1:{ports.http_port}"
     wait_ready(base + "/health")
     yield base, ports.grpc_port_for(GRPC_SERVICER)
@@ -100,3 +105,20 @@ def test_grpc_streams_the_real_tokens_and_bad_input_is_400(live):
     assert r.status_code == 400 and "bytes" in r.json()["error"]["message"]
     health = httpx.get(base + "/health", timeout=30).json()
     assert health["healthy_replicas"] == 2 and "torch" in health["engine"] and "emulated" in health["engine"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="binding to one core of one changes nothing")
+def test_the_real_replica_runs_on_the_core_it_was_bound_to(live):
+    """``cpu_bind``: every thread of the real replica's process (the engine's compute thread, Serve's and
+    Ray's) may run only on the bound core; the emulated replica is not bound."""
+    base, _ = live
+    deadline = time.monotonic() + 60
+    while True:
+        placement = httpx.get(base + "/v1/mixfleet/stats", timeout=10).json()["placement"]
+        if len(placement) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    real = next(p for p in placement.values() if p["engine"] == "torch")
+    emulated = next(p for p in placement.values() if p["engine"] == "emulated")
+    assert real["cpus"] == real["process_cpus"] == [BIND_CPU]
+    assert emulated["cpus"] is None and len(emulated["process_cpus"]) > 1

@@ -46,6 +46,7 @@ class ServeOptions(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # real engine (torch): where its model runs
     torch_model: str | None = None  # real engine: built-in model name or model YAML (default: the fleet's model)
     torch_threads: int = Field(default=1, ge=1, le=256)  # real engine on CPU: torch threads per replica
+    cpu_bind: str | None = None  # real engine on CPU: bind replica k to the k-th '|'-separated CPU set ("1", "0-1|2-3")
     gpus_per_replica: float = Field(default=1.0, gt=0, le=8)
     cpus_per_replica: float = Field(default=0.0, ge=0, le=64)
     max_outstanding: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -169,8 +170,13 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
         cfg = model_config(opts.torch_model or fleet.model)  # fails here, not in every replica
         device = real_device(opts)
         opts = opts.model_copy(update={"device": device, "torch_model": opts.torch_model or cfg.name})
+    if opts.cpu_bind is not None:
+        from mixfleet.platform.cpus import parse_cpu_bind
+
+        parse_cpu_bind(opts.cpu_bind)  # a bad spec fails here, not in every replica
     opts = resolve_options(fleet, opts)
     where = placements(fleet, opts, advertised)
+    real = [r.replica_id for r in fleet.replicas if engine_of(r, opts) == "torch"]
     # ingress and engines are both on every request's path: no per-request access-log line in either
     quiet = serve_logging_config(access_log=False)
     engine_dep = serve.deployment(EngineReplica)
@@ -188,7 +194,8 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
             max_queued_requests=4 * (r.max_batch + opts.max_waiting),
             health_check_period_s=2.0, health_check_timeout_s=15.0, graceful_shutdown_timeout_s=1.0,
             logging_config=quiet,
-        ).bind(replica=r, max_batched_tokens=fleet.config.max_batched_tokens, options=opts)
+        ).bind(replica=r, max_batched_tokens=fleet.config.max_batched_tokens, options=opts,
+               cpu_index=real.index(r.replica_id) if r.replica_id in real else 0)
     ingress = serve.deployment(Ingress).options(
         name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=opts.max_outstanding + 256, max_queued_requests=1024,

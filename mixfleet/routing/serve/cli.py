@@ -40,6 +40,10 @@ def serve_command(
     gpus_per_replica: float = typer.Option(1.0, "--gpus-per-replica", help="GPUs each replica asks for"),
     max_outstanding: int = typer.Option(None, "--max-outstanding", min=1, help="requests in flight before 429"),
     device: str = typer.Option("auto", "--device", help="real-engine (engine: torch) replicas: auto, cpu or cuda"),
+    torch_threads: int = typer.Option(1, "--torch-threads", min=1, max=256,
+                                      help="real-engine replicas on the CPU: torch threads each"),
+    cpu_bind: str = typer.Option(None, "--cpu-bind", help="real-engine replicas on the CPU: bind replica k to the "
+                                 "k-th '|'-separated CPU set, e.g. '1' or '0-1|2-3' (default: not bound)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object when ready (endpoints)"),
 ) -> None:
     """Serve the fleet live on Ray Serve with heterogeneity-aware routing (Ctrl-C stops)."""
@@ -62,9 +66,15 @@ def serve_command(
         raise InputError(f"fleet file '{fleet}' not found", "pass --fleet path/to/fleet.yaml "
                          "(e.g. examples/routing/fleet.yaml)")
     check_policy_name(policy)
+    if cpu_bind is not None:
+        from mixfleet.platform.cpus import check_cpu_bind, parse_cpu_bind
+
+        # an embedded Ray runs the replicas on this machine: its CPUs must have them
+        parse_cpu_bind(cpu_bind) if (address or os.environ.get("RAY_ADDRESS") or emulate) else check_cpu_bind(cpu_bind)
     fl = load_fleet(fleet)
     opts = parse_model({"policy": policy, "gpus_per_replica": gpus_per_replica, "max_outstanding": max_outstanding,
-                        "device": device}, ServeOptions, source="command-line options")
+                        "device": device, "torch_threads": torch_threads, "cpu_bind": cpu_bind},
+                       ServeOptions, source="command-line options")
     joining = bool(address or os.environ.get("RAY_ADDRESS"))
     if not emulate and not joining and placed_by_gpu_type(fl, opts):
         raise InputError(f"an embedded Ray has none of the fleet's GPU types ({', '.join(p.gpu for p in fl.config.pools)})",

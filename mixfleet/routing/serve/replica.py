@@ -45,7 +45,7 @@ class EngineReplica:
     """Serve deployment class (see module doc). Methods are called through handles by the ingress."""
 
     def __init__(self, *, replica: Replica, max_batched_tokens: int, options: ServeOptions,
-                 stats_interval_s: float = 1.0) -> None:
+                 stats_interval_s: float = 1.0, cpu_index: int = 0) -> None:
         import ray
 
         from mixfleet.routing.serve.app import engine_of
@@ -59,6 +59,7 @@ class EngineReplica:
         ids = ray.get_gpu_ids()
         self.gpu_index = int(ids[0]) if ids else None
         self.engine_kind = engine
+        self.cpus: list[int] | None = None  # the CPU set a real CPU engine is bound to (``cpu_bind``)
         if engine == "tiny-torch":
             from mixfleet.routing.serve.tiny_engine import TinyTorchEngine
 
@@ -66,6 +67,13 @@ class EngineReplica:
         elif engine == "torch":
             from mixfleet.routing.serve.torch_engine import TorchEngine
             from mixfleet.routing.torch_model import model_config
+
+            if options.cpu_bind is not None and options.device == "cpu":
+                from mixfleet.platform.cpus import bind_process, cpu_set_for
+
+                # before the engine starts its threads, which inherit the binding
+                self.cpus = cpu_set_for(options.cpu_bind, cpu_index)
+                bind_process(self.cpus)
 
             self.engine = TorchEngine(replica_id, model_config(options.torch_model), kv_tokens=rep.kv_tokens,
                                       max_batch=rep.max_batch, max_batched_tokens=max_batched_tokens,
@@ -101,11 +109,14 @@ class EngineReplica:
             yield chunk
 
     async def info(self) -> dict:
-        """Where this replica runs and what it is (EMULATED unless a torch engine runs)."""
+        """Where this replica runs and what it is (EMULATED unless a torch engine runs); ``cpus``: the CPU
+        set it was bound to (``cpu_bind``), ``process_cpus``: where its threads may run now."""
+        from mixfleet.platform.cpus import process_cpus
+
         self._ensure_stats_loop()
-        return {"replica_id": self.replica.replica_id, "gpu": self.replica.gpu,
+        return {"process_cpus": process_cpus(), "replica_id": self.replica.replica_id, "gpu": self.replica.gpu,
                 "accelerator": self.replica.accelerator, "node_id": self.node_id, "gpu_index": self.gpu_index,
-                "engine": self.engine.kind, "emulated": self.engine.kind == "emulated"}
+                "engine": self.engine.kind, "emulated": self.engine.kind == "emulated", "cpus": self.cpus}
 
     async def stats(self) -> dict:
         return self.engine.stats()
