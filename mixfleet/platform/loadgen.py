@@ -57,13 +57,17 @@ def poisson_schedule(phases: list[tuple[float, float]], rng: np.random.Generator
     return np.concatenate(times), np.concatenate(phase_of)
 
 
-def run_open_loop(host: str, port: int, path: str, bodies: list[bytes], schedule: np.ndarray,
+def run_open_loop(host: str, port: int, path: str | list[str], bodies: list[bytes], schedule: np.ndarray,
                   body_index: np.ndarray, procs: int = 2, max_conns: int = 256, timeout_s: float = 30.0,
                   content_type: str = "application/json") -> LoadResult:
-    """POST ``bodies[body_index[i]]`` to ``http://host:port/path`` at ``start + schedule[i]``."""
+    """POST ``bodies[body_index[i]]`` to ``http://host:port/path`` at ``start + schedule[i]``.
+
+    ``path`` may be a list of paths (several applications behind one proxy, loaded side by side): then
+    ``body_index[i] = k * len(bodies) + b`` sends body ``b`` to ``path[k]``."""
     n = len(schedule)
     procs = max(1, min(procs, n or 1))
-    heads = [_request(host, port, path, b, content_type) for b in bodies]
+    paths = [path] if isinstance(path, str) else list(path)
+    heads = [_request(host, port, p, b, content_type) for p in paths for b in bodies]
     return run_sharded(_worker, lambda idx: (host, port, heads, schedule[idx], body_index[idx],
                                              max(1, max_conns // procs), timeout_s), n, procs)
 

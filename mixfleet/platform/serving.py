@@ -148,14 +148,24 @@ def run_app(app, *, name: str, route_prefix: str | None = "/"):
 def deploy_config(app: dict) -> None:
     """Deploy one application from its config dict, as ``serve deploy`` does, and wait until it runs.
 
-    Redeploying with only a new ``user_config`` reconfigures replicas in place.
+    Redeploying with only a new ``user_config`` reconfigures replicas in place. Other applications
+    deployed from configs stay as they are (a bare ``serve deploy`` of one application would delete them).
     """
     from ray.serve.schema import ServeDeploySchema
 
     from mixfleet.platform import logs
 
     app = {"logging_config": logs.serve_logging_config(), **app}
-    _client().deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
+    # a config lists every application Serve keeps: one left out is deleted, so the others go in unchanged
+    others = [cfg for name, cfg in deployed_configs().items() if name != app["name"]]
+    _client().deploy_apps(ServeDeploySchema.model_validate({"applications": [*others, app]}), _blocking=True)
+
+
+def deployed_configs() -> dict[str, dict]:
+    """The applications deployed from a config (``serve deploy``, :func:`deploy_config`), by name, as submitted."""
+    details = _client().get_serve_details()
+    return {name: a["deployed_app_config"] for name, a in (details.get("applications") or {}).items()
+            if a.get("deployed_app_config")}
 
 
 def delete_app(name: str) -> None:

@@ -122,6 +122,23 @@ def test_reconfigure_changes_mode_and_knobs_without_restart(base, images):
     deploy(app_name=APP, route_prefix="/ee", num_cpus=0.5, sla_ms=200, queue_bound=8, autoscaling=AUTOSCALING)
 
 
+def test_a_second_application_beside_the_first_leaves_it_serving(base, images):
+    """``deploy`` is declarative (``serve deploy``): a config that lists one application deletes the others,
+    so deploying a second one must carry the first along (the overhead benchmark runs two side by side)."""
+    from mixfleet.earlyexit.serve.app import deploy
+    from mixfleet.platform.serving import delete_app
+
+    x, _ = images
+    other = deploy(app_name=APP + "-b", route_prefix="/ee-b", num_cpus=0.0, mode="full", sla_ms=200)
+    try:
+        both = [_predict(url, x[:1].tolist()) for url in (base, other)]
+        assert [r.status_code for r in both] == [200, 200]
+        assert both[1].json()["predictions"][0]["exit"] == 2  # the second app runs its own mode (full)
+    finally:
+        delete_app(APP + "-b")
+    assert _predict(base, x[:1].tolist()).status_code == 200
+
+
 def _burst(base, instances: list, n: int) -> list:
     """``n`` predict requests sent at once; the responses."""
 

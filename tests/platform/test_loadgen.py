@@ -23,7 +23,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
                 time.sleep(self.delay_s)
         else:
             time.sleep(self.delay_s)
-        out = json.dumps({"echo": json.loads(body)}).encode()
+        out = json.dumps({"echo": json.loads(body), "path": self.path}).encode()
         code = 429 if json.loads(body).get("shed") else 200
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -59,6 +59,18 @@ def test_every_request_gets_one_outcome_in_schedule_order(echo):
     for i in np.flatnonzero(pick != 5):  # request i's answer came back as request i's outcome
         assert json.loads(res.bodies[i])["echo"] == {"i": int(pick[i])}
     assert (res.latency_s >= 0.02).all() and np.isfinite(res.latency_s).all()
+
+
+def test_a_list_of_paths_loads_several_applications_side_by_side(echo):
+    """Request i goes to ``paths[index // len(bodies)]`` with body ``index % len(bodies)``."""
+    bodies = [json.dumps({"i": i}).encode() for i in range(3)]
+    which = np.arange(30) % 2
+    pick = np.arange(30) % 3
+    res = run_open_loop("127.0.0.1", echo, ["/a/predict", "/b/predict"], bodies, np.linspace(0.0, 0.3, 30),
+                        which * len(bodies) + pick, procs=2)
+    got = [json.loads(b) for b in res.bodies]
+    assert [g["path"] for g in got] == [("/a/predict", "/b/predict")[w] for w in which]
+    assert [g["echo"]["i"] for g in got] == pick.tolist()
 
 
 def test_queueing_at_a_slow_server_shows_up_as_latency():

@@ -32,6 +32,7 @@ unless the caller accepts a coarse run, which is then labelled.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -152,7 +153,7 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
         out.update(measure_overhead(url, model, images, labels, sla_ms, common, round_s=overhead_s,
                                     rounds=overhead_rounds, seed=seed))
         ov = out["overhead"]
-        progress(f"overhead (real CPU, 10 req/s, {overhead_rounds} alternating rounds): plain p50 "
+        progress(f"overhead (real CPU, 10 req/s each, side by side, alternating request by request): plain p50 "
                  f"{ov['plain']['p50_ms']:.2f} ms, early-exit path with no exit p50 {ov['no-exit']['p50_ms']:.2f} ms; "
                  f"in-process batch-1 pass {ov['in_process_ms']['plain']:.2f} vs {ov['in_process_ms']['no-exit']:.2f} ms")
         if only_overhead:
@@ -213,41 +214,69 @@ def run_sla_bench(sla_ms: float = 200.0, requests: int = 30000, seed: int = 0, q
 
 def measure_overhead(url: str, model, images, labels, sla_ms: float, common: dict, round_s: float = 10.0,
                      rounds: int = 4, rate: float = 10.0, seed: int = 0) -> dict:
-    """The early-exit path with every threshold at 1.0 (no exit taken) vs the plain backbone.
+    """The early-exit path with every threshold at 1.0 (no exit taken) vs the plain backbone, side by side.
 
-    Over HTTP at ``rate`` req/s (one generator process), in ``rounds`` alternating rounds of ``round_s``
-    seconds per condition (plain, no-exit, plain, ...), so drift of the host between rounds falls on both
-    (one long block per condition measured the order, not the path: +4.6 ms one way round, -0.2 ms
-    interleaved). p50 over the pooled requests per condition, and each round's difference. Also the
-    compute alone, in this process: the median batch-1 pass (one thread), plain model vs ``run_exits``.
+    Two applications at once behind the same HTTP proxy, each on a replica of its own: the plain backbone
+    (``common``'s application) and the early-exit path with no exit (a second application, which reserves
+    no Ray CPU so that it fits beside the first; both replicas run one torch thread). One open-loop Poisson
+    stream of ``2 x rate`` req/s (one generator process) alternates between them request by request for
+    ``rounds x round_s`` seconds, so what the host does at any moment falls on both. Measuring one
+    condition at a time, even in alternating rounds, measured the host between rounds instead (one run's
+    rounds read +6.3, -0.4, +2.1 and +0.6 ms). p50 over each condition's requests, and the difference of
+    the two p50s within each ``round_s`` slice of the run (its spread). Also the compute alone, in this
+    process: the median batch-1 pass (one thread), plain model vs ``run_exits``.
     """
     import time
+    from urllib.parse import urlsplit
 
     import torch
 
     from mixfleet.earlyexit.inference import run_exits
     from mixfleet.earlyexit.serve.app import deploy
-    from mixfleet.earlyexit.serve.loadtest import run_condition
+    from mixfleet.earlyexit.serve.loadtest import MODEL, POOL, drain, encode_bodies, run_condition
+    from mixfleet.platform.loadgen import poisson_schedule, run_open_loop
+    from mixfleet.platform.serving import delete_app
 
-    conds = (("plain", {"mode": "plain"}), ("no-exit", {"mode": "static", "thresholds": [1.0] * model.n_exits}))
-    deploy(mode="plain", **common)
-    run_condition(url, images, labels, [("warm-up", rate, 2.0)], sla_ms, seed=seed, procs=1)
-    lat: dict[str, list] = {c: [] for c, _ in conds}
-    per_round: list[dict] = []
-    exits: dict[str, np.ndarray] = {c: np.zeros(model.n_exits + 1, dtype=int) for c, _ in conds}
-    for k in range(rounds):
-        row = {}
-        for cond, kw in conds:
-            deploy(**kw, **common)
-            r = run_condition(url, images, labels, [("low", rate, round_s)], sla_ms, seed=seed + k, procs=1)
-            lat[cond] += [v for v in r["latencies_ms"] if v is not None]
-            exits[cond] += np.asarray(r["exit_counts"])
-            row[cond] = r["p50_ms"]
-        per_round.append(row)
-    ov = {c: {"requests": len(v), "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
-              "exit_counts": exits[c].tolist()} for c, v in lat.items()}
+    conds = ("plain", "no-exit")
+    side = {**common, "app_name": common["app_name"] + "-noexit", "route_prefix": common["route_prefix"] + "-noexit"}
+    urls = [deploy(mode="plain", **common),
+            deploy(mode="static", thresholds=[1.0] * model.n_exits, num_cpus=0.0, **side)]
+    try:
+        for u in urls:
+            run_condition(u, images, labels, [("warm-up", rate, 2.0)], sla_ms, seed=seed, procs=1)
+        rng = np.random.default_rng(seed)
+        schedule, _ = poisson_schedule([(2 * rate, rounds * round_s)], rng)
+        pool = min(len(images), POOL)
+        pick = rng.integers(0, pool, size=len(schedule))
+        which = np.arange(len(schedule)) % 2  # request i goes to condition i % 2
+        parts = [urlsplit(u) for u in urls]
+        res = run_open_loop(parts[0].hostname, parts[0].port, [f"{p.path}/v1/models/{MODEL}:predict" for p in parts],
+                            encode_bodies(images[:pool]), schedule, which * pool + pick, procs=1, timeout_s=30.0)
+        for u in urls:
+            drain(u)
+    finally:
+        delete_app(side["app_name"])
+    ok = res.status == 200
+    lat = res.latency_s * 1e3
+    exits = np.full(len(schedule), -1)
+    for i in np.flatnonzero(ok):
+        exits[i] = json.loads(res.bodies[i])["predictions"][0]["exit"]
+    ov: dict = {}
+    for k, c in enumerate(conds):
+        m = ok & (which == k)
+        if not m.any():
+            codes = dict(zip(*np.unique(res.status[which == k], return_counts=True), strict=True))
+            raise RuntimeError(f"no request to the {c} application was answered (HTTP status counts: {codes})")
+        ov[c] = {"requests": int((which == k).sum()), "answered": int(m.sum()),
+                 "p50_ms": float(np.percentile(lat[m], 50)), "p99_ms": float(np.percentile(lat[m], 99)),
+                 "exit_counts": np.bincount(exits[m], minlength=model.n_exits + 1).tolist()}
+    per_round = []
+    for r in range(rounds):
+        in_r = (schedule >= r * round_s) & (schedule < (r + 1) * round_s)
+        per_round.append({c: float(np.percentile(lat[ok & in_r & (which == k)], 50)) for k, c in enumerate(conds)})
     ov["rounds"] = per_round
     ov["round_s"] = round_s
+    ov["method"] = "side by side, alternating request by request"
 
     x = torch.from_numpy(np.ascontiguousarray(images[:1, None], dtype=np.float32))
     heads = {int(i): h for i, h in model.heads.items()}
