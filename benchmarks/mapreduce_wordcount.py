@@ -16,6 +16,12 @@ same ``--peer-size`` GiB of files and with ``--cpus`` (2) cores for everyone:
 - ``mixfleet_line``: mixfleet, per-line API (``examples/mapreduce/wordcount.py``);
 - ``mixfleet_chunk``: mixfleet, chunk API (``examples/mapreduce/wordcount_fast.py``).
 
+``--repeat N`` runs the whole line-up N times in rounds (each round every system once, in
+the same order) and reports each system's median; the bars read the median over rounds of
+the ratio measured *within* a round, so a host that changes speed between rounds moves
+both sides of a ratio together (this VM's speed moves within minutes: the script alone
+took 32-37 s in three runs of one session).
+
 Every output is checked equal to the script's. Times are of the query, with the
 engine already started (Ray connected, Spark session up), and include reading
 the input and collecting the counts. ``--scaling`` runs mixfleet (chunk API) at
@@ -35,6 +41,7 @@ import importlib.util
 import json
 import re
 import shutil
+import statistics
 import sys
 import threading
 import time
@@ -217,7 +224,8 @@ def peers(args, files: list[Path], out_root: Path) -> dict:
         "ray_data": lambda: run_ray_data(files, args.cpus),
     }
     skipped = {}
-    results, truth = {}, None
+    results: dict[str, dict] = {}
+    truth = None
 
     def timed(name: str, fn) -> None:
         nonlocal truth
@@ -225,27 +233,38 @@ def peers(args, files: list[Path], out_root: Path) -> dict:
         counts = fn()
         elapsed = time.perf_counter() - t0
         truth = truth if truth is not None else counts
-        results[name] = {"elapsed_s": round(elapsed, 2), "output_equal": counts == truth}
+        r = results.setdefault(name, {"runs_s": [], "output_equal": True})
+        r["runs_s"].append(round(elapsed, 2))
+        r["output_equal"] = r["output_equal"] and counts == truth
         print(f"  {name:15s} {elapsed:7.1f} s  equal={counts == truth}", file=sys.stderr)
 
-    for name, fn in systems.items():
-        timed(name, fn)
-    # Spark last, its JVM started here and stopped after: an idle JVM beside the other systems takes CPU
-    # from the ones that use both cores (Ray, Dask) more than from the single-process script
-    if shutil.which("java") is None:
+    java = shutil.which("java") is not None
+    if not java:
         skipped["spark_df"] = skipped["spark_rdd"] = "java is not installed on this machine: Spark skipped"
         print("spark: skipped, `java` not found on PATH", file=sys.stderr)
-    else:
-        spark = _spark(args.cpus)
-        try:
-            timed("spark_df", lambda: run_spark_df(files, args.cpus, spark))
-            timed("spark_rdd", lambda: run_spark_rdd(files, args.cpus, spark))
-        finally:
-            spark.stop()
-    ratios = {api: {peer: round(results[peer]["elapsed_s"] / results[api]["elapsed_s"], 2)
+    for k in range(args.repeat):
+        if args.repeat > 1:
+            print(f" round {k + 1} of {args.repeat}", file=sys.stderr)
+        for name, fn in systems.items():
+            timed(name, fn)
+        # Spark last, its JVM started here and stopped after: an idle JVM beside the other systems takes CPU
+        # from the ones that use both cores (Ray, Dask) more than from the single-process script
+        if java:
+            spark = _spark(args.cpus)
+            try:
+                timed("spark_df", lambda spark=spark: run_spark_df(files, args.cpus, spark))
+                timed("spark_rdd", lambda spark=spark: run_spark_rdd(files, args.cpus, spark))
+            finally:
+                spark.stop()
+    for r in results.values():
+        r["elapsed_s"] = round(statistics.median(r["runs_s"]), 2)
+    rounds = {api: {peer: [round(a / b, 2) for a, b in zip(results[peer]["runs_s"], results[api]["runs_s"],
+                                                           strict=True)]
                     for peer in bars if peer in results} for api, bars in BARS.items()}
-    return {"systems": results, "skipped": skipped, "ratios": ratios, "distinct_words": len(truth or {}),
-            "java": _java_version()}
+    ratios = {api: {peer: round(statistics.median(v), 2) for peer, v in by_peer.items()}
+              for api, by_peer in rounds.items()}
+    return {"systems": results, "skipped": skipped, "ratios": ratios, "ratio_per_round": rounds,
+            "repeat": args.repeat, "distinct_words": len(truth or {}), "java": _java_version()}
 
 
 def scaling(args, all_files: list[Path], out_root: Path) -> list[dict]:
@@ -282,6 +301,7 @@ def main() -> int:
     ap.add_argument("--peer-size", type=float, default=1.0, help="GiB of input for --peers")
     ap.add_argument("--data-dir", default="/tmp/mixfleet-bench-wordcount")
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the whole line-up (--peers); medians reported")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. machine contention)")
     args = ap.parse_args()
 
@@ -332,20 +352,29 @@ def markdown(r: dict) -> str:
     p = r.get("peers")
     if p:
         cpus = p["cpus"]
-        lines += [f"### Word count side by side: {p['mb']:.0f} MB, {cpus} CPUs, one run", "",
-                  "| system | time (s) | MB/s | same output |", "| --- | ---: | ---: | --- |"]
+        n = p.get("repeat", 1)
+        how = "one run" if n == 1 else f"one run of {n} rounds, median per system"
+        lines += [f"### Word count side by side: {p['mb']:.0f} MB, {cpus} CPUs, {how}", "",
+                  "| system | time (s) | MB/s | same output |" + (" each round (s) |" if n > 1 else ""),
+                  "| --- | ---: | ---: | --- |" + (" --- |" if n > 1 else "")]
         for name, s in sorted(p["systems"].items(), key=lambda kv: kv[1]["elapsed_s"]):
             label = LABELS[name].format(cpus=cpus)
             lines.append(f"| {label} | {s['elapsed_s']:.1f} | {p['mb'] / s['elapsed_s']:.1f} | "
-                         f"{'yes' if s['output_equal'] else 'NO'} |")
+                         f"{'yes' if s['output_equal'] else 'NO'} |"
+                         + (f" {', '.join(f'{x:.1f}' for x in s['runs_s'])} |" if n > 1 else ""))
         for name, why in p.get("skipped", {}).items():
             lines.append(f"| {LABELS[name].format(cpus=cpus)} | skipped | | {why} |")
-        lines += ["", "| mixfleet API | vs | speed-up | bar | met |", "| --- | --- | ---: | ---: | --- |"]
+        per_round = p.get("ratio_per_round") if n > 1 else None
+        lines += ["", "| mixfleet API | vs | speed-up" + (" (median of rounds)" if per_round else "") + " | bar | met |"
+                  + (" each round |" if per_round else ""),
+                  "| --- | --- | ---: | ---: | --- |" + (" --- |" if per_round else "")]
         for api, bars in p["bars"].items():
             for peer, bar in bars.items():
                 got = p["ratios"].get(api, {}).get(peer)
                 met = "-" if got is None else ("yes" if got >= bar else "**no**")
-                lines.append(f"| {api} | {peer} | {got if got is not None else '-'} | >= {bar} | {met} |")
+                each = ", ".join(str(x) for x in (per_round or {}).get(api, {}).get(peer, []))
+                lines.append(f"| {api} | {peer} | {got if got is not None else '-'} | >= {bar} | {met} |"
+                             + (f" {each} |" if per_round else ""))
         if p.get("java"):
             lines += ["", f"Spark ran on {p['java']}."]
         if p.get("note"):

@@ -69,8 +69,10 @@ def serve_command(
     if cpu_bind is not None:
         from mixfleet.platform.cpus import check_cpu_bind, parse_cpu_bind
 
-        # an embedded Ray runs the replicas on this machine: its CPUs must have them
-        parse_cpu_bind(cpu_bind) if (address or os.environ.get("RAY_ADDRESS") or emulate) else check_cpu_bind(cpu_bind)
+        if address or os.environ.get("RAY_ADDRESS"):
+            parse_cpu_bind(cpu_bind)  # the replicas run on the cluster's machines: each checks its own CPUs
+        else:
+            check_cpu_bind(cpu_bind)  # an embedded or emulated Ray runs them on this machine
     fl = load_fleet(fleet)
     opts = parse_model({"policy": policy, "gpus_per_replica": gpus_per_replica, "max_outstanding": max_outstanding,
                         "device": device, "torch_threads": torch_threads, "cpu_bind": cpu_bind},
