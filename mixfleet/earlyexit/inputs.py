@@ -126,3 +126,15 @@ def parse_instances(payload, input_shape: tuple[int, ...], max_instances: int) -
         raise InputError(f"pixel values range over [{x.min():g}, {x.max():g}], outside [0, 1]",
                          "scale images to [0, 1] (divide 0..255 by 255)")
     return x
+
+
+def parse_pixel_rows(rows: list[list[float]], input_shape: tuple[int, ...], max_instances: int) -> np.ndarray:
+    """Instances sent as flat rows of pixels (gRPC ``Instance.pixels``), checked as :func:`parse_instances`."""
+    side = int(np.prod(input_shape[1:]))
+    if any(len(r) != side for r in rows):
+        raise InputError(f"each instance needs {side} pixels (a flattened 28x28 image)")
+    try:
+        nested = np.asarray(rows, dtype=np.float32).reshape(-1, *input_shape[1:]).tolist()
+        return parse_instances({"instances": nested}, input_shape, max_instances)
+    except ValueError as exc:  # InputError is not a ValueError: it passes through
+        raise InputError(str(exc)) from None

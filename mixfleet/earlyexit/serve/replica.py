@@ -35,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from mixfleet.earlyexit.inputs import parse_instances
+from mixfleet.earlyexit.inputs import parse_instances, parse_pixel_rows
 from mixfleet.earlyexit.serve.answers import EarlyAnswers
 from mixfleet.earlyexit.serve.device import DeviceClock
 from mixfleet.earlyexit.serve.options import ServeOptions
@@ -244,15 +244,11 @@ class EarlyExitServer:
 
         from mixfleet.earlyexit.serve.proto import earlyexit_pb2 as pb
 
-        side = int(np.prod(self.model.input_shape[1:]))
-        rows = [list(i.pixels) for i in request.instances]
-        if any(len(r) != side for r in rows):
-            return fail(InputError(f"each instance needs {side} pixels (a flattened 28x28 image)"))
         try:
-            x = parse_instances({"instances": np.asarray(rows, dtype=np.float32).reshape(
-                -1, *self.model.input_shape[1:]).tolist()}, self.model.input_shape, self.opts.max_instances)
-        except (InputError, ValueError) as exc:
-            return fail(exc if isinstance(exc, InputError) else InputError(str(exc)))
+            x = parse_pixel_rows([list(i.pixels) for i in request.instances], self.model.input_shape,
+                                 self.opts.max_instances)
+        except InputError as exc:
+            return fail(exc)
         preds = await self._answer(_Item(torch.from_numpy(x), arrival))
         return pb.PredictResponse(predictions=[pb.Prediction(**p) for p in preds])
 
