@@ -92,8 +92,12 @@ def make_arms(wf, profile: Profile, strategies, controller_kw: dict | None = Non
 def bench_load(wf, clouds, workload: str, *, strategies=STRATEGIES, time_scale: float = 0.05, seed: int = 0,
                rate_scale: float = 1.0, duration: float = 1.0, max_rps: float = 1.0, events=None,
                benchmark=None, world_file=None, settle_s: float = 30.0, controller_kw: dict | None = None,
-               plan_cache: dict | None = None, max_requests: int | None = None) -> dict:
-    """Run ``strategies`` side by side under ``workload``; figures per strategy (and per window)."""
+               plan_cache: dict | None = None, max_requests: int | None = None,
+               profile_seed: int | None = None) -> dict:
+    """Run ``strategies`` side by side under ``workload``; figures per strategy (and per window).
+
+    ``seed`` seeds the world; the planner's profile run (where the DAG ships no timings) uses
+    ``profile_seed`` (default ``seed``), so repeats over world seeds can keep one planner input."""
     from mixfleet.xfaas.load import run_load, summarize
     from mixfleet.xfaas.workloads import arrivals, read_shape, total_s
 
@@ -101,7 +105,8 @@ def bench_load(wf, clouds, workload: str, *, strategies=STRATEGIES, time_scale: 
     arr = arrivals(rows, rate_scale)[:max_requests]
     if not arr:
         raise InputError(f"workload '{workload}' at rate scale {rate_scale} has no requests", "raise --rate-scale")
-    profile, source = planner_profile(wf, clouds, benchmark=benchmark, seed=seed)
+    profile, source = planner_profile(wf, clouds, benchmark=benchmark,
+                                      seed=seed if profile_seed is None else profile_seed)
     arms = make_arms(wf, profile, strategies, controller_kw, plan_cache)
     plans = {a.name: a.plan for a in arms}
     out = run_load(wf, arms, arr, time_scale=time_scale, seed=seed, events=events, world_file=world_file)
