@@ -18,7 +18,12 @@ One run, in order:
    3.1 ms; a short probe before and after each replay reports how far the host's
    speed moved during it);
 2. capacity: a burst of the slice's requests on the real engine, offline (requests
-   per second at saturation; the first 4 warm it up);
+   per second at saturation; the first 4 warm it up), and the same burst live, through
+   the deployed Serve application (the capacity of what is replayed: proxy, ingress,
+   streaming and the replica process included). The loads are fractions of the live
+   capacity (``--rate-from live``, default) or of the offline one (``offline``, the
+   runs before 2026-12-04): at a fraction of the offline capacity the live deployment
+   can be past saturation, so "85% load" would not be 85% of what is replayed;
 3. per load (default 50% and 85% of that capacity): the Azure conversation trace's
    first ``--requests`` rows, prompt and output lengths scaled by ``--scale``
    (clipped to the model's context), arrivals scaled to the load; replayed
@@ -155,21 +160,35 @@ def measure_capacity(cfg, fleet, rows, device: str, threads: int) -> dict:
     return {"requests": len(rows), "makespan_s": span, "req_s_per_replica": len(rows) / span}
 
 
-def simulate(fleet, rows, policy: str, slowdown: float = 1.0) -> dict:
+def simulate(fleet, rows, policy: str, slowdown: float = 1.0, speed: float = 1.0) -> dict:
     """The simulator on ``rows``; with ``slowdown`` != 1 the replicas slow linearly from their profile to
-    ``slowdown`` x it over the trace (the host's measured drift, as the simulator's speed changes)."""
+    ``slowdown`` x it over the trace (the host's measured drift, as the simulator's speed changes); with
+    ``speed`` != 1 every step takes ``speed`` x the profile's time from the start."""
     from mixfleet.routing.policies import make_policy
     from mixfleet.routing.simulator import Simulation, SpeedChange
 
     span, steps = rows[-1].arrival_s, 20
-    faults = [SpeedChange(span * j / steps, r.replica_id, 1.0 / (1.0 + (slowdown - 1.0) * j / steps))
+    faults = [SpeedChange(span * j / steps, r.replica_id, 1.0 / (speed * (1.0 + (slowdown - 1.0) * j / steps)))
               for j in range(1, steps + 1) for r in fleet.replicas] if slowdown != 1.0 else []
+    if speed != 1.0:
+        faults = [SpeedChange(0.0, r.replica_id, 1.0 / speed) for r in fleet.replicas] + faults
     res = Simulation(fleet, make_policy(policy, fleet), rows, cap_rule="oracle", chunked=True,
                      reserve="prompt", faults=faults).run()
     m = res.metrics
     per = {int(k): {"ttft": float(t), "e2e": float(e), "replica": fleet.replicas[i].replica_id}
            for k, t, e, i in zip(m.request, m.ttft, m.e2e, m.replica, strict=True)}
     return {**_summary(m.ttft, m.e2e), "per_request": per}
+
+
+def live_capacity(base: str, model: str, rows, timeout_s: float) -> dict:
+    """Requests/s of the deployed application when every request of ``rows`` arrives at once (streamed
+    through the proxy and the ingress, as the replay is): the capacity of what is replayed."""
+    from mixfleet.routing.traces import TraceRow
+
+    res = asyncio.run(replay(base, model, [TraceRow(0.0, r.prompt, r.output) for r in rows], timeout_s))
+    done = [v["e2e"] for v in res["per_request"].values() if v.get("e2e") is not None]
+    span = max(done) if done else float("nan")
+    return {"requests": len(rows), "makespan_s": span, "req_s": len(rows) / span, "failed": len(res["failed"])}
 
 
 def idle_transport(base: str, model: str, rows) -> dict:
@@ -277,6 +296,15 @@ def _binding(b: dict | None) -> str:
             f"{','.join(map(str, b['everything_else']))}. ")
 
 
+def _live_capacity(cap: dict) -> str:
+    live = cap.get("live")
+    if not live:
+        return "; the loads are fractions of it"
+    return (f", {live['req_s']:.2f} req/s live through the deployed application (the same burst streamed through "
+            f"the proxy and the ingress: {live['makespan_s']:.1f} s); the loads are fractions of the "
+            f"{cap.get('rate_from', 'offline')} capacity")
+
+
 def markdown(out: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     tr = out["idle_transport"]
@@ -284,9 +312,10 @@ def markdown(out: dict) -> str:
              f"{out['fleet']}; model {out['model']} on {out['device']} ({out['threads']} torch thread(s) per replica). "
              + _binding(out.get("cpu_bind")) +
              f"Azure conv first {out['requests']} requests, lengths x{out['scale']:g}; measured capacity "
-             f"{out['capacity']['req_s_per_replica']:.2f} req/s per replica (a burst of {out['capacity']['requests']}: "
-             f"{out['capacity']['makespan_s']:.1f} s real, {out['capacity']['simulated_makespan_s']:.1f} s simulated "
-             "with the profile measured a minute before). "
+             f"{out['capacity']['req_s_per_replica']:.2f} req/s per replica offline (a burst of "
+             f"{out['capacity']['requests']}: {out['capacity']['makespan_s']:.1f} s real, "
+             f"{out['capacity']['simulated_makespan_s']:.1f} s simulated with the profile measured a minute before)"
+             + _live_capacity(out['capacity']) + ". "
              f"Profile fit: mean |rel. error| {out['profile']['fit_error']['mean']:.1%} over "
              f"{out['profile']['points']} grid points. Simulator figures include the measured idle transport "
              f"(Serve proxy, ingress, Ray hops; requests one at a time): TTFT +{tr['ttft_s'] * 1e3:.0f} ms, "
@@ -313,6 +342,10 @@ def markdown(out: dict) -> str:
                   f"{run['host_slowdown_during_replay']:.2f}x slower after the replay than before it; real / "
                   "simulated with that drift (linear, as the simulator's speed changes): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in run["real_over_sim_with_drift"].items()) + "."]
+        if "real_over_sim_at_live_speed" in run:
+            lines[-1] += (f" The live burst ran {run['live_burst_over_simulated']:.2f}x as long as simulated with this "
+                          "profile; real / simulated with every step that much slower: "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in run["real_over_sim_at_live_speed"].items()) + ".")
     rss = out.get("replica_peak_rss_mib") or {}
     if rss:
         lines += ["", "Peak resident memory of each real-engine replica process (VmHWM): "
@@ -337,6 +370,8 @@ def main(argv=None) -> int:
     ap.add_argument("--flush", type=float, default=0.5, help="token-chunk interval of the replicas (s); TTFT and "
                     "the last token are exact regardless")
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--rate-from", choices=("live", "offline"), default="live",
+                    help="the capacity the loads are fractions of: the live deployment's burst or the offline engine's")
     ap.add_argument("--bind", choices=("auto", "on", "off"), default="off",
                     help="bind each replica to a core of its own and the rest to the others (see module doc)")
     args = ap.parse_args(argv)
@@ -404,11 +439,17 @@ def main(argv=None) -> int:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(replay(base, fleet.model, at_rate(base_rows[:6], 2.0), 120))  # warm-up
         transport = idle_transport(base, fleet.model, base_rows[:8])
+        cap["live"] = live_capacity(base, fleet.model, base_rows, args.timeout)
+        cap["rate_from"] = args.rate_from
+        per_replica = (cap["live"]["req_s"] / args.replicas if args.rate_from == "live" else cap["req_s_per_replica"])
+        print(f"live capacity {cap['live']['req_s']:.2f} req/s (the burst took {cap['live']['makespan_s']:.1f} s); "
+              f"loads are fractions of the {args.rate_from} capacity", file=sys.stderr)
+        burst_rows = [TraceRow(0.0, r.prompt, r.output) for r in base_rows]
         for load in loads:
             # this host's speed moves within minutes: each load is simulated with a profile measured just before
             measured, coef, book, fleet = profiled()
             before = measure(_probe_grid())
-            rate = load * cap["req_s_per_replica"] * args.replicas
+            rate = load * per_replica * args.replicas
             rows = at_rate(base_rows, rate)
             raw = simulate(fleet, rows, args.policy)
             sim_per = raw.pop("per_request")
@@ -419,6 +460,11 @@ def main(argv=None) -> int:
             ratio = {k: live[k] / sim[k] for k in KEYS}
             drifted = with_transport({k: v for k, v in simulate(fleet, rows, args.policy, drift).items()
                                       if k != "per_request"}, transport)
+            # the live burst against this load's profile: how much slower the served engine ran than profiled
+            live_speed = cap["live"]["makespan_s"] / max(v["e2e"] for v in simulate(
+                fleet, burst_rows, args.policy)["per_request"].values())
+            at_live = with_transport({k: v for k, v in simulate(fleet, rows, args.policy, speed=live_speed).items()
+                                      if k != "per_request"}, transport)
             runs.append({"load": load, "rate_req_s": rate, "bar": bar_for(load), "simulator": sim,
                          "simulator_engine_only": raw, "live": live, "real_over_sim": ratio,
                          "real_over_sim_engine_only": {k: live[k] / raw[k] for k in KEYS},
@@ -427,6 +473,8 @@ def main(argv=None) -> int:
                                      "fit_error": coef["mean_abs_rel_error"]},
                          "host_slowdown_during_replay": drift,
                          "real_over_sim_with_drift": {k: live[k] / drifted[k] for k in KEYS},
+                         "live_burst_over_simulated": live_speed,
+                         "real_over_sim_at_live_speed": {k: live[k] / at_live[k] for k in KEYS},
                          "decomposition": decompose(sim_per, live_per, coef["mean_abs_rel_error"]),
                          "sim_per_request": sim_per, "live_per_request": live_per})
             print(f"load {load:.0%} ({rate:.2f} req/s): real/sim " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items())
@@ -439,7 +487,8 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     scatter(runs, out_dir / "routing_fidelity.png")
     cmd = (f"python benchmarks/routing_fidelity.py --requests {args.requests} --scale {args.scale:g} "
-           + " ".join(f"--load {x:g}" for x in loads) + f" --replicas {args.replicas} --device {args.device} --flush {args.flush:g} --bind {args.bind}")
+           + " ".join(f"--load {x:g}" for x in loads) + f" --replicas {args.replicas} --device {args.device} "
+           f"--flush {args.flush:g} --bind {args.bind} --rate-from {args.rate_from}")
 
     out = {"benchmark": "routing_fidelity", "note": NOTE, "emulated": False, "fleet": fleet.describe(),
            "model": cfg.name, "device": measured["device"], "threads": args.threads, "requests": len(base_rows),
