@@ -69,6 +69,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BARS = {0.5: 0.10, 0.85: 0.20}
 KEYS = ("p50_ttft_s", "p99_ttft_s", "p50_e2e_s", "p99_e2e_s")
 NOTE = "real compute, random weights"
+DRIVER = "driver and load generator"
 
 
 def _probe_grid():
@@ -296,12 +297,17 @@ def _binding(b: dict | None) -> str:
             f"{','.join(map(str, b['everything_else']))}. ")
 
 
+def _cores(c: dict) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(c.items(), key=lambda kv: (kv[0] == "host", -kv[1])))
+
+
 def _live_capacity(cap: dict) -> str:
     live = cap.get("live")
     if not live:
         return "; the loads are fractions of it"
+    cores = f"; cores in use meanwhile: {_cores(live['cores'])}" if live.get("cores") else ""
     return (f", {live['req_s']:.2f} req/s live through the deployed application (the same burst streamed through "
-            f"the proxy and the ingress: {live['makespan_s']:.1f} s); the loads are fractions of the "
+            f"the proxy and the ingress: {live['makespan_s']:.1f} s{cores}); the loads are fractions of the "
             f"{cap.get('rate_from', 'offline')} capacity")
 
 
@@ -342,6 +348,8 @@ def markdown(out: dict) -> str:
                   f"{run['host_slowdown_during_replay']:.2f}x slower after the replay than before it; real / "
                   "simulated with that drift (linear, as the simulator's speed changes): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in run["real_over_sim_with_drift"].items()) + "."]
+        if run.get("cores_during_replay"):
+            lines[-1] += f" Cores in use during the replay (of {os.cpu_count()}): " + _cores(run["cores_during_replay"]) + "."
         if "real_over_sim_at_live_speed" in run:
             lines[-1] += (f" The live burst ran {run['live_burst_over_simulated']:.2f}x as long as simulated with this "
                           "profile; real / simulated with every step that much slower: "
@@ -379,6 +387,7 @@ def main(argv=None) -> int:
 
     from mixfleet.platform.bootstrap import connect, free_port, shutdown
     from mixfleet.platform.config import parse_model
+    from mixfleet.platform.cpus import cores_used, cpu_seconds_by_role
     from mixfleet.platform.output import atomic_write_text
     from mixfleet.platform.serving import delete_app, start_serve
     from mixfleet.routing import profiler
@@ -439,7 +448,9 @@ def main(argv=None) -> int:
         base = f"http://127.0.0.1:{port}"
         asyncio.run(replay(base, fleet.model, at_rate(base_rows[:6], 2.0), 120))  # warm-up
         transport = idle_transport(base, fleet.model, base_rows[:8])
+        c0, w0 = cpu_seconds_by_role(me=DRIVER), time.perf_counter()
         cap["live"] = live_capacity(base, fleet.model, base_rows, args.timeout)
+        cap["live"]["cores"] = cores_used(c0, cpu_seconds_by_role(me=DRIVER), time.perf_counter() - w0)
         cap["rate_from"] = args.rate_from
         per_replica = (cap["live"]["req_s"] / args.replicas if args.rate_from == "live" else cap["req_s_per_replica"])
         print(f"live capacity {cap['live']['req_s']:.2f} req/s (the burst took {cap['live']['makespan_s']:.1f} s); "
@@ -454,7 +465,9 @@ def main(argv=None) -> int:
             raw = simulate(fleet, rows, args.policy)
             sim_per = raw.pop("per_request")
             sim = with_transport(raw, transport)
+            c0, w0 = cpu_seconds_by_role(me=DRIVER), time.perf_counter()
             live = asyncio.run(replay(base, fleet.model, rows, args.timeout + rows[-1].arrival_s))
+            cores = cores_used(c0, cpu_seconds_by_role(me=DRIVER), time.perf_counter() - w0)
             live_per = live.pop("per_request")
             drift = host_drift(before, measure(_probe_grid()))
             ratio = {k: live[k] / sim[k] for k in KEYS}
@@ -473,7 +486,7 @@ def main(argv=None) -> int:
                                      "fit_error": coef["mean_abs_rel_error"]},
                          "host_slowdown_during_replay": drift,
                          "real_over_sim_with_drift": {k: live[k] / drifted[k] for k in KEYS},
-                         "live_burst_over_simulated": live_speed,
+                         "live_burst_over_simulated": live_speed, "cores_during_replay": cores,
                          "real_over_sim_at_live_speed": {k: live[k] / at_live[k] for k in KEYS},
                          "decomposition": decompose(sim_per, live_per, coef["mean_abs_rel_error"]),
                          "sim_per_request": sim_per, "live_per_request": live_per})

@@ -6,6 +6,11 @@ engines on CPUs bind their compute to cores for that reason (vLLM's CPU
 backend: ``VLLM_CPU_OMP_THREADS_BIND="0-31|32-63"``, one ``|``-separated set
 per rank). The same syntax is used here: ``"1"``, ``"0-3,6"``, ``"0-1|2-3"``;
 replica ``k`` takes the ``k``-th set (cycling).
+
+Also where the CPU goes: :func:`cpu_seconds_by_role` reads every process's CPU
+time from ``/proc`` and sums it per role (the engine replica, the ingress, Serve's
+proxy, Ray's own processes, this process), so a benchmark can say which part of a
+serving path used the cores during a run.
 """
 
 from __future__ import annotations
@@ -115,3 +120,45 @@ def _ranges(cpus: list[int]) -> str:
             out.append(str(start) if start == c else f"{start}-{c}")
             start = None
     return ",".join(out) or "none"
+
+
+# (substring, substring, role) tried in order against a process's command line
+SERVE_ROLES: tuple[tuple[str, str, str], ...] = (
+    ("ServeReplica:", ":engine-", "engine replica"), ("ServeReplica:", "", "other Serve replicas (ingress)"),
+    ("ProxyActor", "", "HTTP proxy"), ("ServeController", "", "Serve controller"),
+    ("raylet", "", "Ray's own processes"), ("gcs_server", "", "Ray's own processes"),
+    ("dashboard", "", "Ray's own processes"), ("log_monitor", "", "Ray's own processes"),
+    ("ray::", "", "Ray's own processes"), ("default_worker", "", "Ray's own processes"))
+
+
+def cpu_seconds_by_role(roles: tuple[tuple[str, str, str], ...] = SERVE_ROLES, me: str = "this process"
+                        ) -> dict[str, float]:
+    """CPU seconds used so far (user + system, all threads) per role, from Linux ``/proc``: a process
+    takes the first role whose two substrings are both in its command line; this process is ``me``;
+    ``host`` is every process on the machine (``/proc/stat``, busy time of all CPUs). Processes that
+    match no role are counted only in ``host``. Subtract two readings for a run's share."""
+    tick, pid, out = os.sysconf("SC_CLK_TCK"), os.getpid(), {}
+    for proc in os.scandir("/proc"):
+        if not proc.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{proc.name}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{proc.name}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # gone meanwhile
+            continue
+        role = me if int(proc.name) == pid else next((r for a, b, r in roles if a in cmd and b in cmd), None)
+        if role:
+            f = stat[stat.rindex(")") + 2:].split()  # utime, stime: fields 14 and 15 of proc(5)
+            out[role] = out.get(role, 0.0) + (int(f[11]) + int(f[12])) / tick
+    with open("/proc/stat") as fh:
+        v = [int(x) for x in fh.readline().split()[1:]]
+    out["host"] = (sum(v[:8]) - v[3] - v[4]) / tick  # all but idle and iowait
+    return out
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
+    """Average cores each role used between two :func:`cpu_seconds_by_role` readings ``wall_s`` apart."""
+    return {k: (after.get(k, v) - v) / wall_s for k, v in before.items()} | {
+        k: v / wall_s for k, v in after.items() if k not in before}

@@ -57,3 +57,24 @@ def test_binding_covers_threads_started_before_and_after():
     got = json.loads(out.stdout)
     assert len(got["before"]) > 1
     assert got["seen"] == {"early": [1], "late": [1]} and got["process"] == [1]
+
+
+def test_cpu_seconds_by_role_counts_a_process_by_its_command_line():
+    """A child that burns 0.3 s of CPU shows up under the role its command line names, and in the host total."""
+    from mixfleet.platform.cpus import cores_used, cpu_seconds_by_role
+
+    roles = (("mixfleet-cpu-probe", "", "probe"),)
+    code = ("import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
+            "print('ok', flush=True)\nsys.stdin.read()")
+    before = cpu_seconds_by_role(roles)
+    child = subprocess.Popen([sys.executable, "-c", code, "mixfleet-cpu-probe"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ok"
+        after = cpu_seconds_by_role(roles)
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    assert "probe" not in before and after["probe"] >= 0.25
+    assert after["host"] - before["host"] >= 0.25 and after["this process"] >= before["this process"] > 0
+    assert cores_used(before, after, 2.0)["probe"] == pytest.approx(after["probe"] / 2.0)
