@@ -159,6 +159,7 @@ def cpu_seconds_by_role(roles: tuple[tuple[str, str, str], ...] = SERVE_ROLES, m
 
 
 def cores_used(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
-    """Average cores each role used between two :func:`cpu_seconds_by_role` readings ``wall_s`` apart."""
+    """Average cores each role used between two :func:`cpu_seconds_by_role` readings ``wall_s`` apart (a
+    process that exits between them takes its CPU time with it: read around a run whose processes live on)."""
     return {k: (after.get(k, v) - v) / wall_s for k, v in before.items()} | {
         k: v / wall_s for k, v in after.items() if k not in before}
