@@ -131,8 +131,11 @@ def parse_instances(payload, input_shape: tuple[int, ...], max_instances: int) -
 def parse_pixel_rows(rows: list[list[float]], input_shape: tuple[int, ...], max_instances: int) -> np.ndarray:
     """Instances sent as flat rows of pixels (gRPC ``Instance.pixels``), checked as :func:`parse_instances`."""
     side = int(np.prod(input_shape[1:]))
-    if any(len(r) != side for r in rows):
-        raise InputError(f"each instance needs {side} pixels (a flattened 28x28 image)")
+    bad = next((len(r) for r in rows if len(r) != side), None)
+    if bad is not None:
+        shape = "x".join(str(d) for d in input_shape[1:])
+        raise InputError(f"an instance has {bad} pixels; each instance needs {side} pixels",
+                         f"send each image flattened from {shape}, values in [0, 1]")
     try:
         nested = np.asarray(rows, dtype=np.float32).reshape(-1, *input_shape[1:]).tolist()
         return parse_instances({"instances": nested}, input_shape, max_instances)
