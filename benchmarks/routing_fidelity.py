@@ -78,7 +78,7 @@ def _probe_grid():
     from mixfleet.routing.profiler import Grid
 
     return Grid(prompt_grid=(64, 256), batch_grid=(1, 4, 16), context_grid=(128,), decode_tokens=16, repeats=3,
-                burst=0)
+                burst=0, trickle=0)
 
 
 def bar_for(load: float) -> float:

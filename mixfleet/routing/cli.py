@@ -281,6 +281,7 @@ def profile(
                  ("per prompt token squared", f"{f['per_prompt_sq_ms'] * 1e6:.3f} ns"),
                  ("per query x key token (whole batch)", f"{f['per_q_kv_ns']:.1f} ns"),
                  ("iterations timed in the mixed burst", str(coef["burst_steps"])),
+                 ("iterations timed in the trickle", str(coef["trickle_steps"])),
                  ("fit |rel. error| mean / max", f"{coef['mean_abs_rel_error']:.1%} / {coef['max_abs_rel_error']:.1%}")])
     _say(f"wrote {out} (gpu '{name}', model '{cfg.name}'): point a fleet file at it with `profiles: {out}`")
 

@@ -23,12 +23,20 @@ replica's are; every point is run ``repeats`` times, the median kept):
   The grid alone never mixes prompt chunks with decodes, and on a CPU those
   iterations cost far more than the sum of their parts (see ``per_q_kv_ns``).
   Without that hook (another ``transformers``) the burst is skipped and said so.
+- trickle: ``trickle`` synthetic requests (their own seed; prompt and output lengths log-uniform in
+  8-400 and 4-200 tokens, clipped to the context) arriving as a Poisson stream at ``trickle_rate`` per
+  second through the engine's serving path (:meth:`TorchEngine.generate`), every iteration timed by the
+  same hook; those the engine ran straight on from (the next started within 10 ms) are points. A
+  partly loaded replica runs mostly decode steps of one to four sequences between arrivals, and on a
+  CPU those cost more in the churn of arrivals and departures than in the grid's clean runs (on the
+  development machine a replay's iterations took 1.21x what a fit without them predicted, 1.01x with
+  them). Skipped, like the burst, without the hook.
 
 Fit: non-negative least squares of the iteration time on
 ``[1, tokens, keys read, keys past the knee, prompt square, query x key tokens]``
 over all points, weighted by 1 / time (so the error minimised is relative). Tokens,
 keys, square and query x key are n, n, n^2, n^2 for a prefill alone; b, b x context,
-0, b^2 x context for a decode step; as read from its batch for a burst iteration.
+0, b^2 x context for a decode step; as read from its batch for a burst or trickle iteration.
 The knee is searched over key counts
 in steps of 256 (the one with the least mean relative error; none unless it
 cuts the straight line's error by 5%): the simulator's
@@ -41,6 +49,7 @@ simulated with it directly.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -57,10 +66,12 @@ class Grid:
     decode_tokens: int = 24
     repeats: int = 3
     burst: int = 48
+    trickle: int = 70
+    trickle_rate: float = 1.8  # requests per second: about 45% of this CPU's capacity for the trickle's mix
 
 
 QUICK = Grid(prompt_grid=(16, 128, 256), batch_grid=(1, 8), context_grid=(32, 256), decode_tokens=12, repeats=1,
-             burst=16)
+             burst=16, trickle=12, trickle_rate=4.0)
 
 
 def _run(manager, prompts: list[list[int]], n_out: int) -> list:
@@ -89,7 +100,7 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
     """Run the grid on the real engine; return the points (seconds) and the engine settings."""
     from mixfleet.routing.serve.torch_engine import TorchEngine
 
-    eng = TorchEngine("profile", cfg, kv_tokens=kv_tokens, max_batch=max_batch,
+    eng = TorchEngine("profile", cfg, kv_tokens=kv_tokens, max_batch=max_batch, max_waiting=1 << 20,
                       max_batched_tokens=max_batched_tokens, device=device, threads=threads)
     mgr = eng.manager
     points: list[dict] = []
@@ -123,10 +134,53 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
                     points.append({"kind": "decode", "tokens": b, "kv": statistics.median(ctx), "sq": 0,
                                    "batch": b, "context": c, "time_s": statistics.median(steps)})
         points += _burst_steps(eng, grid.burst, max_batched_tokens, cfg.max_context)
+        points += _trickle_steps(eng, grid.trickle, grid.trickle_rate, max_batched_tokens, cfg.max_context)
     finally:
         eng.close()
     return {"points": points, "device": eng.device, "threads": threads, "kv_tokens": eng.kv_tokens,
             "max_batch": max_batch, "max_batched_tokens": max_batched_tokens, "model": cfg.model_dump()}
+
+
+def _model_runner(eng):
+    """transformers' model runner of ``eng`` (whose ``compute_batch`` runs one iteration), or None."""
+    deadline = time.monotonic() + 30  # the generation thread creates its batch processor when it starts
+    while getattr(eng.manager, "batch_processor", None) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner = getattr(getattr(eng.manager, "batch_processor", None), "model_runner", None)
+    return runner if runner is not None and hasattr(runner, "compute_batch") else None
+
+
+@contextlib.contextmanager
+def _timed_iterations(runner):
+    """Log every iteration the engine runs meanwhile: (start, seconds in the forward pass, query lengths,
+    key lengths per sequence), the lengths None when the batch does not carry them."""
+    log: list[tuple] = []
+    inner = runner.compute_batch
+
+    def timed(model, batch_data):
+        t = time.perf_counter()
+        out = inner(model, batch_data)
+        d = time.perf_counter() - t
+        q, k = batch_data.get("cu_seq_lens_q"), batch_data.get("cu_seq_lens_k")
+        q, k = (next(iter(x.values())) if isinstance(x, dict) else x for x in (q, k))
+        ql, kl = ((q[1:] - q[:-1]).tolist(), (k[1:] - k[:-1]).tolist()) if q is not None and k is not None \
+            else (None, None)
+        log.append((t, d, ql, kl))
+        return out
+
+    runner.compute_batch = timed
+    try:
+        yield log
+    finally:
+        runner.compute_batch = inner
+
+
+def _step(phase: str, ql: list[int], kl: list[int], time_s: float) -> dict:
+    """A timed iteration as a fit point: its tokens, the keys its decodes read, all keys it read, its prompt
+    chunks' square term and query x key tokens."""
+    pairs = list(zip(ql, kl, strict=True))
+    return {"kind": "step", "phase": phase, "sequences": len(ql), "tokens": sum(ql), "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl),
+            "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s}
 
 
 def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list[dict]:
@@ -139,43 +193,51 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     """
     import random
 
-    deadline = time.monotonic() + 30  # the generation thread creates its batch processor when it starts
-    while getattr(eng.manager, "batch_processor", None) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    runner = getattr(getattr(eng.manager, "batch_processor", None), "model_runner", None)
-    if n <= 0 or runner is None or not hasattr(runner, "compute_batch"):
+    runner = _model_runner(eng) if n > 0 else None
+    if runner is None:
         return []
-    steps: list[dict] = []
-    starts: list[tuple[float, float]] = []
-    inner = runner.compute_batch
-
-    def timed(model, batch_data):
-        t = time.perf_counter()
-        out = inner(model, batch_data)
-        starts.append((t, time.perf_counter() - t))
-        q, k = batch_data.get("cu_seq_lens_q"), batch_data.get("cu_seq_lens_k")
-        q, k = (next(iter(x.values())) if isinstance(x, dict) else x for x in (q, k))
-        if q is not None and k is not None:
-            ql, kl = (q[1:] - q[:-1]).tolist(), (k[1:] - k[:-1]).tolist()
-            steps.append({"kind": "step", "tokens": sum(ql), "kv": sum(b for a, b in zip(ql, kl, strict=True) if a == 1),
-                          "keys": sum(kl), "sq": sum(b * b - (b - a) ** 2 for a, b in zip(ql, kl, strict=True) if a > 1),
-                          "qkv": sum(ql) * sum(kl), "time_s": len(starts) - 1})  # index; the time is set below
-        return out
-
     rng = random.Random(7)
     top = min(max_batched_tokens, max_context // 2)
     prompts = [_prompt(rng.randint(16, top), 500 + j) for j in range(n)]
-    runner.compute_batch = timed
-    try:
+    with _timed_iterations(runner) as log:
         _run(eng.manager, prompts, max(8, max_context // 16))
-    finally:
-        runner.compute_batch = inner
-    gaps = [b[0] - a[0] - a[1] for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b[0] - a[0] - a[1] for a, b in zip(log, log[1:], strict=False)]
     tail = statistics.median(gaps) if gaps else 0.0
-    for s in steps:
-        i = s["time_s"]
-        s["time_s"] = starts[i + 1][0] - starts[i][0] if i + 1 < len(starts) else starts[i][1] + tail
-    return steps
+    return [_step("burst", ql, kl, log[i + 1][0] - t if i + 1 < len(log) else d + tail)
+            for i, (t, d, ql, kl) in enumerate(log) if ql is not None]
+
+
+def _trickle_steps(eng, n: int, rate: float, max_batched_tokens: int, max_context: int) -> list[dict]:
+    """Time the iterations of ``n`` requests arriving at ``rate`` per second (see module doc); those
+    followed by an idle gap (the engine waited for an arrival) are not points. [] without the hook."""
+    import asyncio
+    import random
+
+    runner = _model_runner(eng) if n > 0 else None
+    if runner is None:
+        return []
+    rng = random.Random(11)
+    top_in = max(8, min(400, max_batched_tokens, max_context // 2))
+    top_out = max(4, min(200, max_context // 4))
+    reqs, t = [], 0.0
+    for _ in range(n):
+        t += rng.expovariate(rate)
+        reqs.append((t, int(math.exp(rng.uniform(math.log(8), math.log(top_in)))),
+                     int(math.exp(rng.uniform(math.log(4), math.log(top_out))))))
+
+    async def one(t0: float, at: float, n_in: int, n_out: int) -> None:
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        async for _ in eng.generate(n_in, n_out, _prompt(n_in, n_in + n_out)):
+            pass
+
+    async def stream() -> None:
+        t0 = time.monotonic() + 0.1
+        await asyncio.wait_for(asyncio.gather(*(one(t0, *r) for r in reqs)), timeout=t + 300)
+
+    with _timed_iterations(runner) as log:
+        asyncio.run(stream())
+    return [_step("trickle", ql, kl, b[0] - t) for (t, d, ql, kl), b in zip(log, log[1:], strict=False)
+            if ql is not None and b[0] - t - d < 0.010]
 
 
 def _features(p: dict, knee: float = math.inf) -> list[float]:
@@ -217,7 +279,8 @@ def fit(points: list[dict]) -> dict:
             "per_kv_over_knee_ms": 0.0 if math.isinf(knee) else float(coef[3]),
             "per_prompt_sq_ms": float(coef[4]), "per_q_kv_ns": float(coef[5]),
             "mean_abs_rel_error": float(np.mean(errors)), "max_abs_rel_error": float(np.max(errors)),
-            "burst_steps": sum(1 for p in points if p["kind"] == "step"), "predicted_ms": [float(x) for x in pred]}
+            "burst_steps": sum(1 for p in points if p["kind"] == "step" and p.get("phase") != "trickle"),
+            "trickle_steps": sum(1 for p in points if p.get("phase") == "trickle"), "predicted_ms": [float(x) for x in pred]}
 
 
 def profile_book(measured: dict, coef: dict, *, gpu: str, base=None) -> dict:
@@ -266,6 +329,6 @@ def write_profile(path, book: dict, measured: dict, coef: dict) -> None:
             f"# {len(pts)} grid points; fit mean |rel. error| {coef['mean_abs_rel_error']:.1%}, "
             f"max {coef['max_abs_rel_error']:.1%}",
             "#   kind     tokens      keys   measured_ms  fitted_ms"]
-    head += [f"#   {p['kind']:<8} {p['tokens']:>6} {_features(p)[2]:>9.0f} {p['time_s'] * 1e3:>12.2f} {pr:>10.2f}"
+    head += [f"#   {p.get('phase', p['kind']):<8} {p['tokens']:>6} {_features(p)[2]:>9.0f} {p['time_s'] * 1e3:>12.2f} {pr:>10.2f}"
              for p, pr in zip(pts, coef["predicted_ms"], strict=True)]
     atomic_write_text(path, "\n".join(head) + "\n" + yaml.safe_dump(book, sort_keys=False))

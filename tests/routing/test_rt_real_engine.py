@@ -192,6 +192,8 @@ def test_the_profile_command_measures_the_engine_and_writes_a_profile_a_fleet_ca
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["engine"] == "torch" and "random weights" in got["note"] and got["points"]
+    assert {p.get("phase", p["kind"]) for p in got["points"]} == {"prefill", "decode", "burst", "trickle"}
+    assert "trickle" in out.read_text()  # the file's header lists every point it was fitted on
     perf = load_profiles(out).iteration_model("CPU", "tiny-llama")
     assert isinstance(perf, FittedIterationModel) and perf.kv_tokens == 4096
     assert 0 < perf.decode_step(1, 64) < perf.decode_step(8, 2048)
@@ -245,3 +247,19 @@ def test_the_profiler_times_mixed_iterations_of_the_real_engine():
     assert steps and all(s["kind"] == "step" and s["time_s"] > 0 for s in steps)
     mixed = [s for s in steps if s["kv"] > 0 and s["sq"] > 0]  # decodes and a prompt chunk in one iteration
     assert mixed and all(s["qkv"] >= s["tokens"] * s["kv"] for s in mixed)
+
+
+def test_the_profiler_times_a_trickle_of_arrivals_through_the_serving_path():
+    """The trickle phase streams requests through the engine's own generate() as they arrive and keeps the
+    iterations the engine ran straight on from: a partly loaded replica's small decode steps, which the
+    grid's clean runs underprice. Counts only, no timing assert."""
+    from mixfleet.routing import profiler
+
+    eng = _engine(max_waiting=64)
+    try:
+        steps = profiler._trickle_steps(eng, 10, 20.0, max_batched_tokens=64, max_context=256)
+    finally:
+        eng.close()
+    assert steps and all(s["kind"] == "step" and s["phase"] == "trickle" and s["time_s"] > 0 for s in steps)
+    assert any(s["tokens"] == s["sequences"] <= 4 for s in steps)  # a decode-only step of a few sequences
+    assert profiler.fit(steps + _synthetic_points(sq=0.0))["trickle_steps"] == len(steps)
