@@ -30,7 +30,8 @@ One run, in order:
    (a) live through the mixfleet Serve application as streaming OpenAI
    completions (``max_tokens`` = the true output length) and (b) in
    :class:`~mixfleet.routing.simulator.Simulation` with the measured profile
-   (chunked prefill, grow-and-preempt KV, the same policy);
+   (chunked prefill, grow-and-preempt KV, the same policy), plus the idle
+   transport (requests one at a time through Serve) measured just before;
 4. per request TTFT and E2E, sim vs real; P50/P99 ratios against the bars
    (within 10% at 50% load, 20% at 85%); a scatter plot; and where they part, a
    decomposition: transport (client-seen minus engine-seen latency), engine
@@ -313,7 +314,10 @@ def _live_capacity(cap: dict) -> str:
 
 def markdown(out: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
-    tr = out["idle_transport"]
+    per_load = [r["idle_transport"] for r in out["runs"] if "idle_transport" in r]
+    trs = per_load if len(per_load) == len(out["runs"]) and per_load else [out["idle_transport"]]
+    when = "just before each replay" if trs is per_load else "once, after the warm-up"
+    ttft, e2e = (" / +".join(f"{t[k] * 1e3:.0f}" for t in trs) for k in ("ttft_s", "e2e_s"))
     lines = [f"# Simulator vs real engine ({NOTE})", "",
              f"{out['fleet']}; model {out['model']} on {out['device']} ({out['threads']} torch thread(s) per replica). "
              + _binding(out.get("cpu_bind")) +
@@ -323,9 +327,9 @@ def markdown(out: dict) -> str:
              f"{out['capacity']['simulated_makespan_s']:.1f} s simulated with the profile measured a minute before)"
              + _live_capacity(out['capacity']) + ". "
              f"Profile fit: mean |rel. error| {out['profile']['fit_error']['mean']:.1%} over "
-             f"{out['profile']['points']} grid points. Simulator figures include the measured idle transport "
-             f"(Serve proxy, ingress, Ray hops; requests one at a time): TTFT +{tr['ttft_s'] * 1e3:.0f} ms, "
-             f"E2E +{tr['e2e_s'] * 1e3:.0f} ms; `engine only` is the simulator alone.", "",
+             f"{out['profile']['points']} points (grid, burst and trickle iterations). Simulator figures include the idle transport "
+             f"(Serve proxy, ingress, Ray hops; requests one at a time) measured {when}: TTFT +{ttft} ms, "
+             f"E2E +{e2e} ms; `engine only` is the simulator alone.", "",
              "| load | req/s | metric | simulator s | real s | real / sim | bar | | real / sim (engine only) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for run in out["runs"]:
@@ -460,6 +464,7 @@ def main(argv=None) -> int:
             # this host's speed moves within minutes: each load is simulated with a profile measured just before
             measured, coef, book, fleet = profiled()
             before = measure(_probe_grid())
+            transport = idle_transport(base, fleet.model, base_rows[:8])  # also the host's now, not the start's
             rate = load * per_replica * args.replicas
             rows = at_rate(base_rows, rate)
             raw = simulate(fleet, rows, args.policy)
@@ -484,7 +489,7 @@ def main(argv=None) -> int:
                          "within_bar": all(abs(ratio[k] - 1) <= bar_for(load) for k in KEYS) and not live["failed"],
                          "profile": {"entry": book.measured[-1].model_dump(),
                                      "fit_error": coef["mean_abs_rel_error"]},
-                         "host_slowdown_during_replay": drift,
+                         "host_slowdown_during_replay": drift, "idle_transport": transport,
                          "real_over_sim_with_drift": {k: live[k] / drifted[k] for k in KEYS},
                          "live_burst_over_simulated": live_speed, "cores_during_replay": cores,
                          "real_over_sim_at_live_speed": {k: live[k] / at_live[k] for k in KEYS},
