@@ -226,6 +226,37 @@ def host_drift(before: dict, after: dict) -> float:
     return float(np.median([a["time_s"] / b["time_s"] for a, b in zip(after["points"], before["points"], strict=True)]))
 
 
+def served_steps(base: str, model: str, replica_ids: list[str], max_batched_tokens: int, max_context: int,
+                 timeout_s: float) -> list[dict]:
+    """The profiler's burst and trickle (same shapes, same seeds), sent through the deployed application
+    while each real-engine replica times its own iterations: the engine's iterations as served (in the
+    replica's process, beside its event loop and Serve's threads), as fit points. [] without the hook."""
+    import random
+
+    from ray import serve
+
+    from mixfleet.routing import profiler
+    from mixfleet.routing.serve import APP_NAME
+    from mixfleet.routing.traces import TraceRow
+
+    handles = [serve.get_deployment_handle(f"engine-{r}", app_name=APP_NAME) for r in replica_ids]
+    if not all([h.time_iterations.remote(True).result() for h in handles]):
+        return []
+    g = profiler.Grid()
+    rng = random.Random(7)
+    top = min(max_batched_tokens, max_context // 2)
+    burst = [TraceRow(0.0, rng.randint(16, top), max(8, max_context // 16)) for _ in range(g.burst)]
+    trickle = [TraceRow(at, n_in, n_out)
+               for at, n_in, n_out in profiler.trickle_requests(g.trickle, g.trickle_rate, max_batched_tokens,
+                                                                 max_context)]
+    try:
+        for rows in (burst, trickle):
+            asyncio.run(replay(base, model, rows, timeout_s + rows[-1].arrival_s))
+    finally:
+        points = [p for h in handles for p in h.time_iterations.remote(False).result()]
+    return points
+
+
 def with_transport(sim: dict, transport: dict) -> dict:
     """Simulated latencies plus the idle transport cost (what a client of the simulated fleet would see)."""
     out = dict(sim)
@@ -329,16 +360,22 @@ def markdown(out: dict) -> str:
              f"Profile fit: mean |rel. error| {out['profile']['fit_error']['mean']:.1%} over "
              f"{out['profile']['points']} points (grid, burst and trickle iterations). Simulator figures include the idle transport "
              f"(Serve proxy, ingress, Ray hops; requests one at a time) measured {when}: TTFT +{ttft} ms, "
-             f"E2E +{e2e} ms; `engine only` is the simulator alone.", "",
-             "| load | req/s | metric | simulator s | real s | real / sim | bar | | real / sim (engine only) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"E2E +{e2e} ms; `engine only` is the simulator alone. `served profile`: the simulator with a "
+             "profile whose burst and trickle were sent through the deployed application and timed inside the "
+             "replica just before the replay (the grid's points still offline).", "",
+             "| load | req/s | metric | simulator s | real s | real / sim | bar | | real / sim (engine only) "
+             "| real / sim, served profile | |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in out["runs"]:
+        served = run.get("served_profile")
         for k in KEYS:
             r = run["real_over_sim"][k]
             ok = "ok" if abs(r - 1) <= run["bar"] else "MISSED"
+            sr = served["real_over_sim"][k] if served else None
+            s_txt = "| | |" if sr is None else f"| {sr:.3f} | {'ok' if abs(sr - 1) <= run['bar'] else 'MISSED'} |"
             lines.append(f"| {run['load']:.0%} | {run['rate_req_s']:.2f} | {k} | {run['simulator'][k]:.3f} | "
                          f"{run['live'][k]:.3f} | {r:.3f} | ±{run['bar']:.0%} | {ok} | "
-                         f"{run['real_over_sim_engine_only'][k]:.3f} |")
+                         f"{run['real_over_sim_engine_only'][k]:.3f} " + s_txt)
     for run in out["runs"]:
         d = run["decomposition"]
         eos = ", ".join(f"{k} {v:.3f}" for k, v in d["engine_over_sim"].items())
@@ -348,7 +385,10 @@ def markdown(out: dict) -> str:
                   f"e2e {d['engine_minus_sim_e2e_s']['p50']:.3f} / {d['engine_minus_sim_e2e_s']['p99']:.3f}, TTFT "
                   f"{d['engine_minus_sim_ttft_s']['p50']:.3f} / {d['engine_minus_sim_ttft_s']['p99']:.3f}. "
                   f"Engine-side / simulator: {eos}. Failed requests: {len(run['live']['failed'])}. "
-                  f"Profile measured just before: fit error {run['profile']['fit_error']:.1%}; the host ran "
+                  f"Profile measured just before: fit error {run['profile']['fit_error']:.1%}"
+                  + (f" (served profile: {run['served_profile']['fit_error']:.1%} over "
+                     f"{run['served_profile']['points']} served iterations)" if run.get("served_profile") else "")
+                  + "; the host ran "
                   f"{run['host_slowdown_during_replay']:.2f}x slower after the replay than before it; real / "
                   "simulated with that drift (linear, as the simulator's speed changes): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in run["real_over_sim_with_drift"].items()) + "."]
@@ -463,6 +503,14 @@ def main(argv=None) -> int:
         for load in loads:
             # this host's speed moves within minutes: each load is simulated with a profile measured just before
             measured, coef, book, fleet = profiled()
+            # the same phases through the deployed application, timed inside the replica: the served profile
+            served = served_steps(base, fleet.model, [r.replica_id for r in fleet.replicas],
+                                  spec["max_batched_tokens"], cfg.max_context, args.timeout)
+            s_measured = dict(measured, points=[p for p in measured["points"] if p["kind"] != "step"] + served)
+            s_coef = profiler.fit(s_measured["points"])
+            s_book = parse_model(profiler.profile_book(s_measured, s_coef, gpu=gpu), ProfileBook,
+                                 source="served profile")
+            s_fleet = fleet_from_dict(spec, s_book)
             before = measure(_probe_grid())
             transport = idle_transport(base, fleet.model, base_rows[:8])  # also the host's now, not the start's
             rate = load * per_replica * args.replicas
@@ -475,6 +523,9 @@ def main(argv=None) -> int:
             cores = cores_used(c0, cpu_seconds_by_role(me=DRIVER), time.perf_counter() - w0)
             live_per = live.pop("per_request")
             drift = host_drift(before, measure(_probe_grid()))
+            s_raw = simulate(s_fleet, rows, args.policy)
+            s_raw.pop("per_request")
+            s_sim = with_transport(s_raw, transport)
             ratio = {k: live[k] / sim[k] for k in KEYS}
             drifted = with_transport({k: v for k, v in simulate(fleet, rows, args.policy, drift).items()
                                       if k != "per_request"}, transport)
@@ -490,6 +541,9 @@ def main(argv=None) -> int:
                          "profile": {"entry": book.measured[-1].model_dump(),
                                      "fit_error": coef["mean_abs_rel_error"]},
                          "host_slowdown_during_replay": drift, "idle_transport": transport,
+                         "served_profile": {"entry": s_book.measured[-1].model_dump(), "points": len(served),
+                                            "fit_error": s_coef["mean_abs_rel_error"], "simulator": s_sim,
+                                            "real_over_sim": {k: live[k] / s_sim[k] for k in KEYS}},
                          "real_over_sim_with_drift": {k: live[k] / drifted[k] for k in KEYS},
                          "live_burst_over_simulated": live_speed, "cores_during_replay": cores,
                          "real_over_sim_at_live_speed": {k: live[k] / at_live[k] for k in KEYS},

@@ -49,7 +49,6 @@ simulated with it directly.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 import time
@@ -150,37 +149,69 @@ def _model_runner(eng):
     return runner if runner is not None and hasattr(runner, "compute_batch") else None
 
 
-@contextlib.contextmanager
-def _timed_iterations(runner):
-    """Log every iteration the engine runs meanwhile: (start, seconds in the forward pass, query lengths,
-    key lengths per sequence), the lengths None when the batch does not carry them."""
-    log: list[tuple] = []
-    inner = runner.compute_batch
+class IterationTimer:
+    """Times every iteration an engine runs while on: (start, seconds in the forward pass, query lengths,
+    key lengths per sequence; the lengths None when the batch does not carry them), at most ``limit`` kept.
 
-    def timed(model, batch_data):
-        t = time.perf_counter()
-        out = inner(model, batch_data)
-        d = time.perf_counter() - t
-        q, k = batch_data.get("cu_seq_lens_q"), batch_data.get("cu_seq_lens_k")
-        q, k = (next(iter(x.values())) if isinstance(x, dict) else x for x in (q, k))
-        ql, kl = ((q[1:] - q[:-1]).tolist(), (k[1:] - k[:-1]).tolist()) if q is not None and k is not None \
-            else (None, None)
-        log.append((t, d, ql, kl))
+    It wraps ``transformers``' ``model_runner.compute_batch``, called by the engine's generation thread;
+    a serving replica turns it on to time its own iterations under real traffic
+    (:meth:`~mixfleet.routing.serve.torch_engine.TorchEngine.time_iterations`)."""
+
+    def __init__(self, runner, limit: int = 100_000) -> None:
+        from collections import deque
+
+        self.runner, self.log = runner, deque(maxlen=limit)
+        self._inner = None
+
+    def start(self) -> None:
+        if self._inner is not None:
+            return
+        inner = self._inner = self.runner.compute_batch
+        log = self.log
+
+        def timed(model, batch_data):
+            t = time.perf_counter()
+            out = inner(model, batch_data)
+            d = time.perf_counter() - t
+            q, k = batch_data.get("cu_seq_lens_q"), batch_data.get("cu_seq_lens_k")
+            q, k = (next(iter(x.values())) if isinstance(x, dict) else x for x in (q, k))
+            ql, kl = ((q[1:] - q[:-1]).tolist(), (k[1:] - k[:-1]).tolist()) if q is not None and k is not None \
+                else (None, None)
+            log.append((t, d, ql, kl))
+            return out
+
+        self.runner.compute_batch = timed
+
+    def stop(self) -> list[tuple]:
+        """Unhook; the iterations timed so far (the log is emptied)."""
+        if self._inner is not None:
+            self.runner.compute_batch, self._inner = self._inner, None
+        out = list(self.log)
+        self.log.clear()
         return out
 
-    runner.compute_batch = timed
-    try:
-        yield log
-    finally:
-        runner.compute_batch = inner
+    def __enter__(self) -> IterationTimer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._inner is not None:
+            self.runner.compute_batch, self._inner = self._inner, None
+
+
+def busy_steps(log: list[tuple], phase: str) -> list[dict]:
+    """Fit points of the iterations in ``log`` the engine went straight on from (the next one started
+    within 10 ms); one followed by a wait for work is not a point (its period would include the wait)."""
+    return [_step(phase, ql, kl, b[0] - t) for (t, d, ql, kl), b in zip(log, log[1:], strict=False)
+            if ql is not None and b[0] - t - d < 0.010]
 
 
 def _step(phase: str, ql: list[int], kl: list[int], time_s: float) -> dict:
     """A timed iteration as a fit point: its tokens, the keys its decodes read, all keys it read, its prompt
     chunks' square term and query x key tokens."""
     pairs = list(zip(ql, kl, strict=True))
-    return {"kind": "step", "phase": phase, "sequences": len(ql), "tokens": sum(ql), "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl),
-            "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s}
+    return {"kind": "step", "phase": phase, "sequences": len(ql), "tokens": sum(ql),
+            "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl), "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s}
 
 
 def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list[dict]:
@@ -199,24 +230,22 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     rng = random.Random(7)
     top = min(max_batched_tokens, max_context // 2)
     prompts = [_prompt(rng.randint(16, top), 500 + j) for j in range(n)]
-    with _timed_iterations(runner) as log:
+    with IterationTimer(runner) as timer:
         _run(eng.manager, prompts, max(8, max_context // 16))
+    log = timer.stop()
     gaps = [b[0] - a[0] - a[1] for a, b in zip(log, log[1:], strict=False)]
     tail = statistics.median(gaps) if gaps else 0.0
     return [_step("burst", ql, kl, log[i + 1][0] - t if i + 1 < len(log) else d + tail)
             for i, (t, d, ql, kl) in enumerate(log) if ql is not None]
 
 
-def _trickle_steps(eng, n: int, rate: float, max_batched_tokens: int, max_context: int) -> list[dict]:
-    """Time the iterations of ``n`` requests arriving at ``rate`` per second (see module doc); those
-    followed by an idle gap (the engine waited for an arrival) are not points. [] without the hook."""
-    import asyncio
+def trickle_requests(n: int, rate: float, max_batched_tokens: int, max_context: int,
+                     seed: int = 11) -> list[tuple[float, int, int]]:
+    """The trickle's requests: (arrival s, prompt tokens, output tokens), Poisson arrivals at ``rate`` per
+    second, lengths log-uniform in 8-400 and 4-200 tokens (clipped to the context)."""
     import random
 
-    runner = _model_runner(eng) if n > 0 else None
-    if runner is None:
-        return []
-    rng = random.Random(11)
+    rng = random.Random(seed)
     top_in = max(8, min(400, max_batched_tokens, max_context // 2))
     top_out = max(4, min(200, max_context // 4))
     reqs, t = [], 0.0
@@ -224,6 +253,19 @@ def _trickle_steps(eng, n: int, rate: float, max_batched_tokens: int, max_contex
         t += rng.expovariate(rate)
         reqs.append((t, int(math.exp(rng.uniform(math.log(8), math.log(top_in)))),
                      int(math.exp(rng.uniform(math.log(4), math.log(top_out))))))
+    return reqs
+
+
+def _trickle_steps(eng, n: int, rate: float, max_batched_tokens: int, max_context: int) -> list[dict]:
+    """Time the iterations of ``n`` requests arriving at ``rate`` per second (see module doc); those
+    followed by an idle gap (the engine waited for an arrival) are not points. [] without the hook."""
+    import asyncio
+
+    runner = _model_runner(eng) if n > 0 else None
+    if runner is None:
+        return []
+    reqs = trickle_requests(n, rate, max_batched_tokens, max_context)
+    t = reqs[-1][0]
 
     async def one(t0: float, at: float, n_in: int, n_out: int) -> None:
         await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
@@ -234,10 +276,9 @@ def _trickle_steps(eng, n: int, rate: float, max_batched_tokens: int, max_contex
         t0 = time.monotonic() + 0.1
         await asyncio.wait_for(asyncio.gather(*(one(t0, *r) for r in reqs)), timeout=t + 300)
 
-    with _timed_iterations(runner) as log:
+    with IterationTimer(runner) as timer:
         asyncio.run(stream())
-    return [_step("trickle", ql, kl, b[0] - t) for (t, d, ql, kl), b in zip(log, log[1:], strict=False)
-            if ql is not None and b[0] - t - d < 0.010]
+    return busy_steps(timer.stop(), "trickle")
 
 
 def _features(p: dict, knee: float = math.inf) -> list[float]:

@@ -122,3 +122,31 @@ def test_the_real_replica_runs_on_the_core_it_was_bound_to(live):
     emulated = next(p for p in placement.values() if p["engine"] == "emulated")
     assert real["cpus"] == real["process_cpus"] == [BIND_CPU]
     assert emulated["cpus"] is None and len(emulated["process_cpus"]) > 1
+
+
+def test_the_real_replica_times_its_own_iterations_under_traffic(live):
+    """A served profile: the real replica times every iteration it runs for the requests it serves (in its
+    own process, as served) and hands them back as fit points; the emulated replica has no such engine."""
+    from ray import serve
+
+    from mixfleet.routing import profiler
+    from mixfleet.routing.serve import APP_NAME
+
+    base, _ = live
+    real = serve.get_deployment_handle("engine-CPU-0", app_name=APP_NAME)
+    assert real.time_iterations.remote(True).result() is True
+    try:
+        for n in (40, 120):  # answered by either replica (round robin): two rounds reach the real one
+            for _ in range(2):
+                r = httpx.post(base + "/v1/completions", json={"model": MODEL, "prompt": [65] * n, "max_tokens": 24},
+                               timeout=120)
+                assert r.status_code == 200
+    finally:
+        points = real.time_iterations.remote(False).result()
+    assert points and all(p["kind"] == "step" and p["phase"] == "served" and p["time_s"] > 0 for p in points)
+    assert any(p["tokens"] == p["sequences"] == 1 for p in points)  # decode steps of the one request
+    assert profiler.fit(points + [{"kind": "prefill", "tokens": 64, "kv": 0, "sq": 4096, "time_s": 0.01}])
+    assert real.time_iterations.remote(False).result() == []  # stopped: nothing more is timed
+    emulated = serve.get_deployment_handle("engine-T4-0", app_name=APP_NAME)
+    with pytest.raises(Exception, match="engine: torch"):
+        emulated.time_iterations.remote(True).result()

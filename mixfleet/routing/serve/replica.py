@@ -118,6 +118,17 @@ class EngineReplica:
                 "accelerator": self.replica.accelerator, "node_id": self.node_id, "gpu_index": self.gpu_index,
                 "engine": self.engine.kind, "emulated": self.engine.kind == "emulated", "cpus": self.cpus}
 
+    async def time_iterations(self, start: bool = True, phase: str = "served") -> list[dict] | bool:
+        """The real engine times its own iterations under traffic: ``start`` begins (False where it can't),
+        then ``start=False`` stops and returns them as profile fit points (see
+        :meth:`~mixfleet.routing.serve.torch_engine.TorchEngine.timed_iterations`). Real engine only."""
+        from mixfleet.errors import InputError
+
+        if self.engine_kind != "torch":
+            raise InputError(f"replica {self.replica.replica_id} runs the {self.engine_kind} engine",
+                             "iteration timing is for the real engine (engine: torch)")
+        return self.engine.time_iterations() if start else self.engine.timed_iterations(phase)
+
     async def stats(self) -> dict:
         return self.engine.stats()
 

@@ -131,6 +131,7 @@ class TorchEngine:
         self.busy_s = 0.0
         self.tokens = 0
         self.completed = 0
+        self._timer = None
 
     # -- the EmulatedEngine interface ---------------------------------------------------------
     def set_speed(self, speed: float) -> None:
@@ -171,6 +172,28 @@ class TorchEngine:
 
     def close(self) -> None:
         self.manager.stop(block=True, timeout=5)
+
+    # -- timing its own iterations ------------------------------------------------------------
+    def time_iterations(self) -> bool:
+        """Start timing every iteration this engine runs (for a profile of the engine as served: its
+        iterations under real traffic, in the serving process); False where ``transformers`` offers no
+        hook. Costs two clock reads and a list append per iteration."""
+        from mixfleet.routing.profiler import IterationTimer, _model_runner
+
+        if self._timer is None:
+            runner = _model_runner(self)
+            if runner is None:
+                return False
+            self._timer = IterationTimer(runner)
+        self._timer.start()
+        return True
+
+    def timed_iterations(self, phase: str = "served") -> list[dict]:
+        """Stop timing; the iterations timed since :meth:`time_iterations` that the engine went straight on
+        from, as profile fit points (:func:`mixfleet.routing.profiler.busy_steps`)."""
+        from mixfleet.routing.profiler import busy_steps
+
+        return busy_steps(self._timer.stop(), phase) if self._timer is not None else []
 
     # -- requests -------------------------------------------------------------------------------
     def _check(self, prompt_ids: list[int], max_tokens: int) -> None:
