@@ -31,7 +31,11 @@ One run, in order:
    completions (``max_tokens`` = the true output length) and (b) in
    :class:`~mixfleet.routing.simulator.Simulation` with the measured profile
    (chunked prefill, grow-and-preempt KV, the same policy), plus the idle
-   transport (requests one at a time through Serve) measured just before;
+   transport (requests one at a time through Serve) measured just before; and
+   (c) simulated with a *served profile*: the same grid, but the profiler's
+   burst and trickle sent through the deployed application and timed inside the
+   replica (:meth:`TorchEngine.time_iterations`), so the fit sees the engine's
+   iterations as served (beside the replica's event loop and Serve's threads);
 4. per request TTFT and E2E, sim vs real; P50/P99 ratios against the bars
    (within 10% at 50% load, 20% at 85%); a scatter plot; and where they part, a
    decomposition: transport (client-seen minus engine-seen latency), engine
@@ -63,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from mixfleet.routing.serve.replay import percentile as _pct
-from mixfleet.routing.serve.replay import replay
+from mixfleet.routing.serve.replay import replay, served_profile_points
 from mixfleet.routing.serve.replay import summary as _summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -224,37 +228,6 @@ def replica_peak_rss_mib() -> dict[str, float]:
 def host_drift(before: dict, after: dict) -> float:
     """How much slower the same probe ran after a replay than before it (median over the probe's points)."""
     return float(np.median([a["time_s"] / b["time_s"] for a, b in zip(after["points"], before["points"], strict=True)]))
-
-
-def served_steps(base: str, model: str, replica_ids: list[str], max_batched_tokens: int, max_context: int,
-                 timeout_s: float) -> list[dict]:
-    """The profiler's burst and trickle (same shapes, same seeds), sent through the deployed application
-    while each real-engine replica times its own iterations: the engine's iterations as served (in the
-    replica's process, beside its event loop and Serve's threads), as fit points. [] without the hook."""
-    import random
-
-    from ray import serve
-
-    from mixfleet.routing import profiler
-    from mixfleet.routing.serve import APP_NAME
-    from mixfleet.routing.traces import TraceRow
-
-    handles = [serve.get_deployment_handle(f"engine-{r}", app_name=APP_NAME) for r in replica_ids]
-    if not all([h.time_iterations.remote(True).result() for h in handles]):
-        return []
-    g = profiler.Grid()
-    rng = random.Random(7)
-    top = min(max_batched_tokens, max_context // 2)
-    burst = [TraceRow(0.0, rng.randint(16, top), max(8, max_context // 16)) for _ in range(g.burst)]
-    trickle = [TraceRow(at, n_in, n_out)
-               for at, n_in, n_out in profiler.trickle_requests(g.trickle, g.trickle_rate, max_batched_tokens,
-                                                                 max_context)]
-    try:
-        for rows in (burst, trickle):
-            asyncio.run(replay(base, model, rows, timeout_s + rows[-1].arrival_s))
-    finally:
-        points = [p for h in handles for p in h.time_iterations.remote(False).result()]
-    return points
 
 
 def with_transport(sim: dict, transport: dict) -> dict:
@@ -504,7 +477,7 @@ def main(argv=None) -> int:
             # this host's speed moves within minutes: each load is simulated with a profile measured just before
             measured, coef, book, fleet = profiled()
             # the same phases through the deployed application, timed inside the replica: the served profile
-            served = served_steps(base, fleet.model, [r.replica_id for r in fleet.replicas],
+            served = served_profile_points(base, fleet.model, [r.replica_id for r in fleet.replicas],
                                   spec["max_batched_tokens"], cfg.max_context, args.timeout)
             s_measured = dict(measured, points=[p for p in measured["points"] if p["kind"] != "step"] + served)
             s_coef = profiler.fit(s_measured["points"])

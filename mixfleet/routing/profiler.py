@@ -214,6 +214,16 @@ def _step(phase: str, ql: list[int], kl: list[int], time_s: float) -> dict:
             "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl), "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s}
 
 
+def burst_requests(n: int, max_batched_tokens: int, max_context: int) -> list[tuple[int, int]]:
+    """The burst's requests: (prompt tokens, output tokens), prompts uniform in 16 to the iteration's token
+    budget (at most half the context), every output ``max(8, max_context // 16)`` tokens."""
+    import random
+
+    rng = random.Random(7)
+    top = min(max_batched_tokens, max_context // 2)
+    return [(rng.randint(16, top), max(8, max_context // 16)) for _ in range(n)]
+
+
 def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list[dict]:
     """Time every iteration of a burst of ``n`` mixed requests (see module doc); [] without the hook.
 
@@ -222,16 +232,12 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     replica spends it. The burst keeps the engine busy, so there is no idle gap in between; the last
     iteration gets its pass plus the median bookkeeping of the others.
     """
-    import random
-
     runner = _model_runner(eng) if n > 0 else None
     if runner is None:
         return []
-    rng = random.Random(7)
-    top = min(max_batched_tokens, max_context // 2)
-    prompts = [_prompt(rng.randint(16, top), 500 + j) for j in range(n)]
+    reqs = burst_requests(n, max_batched_tokens, max_context)
     with IterationTimer(runner) as timer:
-        _run(eng.manager, prompts, max(8, max_context // 16))
+        _run(eng.manager, [_prompt(n_in, 500 + j) for j, (n_in, _) in enumerate(reqs)], reqs[0][1])
     log = timer.stop()
     gaps = [b[0] - a[0] - a[1] for a, b in zip(log, log[1:], strict=False)]
     tail = statistics.median(gaps) if gaps else 0.0

@@ -150,3 +150,18 @@ def test_the_real_replica_times_its_own_iterations_under_traffic(live):
     emulated = serve.get_deployment_handle("engine-T4-0", app_name=APP_NAME)
     with pytest.raises(Exception, match="engine: torch"):
         emulated.time_iterations.remote(True).result()
+
+
+def test_a_served_profile_sends_the_burst_and_the_trickle_through_the_application(live):
+    """``served_profile_points``: the profiler's burst and trickle (small here) go through the HTTP API while
+    the real replica times its iterations; a fit on them plus an offline grid point gives a usable profile."""
+    from mixfleet.routing import profiler
+    from mixfleet.routing.serve.replay import served_profile_points
+
+    base, _ = live
+    grid = profiler.Grid(burst=4, trickle=6, trickle_rate=20.0)
+    points = served_profile_points(base, MODEL, ["CPU-0"], FLEET["max_batched_tokens"], 256, 120, grid=grid)
+    assert points and {p["phase"] for p in points} == {"served"}
+    assert any(p["sq"] > 0 for p in points)  # a prompt chunk: the burst's prefills were timed, not only decodes
+    coef = profiler.fit(points + [{"kind": "prefill", "tokens": 64, "kv": 0, "sq": 4096, "time_s": 0.01}])
+    assert coef["overhead_ms"] + coef["per_token_ms"] > 0

@@ -12,6 +12,10 @@ TTFT/E2E, replica, and the engine's, ingress's and emission's monotonic stamps).
 On one host these share the client's clock, so each request's overhead is split
 into *to_engine* (client to engine), *engine_late* (last token to its emission),
 *to_ingress* and *to_client*. The benchmarks compare these with the simulator.
+
+:func:`served_profile_points` profiles the REAL engine as served: the profiler's burst
+and trickle sent through the deployed application while each real-engine replica times
+its own iterations.
 """
 
 from __future__ import annotations
@@ -84,3 +88,33 @@ async def replay(base: str, model: str, rows, timeout_s: float, dilation: float 
     e2e = [per[k]["e2e"] for k in ks]
     return {**summary([per[k]["ttft"] for k in ks], e2e), "mean_e2e_s": float(np.mean(e2e)) if e2e else float("nan"),
             "failed": failed, "by_gpu": by_gpu, "wall_s": wall, "per_request": per}
+
+
+def served_profile_points(base: str, model: str, replica_ids: list[str], max_batched_tokens: int, max_context: int,
+                          timeout_s: float, app_name: str | None = None, grid=None) -> list[dict]:
+    """The profiler's burst and trickle (same shapes, same seeds), sent through the deployed application
+    while each real-engine replica times its own iterations: the engine's iterations as served (in the
+    replica's process, beside its event loop and Serve's threads), as fit points. [] without the hook.
+    ``grid``: the :class:`~mixfleet.routing.profiler.Grid` whose ``burst``, ``trickle`` and ``trickle_rate``
+    to send (the default grid's)."""
+    from ray import serve
+
+    from mixfleet.routing import profiler
+    from mixfleet.routing.serve.app import APP_NAME
+    from mixfleet.routing.traces import TraceRow
+
+    handles = [serve.get_deployment_handle(f"engine-{r}", app_name=app_name or APP_NAME) for r in replica_ids]
+    if not all([h.time_iterations.remote(True).result() for h in handles]):
+        return []
+    g = grid or profiler.Grid()
+    burst = [TraceRow(0.0, n_in, n_out) for n_in, n_out in profiler.burst_requests(g.burst, max_batched_tokens,
+                                                                                     max_context)]
+    trickle = [TraceRow(at, n_in, n_out)
+               for at, n_in, n_out in profiler.trickle_requests(g.trickle, g.trickle_rate, max_batched_tokens,
+                                                                 max_context)]
+    try:
+        for rows in (burst, trickle):
+            asyncio.run(replay(base, model, rows, timeout_s + rows[-1].arrival_s))  # not from an event loop
+    finally:
+        points = [p for h in handles for p in h.time_iterations.remote(False).result()]
+    return points
