@@ -178,6 +178,12 @@ def _env(scratch: Path) -> dict:
     return env
 
 
+# NO_BACKUPS: the resume tests count map attempts (every map ran once, then was restored, never re-run).
+# On a loaded machine one map can run 1.5x the phase's median and get a speculative backup, an extra
+# attempt that has nothing to do with the resume: that made the count depend on machine load (one failure
+# in a full suite run, 2026-12-04). Speculation is tested on its own above; these tests turn it off.
+
+
 def test_master_killed_mid_reduce_resumes_without_rerunning_maps(ray_local, books, tmp_path):
     import ray
 
@@ -189,7 +195,8 @@ def test_master_killed_mid_reduce_resumes_without_rerunning_maps(ray_local, book
     def go():
         try:
             box["result"] = run(jobs.SlowReduce(str(scratch)), [str(b) for b in inputs],
-                                str(tmp_path / "out"), num_reducers=2, checkpoint=str(tmp_path / "ckpt"))
+                                str(tmp_path / "out"), num_reducers=2, checkpoint=str(tmp_path / "ckpt"),
+                                speculation=False)  # see NO_BACKUPS
         except Exception as exc:  # surfaced by the assertion below
             box["error"] = exc
 
@@ -233,7 +240,8 @@ def test_durable_resume_after_the_whole_ray_is_shut_down(books, tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     inputs = books[:3]
-    cmd = _cli("SlowReduce", inputs, tmp_path / "out", "--checkpoint", str(tmp_path / "ckpt"), "--durable-shuffle")
+    cmd = _cli("SlowReduce", inputs, tmp_path / "out", "--checkpoint", str(tmp_path / "ckpt"), "--durable-shuffle",
+               "--no-speculation")  # see NO_BACKUPS
     first = subprocess.Popen(cmd, cwd=REPO, env=_env(scratch), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     _wait_announced(scratch, "reduce", first)  # every map is done; the reducers wait for scratch/go
