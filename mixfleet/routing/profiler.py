@@ -140,7 +140,7 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
             "max_batch": max_batch, "max_batched_tokens": max_batched_tokens, "model": cfg.model_dump()}
 
 
-def _model_runner(eng):
+def model_runner(eng):
     """transformers' model runner of ``eng`` (whose ``compute_batch`` runs one iteration), or None."""
     deadline = time.monotonic() + 30  # the generation thread creates its batch processor when it starts
     while getattr(eng.manager, "batch_processor", None) is None and time.monotonic() < deadline:
@@ -232,7 +232,7 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     replica spends it. The burst keeps the engine busy, so there is no idle gap in between; the last
     iteration gets its pass plus the median bookkeeping of the others.
     """
-    runner = _model_runner(eng) if n > 0 else None
+    runner = model_runner(eng) if n > 0 else None
     if runner is None:
         return []
     reqs = burst_requests(n, max_batched_tokens, max_context)
@@ -267,7 +267,7 @@ def _trickle_steps(eng, n: int, rate: float, max_batched_tokens: int, max_contex
     followed by an idle gap (the engine waited for an arrival) are not points. [] without the hook."""
     import asyncio
 
-    runner = _model_runner(eng) if n > 0 else None
+    runner = model_runner(eng) if n > 0 else None
     if runner is None:
         return []
     reqs = trickle_requests(n, rate, max_batched_tokens, max_context)

@@ -178,10 +178,10 @@ class TorchEngine:
         """Start timing every iteration this engine runs (for a profile of the engine as served: its
         iterations under real traffic, in the serving process); False where ``transformers`` offers no
         hook. Costs two clock reads and a list append per iteration."""
-        from mixfleet.routing.profiler import IterationTimer, _model_runner
+        from mixfleet.routing.profiler import IterationTimer, model_runner
 
         if self._timer is None:
-            runner = _model_runner(self)
+            runner = model_runner(self)
             if runner is None:
                 return False
             self._timer = IterationTimer(runner)
