@@ -211,7 +211,8 @@ def _step(phase: str, ql: list[int], kl: list[int], time_s: float) -> dict:
     chunks' square term and query x key tokens."""
     pairs = list(zip(ql, kl, strict=True))
     return {"kind": "step", "phase": phase, "sequences": len(ql), "tokens": sum(ql),
-            "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl), "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s}
+            "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl),
+            "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s}
 
 
 def burst_requests(n: int, max_batched_tokens: int, max_context: int) -> list[tuple[int, int]]:
@@ -326,7 +327,7 @@ def fit(points: list[dict]) -> dict:
             "per_kv_over_knee_ms": 0.0 if math.isinf(knee) else float(coef[3]),
             "per_prompt_sq_ms": float(coef[4]), "per_q_kv_ns": float(coef[5]),
             "mean_abs_rel_error": float(np.mean(errors)), "max_abs_rel_error": float(np.max(errors)),
-            "burst_steps": sum(1 for p in points if p["kind"] == "step" and p.get("phase") != "trickle"),
+            "burst_steps": sum(1 for p in points if p["kind"] == "step" and p.get("phase", "burst") == "burst"),
             "trickle_steps": sum(1 for p in points if p.get("phase") == "trickle"), "predicted_ms": [float(x) for x in pred]}
 
 
@@ -373,9 +374,17 @@ def write_profile(path, book: dict, measured: dict, coef: dict) -> None:
             "# `mixfleet routing profile`. Everything else is the built-in (emulated, roofline) profiles.",
             f"# device {measured['device']}, {measured['threads']} thread(s), kv_tokens {measured['kv_tokens']}, "
             f"max_batch {measured['max_batch']}, max_batched_tokens {measured['max_batched_tokens']}",
-            f"# {len(pts)} grid points; fit mean |rel. error| {coef['mean_abs_rel_error']:.1%}, "
+            f"# {len(pts)} points; fit mean |rel. error| {coef['mean_abs_rel_error']:.1%}, "
             f"max {coef['max_abs_rel_error']:.1%}",
             "#   kind     tokens      keys   measured_ms  fitted_ms"]
-    head += [f"#   {p.get('phase', p['kind']):<8} {p['tokens']:>6} {_features(p)[2]:>9.0f} {p['time_s'] * 1e3:>12.2f} {pr:>10.2f}"
-             for p, pr in zip(pts, coef["predicted_ms"], strict=True)]
+    pairs = list(zip(pts, coef["predicted_ms"], strict=True))
+    many = ("trickle", "served")  # thousands of single iterations: summed up, not listed
+    head += [f"#   {p.get('phase', p['kind']):<8} {p['tokens']:>6} {_features(p)[2]:>9.0f} {p['time_s'] * 1e3:>12.2f} "
+             f"{pr:>10.2f}" for p, pr in pairs if p.get("phase") not in many]
+    for phase in many:
+        got = [(p["time_s"] * 1e3, pr) for p, pr in pairs if p.get("phase") == phase]
+        if got:
+            err = statistics.fmean(abs(pr - t) / t for t, pr in got)
+            head.append(f"#   {phase}: {len(got)} iterations, {sum(t for t, _ in got):.0f} ms measured, "
+                        f"{sum(pr for _, pr in got):.0f} ms fitted, mean |rel. error| {err:.1%}")
     atomic_write_text(path, "\n".join(head) + "\n" + yaml.safe_dump(book, sort_keys=False))
