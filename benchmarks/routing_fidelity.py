@@ -331,8 +331,8 @@ def markdown(out: dict) -> str:
              f"{out['capacity']['simulated_makespan_s']:.1f} s simulated with the profile measured a minute before)"
              + _live_capacity(out['capacity']) + ". "
              f"Profile fit: mean |rel. error| {out['profile']['fit_error']['mean']:.1%} over "
-             f"{out['profile']['points']} points (grid, burst and trickle iterations). Simulator figures include the idle transport "
-             f"(Serve proxy, ingress, Ray hops; requests one at a time) measured {when}: TTFT +{ttft} ms, "
+             f"{out['profile']['points']} points (grid, burst and trickle iterations). Simulator figures "
+             f"include the idle transport (Serve proxy, ingress, Ray hops; requests one at a time) measured {when}: TTFT +{ttft} ms, "
              f"E2E +{e2e} ms; `engine only` is the simulator alone. `served profile`: the simulator with a "
              "profile whose burst and trickle were sent through the deployed application and timed inside the "
              "replica just before the replay (the grid's points still offline).", "",
@@ -478,7 +478,7 @@ def main(argv=None) -> int:
             measured, coef, book, fleet = profiled()
             # the same phases through the deployed application, timed inside the replica: the served profile
             served = served_profile_points(base, fleet.model, [r.replica_id for r in fleet.replicas],
-                                  spec["max_batched_tokens"], cfg.max_context, args.timeout)
+                                           spec["max_batched_tokens"], cfg.max_context, args.timeout)
             s_measured = dict(measured, points=[p for p in measured["points"] if p["kind"] != "step"] + served)
             s_coef = profiler.fit(s_measured["points"])
             s_book = parse_model(profiler.profile_book(s_measured, s_coef, gpu=gpu), ProfileBook,

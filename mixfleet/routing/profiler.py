@@ -182,10 +182,13 @@ class IterationTimer:
 
         self.runner.compute_batch = timed
 
-    def stop(self) -> list[tuple]:
-        """Unhook; the iterations timed so far (the log is emptied)."""
+    def _unhook(self) -> None:
         if self._inner is not None:
             self.runner.compute_batch, self._inner = self._inner, None
+
+    def stop(self) -> list[tuple]:
+        """Unhook; the iterations timed so far (the log is emptied)."""
+        self._unhook()
         out = list(self.log)
         self.log.clear()
         return out
@@ -195,8 +198,7 @@ class IterationTimer:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._inner is not None:
-            self.runner.compute_batch, self._inner = self._inner, None
+        self._unhook()
 
 
 def busy_steps(log: list[tuple], phase: str) -> list[dict]:

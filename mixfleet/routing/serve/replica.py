@@ -127,7 +127,9 @@ class EngineReplica:
         if self.engine_kind != "torch":
             raise InputError(f"replica {self.replica.replica_id} runs the {self.engine_kind} engine",
                              "iteration timing is for the real engine (engine: torch)")
-        return self.engine.time_iterations() if start else self.engine.timed_iterations(phase)
+        if start:  # may wait for the engine's batch processor: not on the event loop
+            return await asyncio.to_thread(self.engine.time_iterations)
+        return self.engine.timed_iterations(phase)
 
     async def stats(self) -> dict:
         return self.engine.stats()
