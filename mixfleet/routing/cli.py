@@ -241,9 +241,16 @@ def profile(
     max_batch: int = typer.Option(32, "--max-batch", min=1, max=4096, help="sequences per iteration"),
     max_batched_tokens: int = typer.Option(512, "--max-batched-tokens", min=16, help="tokens per iteration"),
     quick: bool = typer.Option(False, "--quick", help="a small grid, one repeat (tests, smoke checks)"),
+    served: str = typer.Option(None, "--served", help="base URL of a running `mixfleet routing serve` "
+                               "(http://127.0.0.1:PORT): profile its real-engine replicas as they serve"),
+    address: str = typer.Option("auto", "--address", help="with --served: the Ray cluster the router runs on"),
+    replica: list[str] = typer.Option(None, "--replica", help="with --served: only this replica (repeatable)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
-    """Measure the real engine (real compute, random weights) and write a measured profile for the simulator."""
+    """Measure the real engine (real compute, random weights) and write a measured profile for the simulator.
+
+    With --served the profiler's burst and trickle go through a running router's HTTP API while its
+    real-engine replicas time their own iterations (their own settings; the engine options here are unused)."""
     from mixfleet.errors import unknown_name
     from mixfleet.routing import profiler
     from mixfleet.routing.torch_model import REAL_NOTE, pick_device
@@ -254,21 +261,25 @@ def profile(
     if device not in ("auto", "cpu", "cuda"):
         raise unknown_name("device", device, ["auto", "cpu", "cuda"])
     check_writable(out, "--out")
-    cfg = load_model_config(model_config)
-    dev = pick_device(device)
-    name = gpu or ("CUDA" if dev == "cuda" else "CPU")
-    if not json_out:
-        _say(f"profiling the real engine ({REAL_NOTE}): model {cfg.name} on {dev} ...")
-    measured = profiler.measure(cfg, device=dev, threads=threads, kv_tokens=kv_tokens, max_batch=max_batch,
-                                max_batched_tokens=max_batched_tokens,
-                                grid=profiler.QUICK if quick else profiler.Grid())
+    grid = profiler.QUICK if quick else profiler.Grid()
+    if served is not None:
+        measured, name, where = _served_measure(served, address, replica, grid, json_out)
+        name = gpu or name
+    else:
+        cfg = load_model_config(model_config)
+        dev = pick_device(device)
+        name, where = gpu or ("CUDA" if dev == "cuda" else "CPU"), None
+        if not json_out:
+            _say(f"profiling the real engine ({REAL_NOTE}): model {cfg.name} on {dev} ...")
+        measured = profiler.measure(cfg, device=dev, threads=threads, kv_tokens=kv_tokens, max_batch=max_batch,
+                                    max_batched_tokens=max_batched_tokens, grid=grid)
     coef = profiler.fit(measured["points"])
     book = profiler.profile_book(measured, coef, gpu=name)
     profiler.write_profile(out, book, measured, coef)
-    entry = book["measured"][-1]
+    entry, model = book["measured"][-1], measured["model"]["name"]
     if json_out:
-        emit_json({"out": out, "engine": "torch", "note": REAL_NOTE, "device": dev, "gpu": name, "model": cfg.name,
-                   "entry": entry, "points": measured["points"],
+        emit_json({"out": out, "engine": "torch", "note": REAL_NOTE, "device": measured["device"], "gpu": name,
+                   "model": model, "served": where, "entry": entry, "points": measured["points"],
                    "fit_error": {"mean": coef["mean_abs_rel_error"], "max": coef["max_abs_rel_error"]}})
         return
     f = entry["fit"]
@@ -280,10 +291,34 @@ def profile(
                  ("per key token past the knee (extra)", f"{f.get('per_kv_over_knee_ms', 0.0) * 1e3:.3f} us"),
                  ("per prompt token squared", f"{f['per_prompt_sq_ms'] * 1e6:.3f} ns"),
                  ("per query x key token (whole batch)", f"{f['per_q_kv_ns']:.1f} ns"),
-                 ("iterations timed in the mixed burst", str(coef["burst_steps"])),
-                 ("iterations timed in the trickle", str(coef["trickle_steps"])),
+                 *([("iterations timed as served (burst and trickle)", str(coef["served_steps"]))] if where else
+                   [("iterations timed in the mixed burst", str(coef["burst_steps"])),
+                    ("iterations timed in the trickle", str(coef["trickle_steps"]))]),
                  ("fit |rel. error| mean / max", f"{coef['mean_abs_rel_error']:.1%} / {coef['max_abs_rel_error']:.1%}")])
-    _say(f"wrote {out} (gpu '{name}', model '{cfg.name}'): point a fleet file at it with `profiles: {out}`")
+    _say(f"wrote {out} (gpu '{name}', model '{model}'): point a fleet file at it with `profiles: {out}`")
+
+
+def _served_measure(base: str, address: str, replicas: list[str] | None, grid, quiet: bool) -> tuple[dict, str, dict]:
+    """``profile --served``: the running router's real-engine replicas time the profiler's burst and trickle
+    as served; (the points with the replicas' engine settings, their GPU type, where they were measured)."""
+    from mixfleet.errors import InputError
+    from mixfleet.routing.serve.replay import served_engines, served_profile_points
+    from mixfleet.routing.torch_model import REAL_NOTE
+
+    base = base.rstrip("/").removesuffix("/v1")
+    if not base.startswith(("http://", "https://")):
+        raise InputError(f"--served '{base}' is not an HTTP URL", "pass the router's base URL: http://127.0.0.1:PORT")
+    model, real = served_engines(base, replicas, address=address)
+    ids = [i["replica_id"] for i in real]
+    settings = real[0]["settings"]
+    if not quiet:
+        _say(f"profiling the real engine as served ({REAL_NOTE}): replicas {', '.join(ids)} at {base} ...")
+    points = served_profile_points(base, model, ids, settings["max_batched_tokens"],
+                                   settings["model"]["max_context"], timeout_s=600.0, grid=grid)
+    if not points:
+        raise InputError("the real engine offers no iteration hook in this transformers version",
+                         "profile offline instead (without --served)")
+    return {**settings, "points": points}, real[0]["gpu"], {"url": base, "replicas": ids}
 
 
 def _register_serve() -> None:

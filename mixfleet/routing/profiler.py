@@ -136,8 +136,7 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
         points += _trickle_steps(eng, grid.trickle, grid.trickle_rate, max_batched_tokens, cfg.max_context)
     finally:
         eng.close()
-    return {"points": points, "device": eng.device, "threads": threads, "kv_tokens": eng.kv_tokens,
-            "max_batch": max_batch, "max_batched_tokens": max_batched_tokens, "model": cfg.model_dump()}
+    return {"points": points, **eng.settings()}
 
 
 def model_runner(eng):
@@ -330,7 +329,8 @@ def fit(points: list[dict]) -> dict:
             "per_prompt_sq_ms": float(coef[4]), "per_q_kv_ns": float(coef[5]),
             "mean_abs_rel_error": float(np.mean(errors)), "max_abs_rel_error": float(np.max(errors)),
             "burst_steps": sum(1 for p in points if p["kind"] == "step" and p.get("phase", "burst") == "burst"),
-            "trickle_steps": sum(1 for p in points if p.get("phase") == "trickle"), "predicted_ms": [float(x) for x in pred]}
+            "trickle_steps": sum(1 for p in points if p.get("phase") == "trickle"),
+            "served_steps": sum(1 for p in points if p.get("phase") == "served"), "predicted_ms": [float(x) for x in pred]}
 
 
 def profile_book(measured: dict, coef: dict, *, gpu: str, base=None) -> dict:

@@ -165,3 +165,39 @@ def test_a_served_profile_sends_the_burst_and_the_trickle_through_the_applicatio
     assert any(p["sq"] > 0 for p in points)  # a prompt chunk: the burst's prefills were timed, not only decodes
     coef = profiler.fit(points + [{"kind": "prefill", "tokens": 64, "kv": 0, "sq": 4096, "time_s": 0.01}])
     assert coef["overhead_ms"] + coef["per_token_ms"] > 0
+
+
+def test_the_profile_command_profiles_a_running_router_as_served(live, cli, ray_cluster, tmp_path):
+    """`mixfleet routing profile --served URL`: another process joins the router's cluster, sends the profiler's
+    burst and trickle (quick grid) through the running application while its real replica times its own
+    iterations, and writes a profile the simulator accepts. The emulated replica is left out, and asking for
+    it alone is refused with a line naming it; the router keeps serving afterwards."""
+    from mixfleet.routing.profiles import FittedIterationModel, load_profiles
+
+    base, _ = live
+    out = tmp_path / "served.yaml"
+    r = cli("routing", "profile", "--served", base + "/v1", "--address", ray_cluster.address, "--quick",
+            "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    got = r.json()
+    assert got["served"] == {"url": base, "replicas": ["CPU-0"]} and got["gpu"] == "CPU" and got["device"] == "cpu"
+    assert got["points"] and {p["phase"] for p in got["points"]} == {"served"}
+    assert "served:" in out.read_text()  # the header sums the served iterations up
+    perf = load_profiles(out).iteration_model("CPU", MODEL)
+    assert isinstance(perf, FittedIterationModel) and perf.kv_tokens == got["entry"]["kv_tokens"]
+    assert 0 < perf.decode_step(1, 64) < perf.decode_step(8, 2048)
+
+    r = cli("routing", "profile", "--served", base, "--address", ray_cluster.address, "--replica", "T4-0",
+            "--out", tmp_path / "t4.yaml")
+    assert r.returncode != 0 and "no real-engine replica" in r.error_line and "emulated" in r.error_line
+    assert not (tmp_path / "t4.yaml").exists()
+    assert httpx.get(base + "/health", timeout=10).status_code == 200
+
+
+def test_the_profile_command_says_when_no_router_answers_at_the_url(cli, tmp_path):
+    from mixfleet.platform.bootstrap import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    r = cli("routing", "profile", "--served", url, "--out", tmp_path / "p.yaml")
+    assert r.returncode != 0 and f"no mixfleet router answers at '{url}'" in r.error_line
+    assert not (tmp_path / "p.yaml").exists()

@@ -15,7 +15,8 @@ into *to_engine* (client to engine), *engine_late* (last token to its emission),
 
 :func:`served_profile_points` profiles the REAL engine as served: the profiler's burst
 and trickle sent through the deployed application while each real-engine replica times
-its own iterations.
+its own iterations. :func:`served_engines` finds a running application's real-engine
+replicas and their settings (``mixfleet routing profile --served``).
 """
 
 from __future__ import annotations
@@ -118,3 +119,49 @@ def served_profile_points(base: str, model: str, replica_ids: list[str], max_bat
     finally:
         points = [p for h in handles for p in h.time_iterations.remote(False).result()]
     return points
+
+
+def served_engines(base: str, replicas: list[str] | None = None, app_name: str | None = None,
+                   address: str | None = None) -> tuple[str, list[dict]]:
+    """The model and the real-engine replicas (each replica's ``info``) of the mixfleet router answering at
+    ``base`` (``http://HOST:PORT``), joining the router's Ray cluster at ``address`` once the router has
+    answered (if not connected yet). ``replicas``: only these (default: every real-engine replica). They must
+    share one engine configuration (one profile fits one)."""
+    import httpx
+
+    from mixfleet.errors import InputError, first_line
+    from mixfleet.platform.bootstrap import connect
+    from mixfleet.routing.serve.app import APP_NAME
+
+    try:
+        with httpx.Client(timeout=10.0) as client:
+            stats = client.get(base + "/v1/mixfleet/stats")
+            stats.raise_for_status()
+            model = client.get(base + "/v1/models").json()["data"][0]["id"]
+            ids = list(stats.json()["healthy"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
+        raise InputError(f"no mixfleet router answers at '{base}': {first_line(exc)}",
+                         "start `mixfleet routing serve` and pass its base URL (http://127.0.0.1:PORT)") from None
+    unknown = sorted(set(replicas or ()) - set(ids))
+    if unknown:
+        raise InputError(f"no replica {', '.join(unknown)} in the application at '{base}'",
+                         f"its replicas are {', '.join(ids)}")
+    connect(address)  # joins (or stays in) the router's cluster: leaving it later stops nothing there
+    from ray import serve
+
+    from mixfleet.platform.logs import quiet_driver
+
+    quiet_driver()  # `import ray.serve` resets its logger to INFO
+
+    infos = [serve.get_deployment_handle(f"engine-{r}", app_name=app_name or APP_NAME).info.remote().result()
+             for r in (replicas or ids)]
+    real = [i for i in infos if i["engine"] == "torch"]
+    if not real:
+        raise InputError(f"the application at '{base}' has no real-engine replica (engines: "
+                         f"{', '.join(sorted({i['engine'] for i in infos}))})",
+                         "a served profile times the real engine: deploy a fleet pool with `engine: torch`")
+    kinds = {json.dumps({**i["settings"], "gpu": i["gpu"]}, sort_keys=True) for i in real}
+    if len(kinds) > 1:
+        raise InputError(f"the real-engine replicas {', '.join(i['replica_id'] for i in real)} differ in GPU type "
+                         "or engine settings", "profile one kind at a time: pass --replica for each of them")
+    return model, real

@@ -110,13 +110,15 @@ class EngineReplica:
 
     async def info(self) -> dict:
         """Where this replica runs and what it is (EMULATED unless a torch engine runs); ``cpus``: the CPU
-        set it was bound to (``cpu_bind``), ``process_cpus``: where its threads may run now."""
+        set it was bound to (``cpu_bind``), ``process_cpus``: where its threads may run now; ``settings``:
+        the real engine's (:meth:`~mixfleet.routing.serve.torch_engine.TorchEngine.settings`), else None."""
         from mixfleet.platform.cpus import process_cpus
 
         self._ensure_stats_loop()
         return {"process_cpus": process_cpus(), "replica_id": self.replica.replica_id, "gpu": self.replica.gpu,
                 "accelerator": self.replica.accelerator, "node_id": self.node_id, "gpu_index": self.gpu_index,
-                "engine": self.engine.kind, "emulated": self.engine.kind == "emulated", "cpus": self.cpus}
+                "engine": self.engine.kind, "emulated": self.engine.kind == "emulated", "cpus": self.cpus,
+                "settings": self.engine.settings() if self.engine_kind == "torch" else None}
 
     async def time_iterations(self, start: bool = True, phase: str = "served") -> list[dict] | bool:
         """The real engine times its own iterations under traffic: ``start`` begins (False where it can't),

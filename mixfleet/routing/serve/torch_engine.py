@@ -112,6 +112,7 @@ class TorchEngine:
         logging.getLogger("ContinuousBatchingLogger").setLevel(logging.CRITICAL)
 
         self.replica_id, self.cfg, self.max_waiting, self.flush_s = replica_id, cfg, max_waiting, flush_s
+        self.max_batch, self.max_batched_tokens, self.threads = max_batch, max_batched_tokens, threads
         self.device = pick_device(device)
         if self.device == "cpu" and threads > 0:
             torch.set_num_threads(threads)
@@ -172,6 +173,13 @@ class TorchEngine:
 
     def close(self) -> None:
         self.manager.stop(block=True, timeout=5)
+
+    def settings(self) -> dict:
+        """The engine's settings as a profile records them beside its points (device, threads, cache size,
+        iteration budget, the model's configuration)."""
+        return {"device": self.device, "threads": self.threads, "kv_tokens": self.kv_tokens,
+                "max_batch": self.max_batch, "max_batched_tokens": self.max_batched_tokens,
+                "model": self.cfg.model_dump()}
 
     # -- timing its own iterations ------------------------------------------------------------
     def time_iterations(self) -> bool:
