@@ -183,7 +183,29 @@ def simulate(fleet, rows, policy: str, slowdown: float = 1.0, speed: float = 1.0
     m = res.metrics
     per = {int(k): {"ttft": float(t), "e2e": float(e), "replica": fleet.replicas[i].replica_id}
            for k, t, e, i in zip(m.request, m.ttft, m.e2e, m.replica, strict=True)}
-    return {**_summary(m.ttft, m.e2e), "per_request": per}
+    return {**_summary(m.ttft, m.e2e), "iterations": sum(res.extra["iterations"]),
+            "busy_s": sum(res.extra["busy_s"]), "per_request": per}
+
+
+def replay_iterations(points: list[dict], coef: dict, sim: dict) -> dict:
+    """The replay's own iterations, timed inside the real replica, against the profile that simulated it:
+    how much longer they took than the fit predicts for the same iterations (the engine's speed and the
+    fit's error), split into decode-only iterations and those with prompt chunks; and how many there were
+    against the simulator's count (the batching: the same requests in more or fewer iterations)."""
+    from mixfleet.routing import profiler
+
+    pred = profiler.predict_ms(coef, points)
+    out = {"timed": len(points), "simulated_iterations": sim["iterations"], "simulated_busy_s": sim["busy_s"],
+           "measured_s": sum(p["time_s"] for p in points), "predicted_s": sum(pred) / 1e3}
+    for name, keep in (("all", lambda p: True), ("decode_only", lambda p: p["sq"] == 0),
+                       ("with_prompt_chunks", lambda p: p["sq"] > 0)):
+        pairs = [(p, pr) for p, pr in zip(points, pred, strict=True) if keep(p)]
+        if pairs:
+            out[name] = {"iterations": len(pairs),
+                         "measured_over_predicted": sum(p["time_s"] for p, _ in pairs) * 1e3 / sum(pr for _, pr in pairs),
+                         "mean_sequences": float(np.mean([p["sequences"] for p, _ in pairs])),
+                         "mean_keys": float(np.mean([p["keys"] for p, _ in pairs]))}
+    return out
 
 
 def live_capacity(base: str, model: str, rows, timeout_s: float) -> dict:
@@ -367,6 +389,15 @@ def markdown(out: dict) -> str:
                   + ", ".join(f"{k} {v:.3f}" for k, v in run["real_over_sim_with_drift"].items()) + "."]
         if run.get("cores_during_replay"):
             lines[-1] += f" Cores in use during the replay (of {os.cpu_count()}): " + _cores(run["cores_during_replay"]) + "."
+        it = run.get("replay_iterations")
+        if it:
+            parts = "; ".join(f"{name.replace('_', ' ')}: {v['iterations']} at {v['measured_over_predicted']:.2f}x (mean "
+                              f"{v['mean_sequences']:.1f} sequences, {v['mean_keys']:.0f} keys)"
+                              for name, v in it.items() if isinstance(v, dict) and name != "all")
+            lines[-1] += (f" The replay's own iterations, timed in the replica ({it['timed']} the engine went straight on "
+                          f"from): {it['measured_s']:.1f} s against {it['predicted_s']:.1f} s that the profile "
+                          f"predicts for the same iterations ({it['all']['measured_over_predicted']:.2f}x; {parts}); "
+                          f"the simulator ran {it['simulated_iterations']} iterations, busy {it['simulated_busy_s']:.1f} s.")
         if "real_over_sim_at_live_speed" in run:
             lines[-1] += (f" The live burst ran {run['live_burst_over_simulated']:.2f}x as long as simulated with this "
                           "profile; real / simulated with every step that much slower: "
@@ -401,6 +432,8 @@ def main(argv=None) -> int:
                     help="bind each replica to a core of its own and the rest to the others (see module doc)")
     args = ap.parse_args(argv)
     loads = args.load or [0.5, 0.85]
+
+    from ray import serve
 
     from mixfleet.platform.bootstrap import connect, free_port, shutdown
     from mixfleet.platform.config import parse_model
@@ -463,6 +496,7 @@ def main(argv=None) -> int:
                                    max_waiting=10_000, max_outstanding=100_000, flush_s=args.flush,
                                    first_chunk_timeout_s=600))
         base = f"http://127.0.0.1:{port}"
+        engines = [serve.get_deployment_handle(f"engine-{r.replica_id}", app_name=APP_NAME) for r in fleet.replicas]
         asyncio.run(replay(base, fleet.model, at_rate(base_rows[:6], 2.0), 120))  # warm-up
         transport = idle_transport(base, fleet.model, base_rows[:8])
         c0, w0 = cpu_seconds_by_role(me=DRIVER), time.perf_counter()
@@ -492,7 +526,11 @@ def main(argv=None) -> int:
             sim_per = raw.pop("per_request")
             sim = with_transport(raw, transport)
             c0, w0 = cpu_seconds_by_role(me=DRIVER), time.perf_counter()
-            live = asyncio.run(replay(base, fleet.model, rows, args.timeout + rows[-1].arrival_s))
+            timing = [h for h in engines if h.time_iterations.remote(True).result()]  # the replay's iterations
+            try:
+                live = asyncio.run(replay(base, fleet.model, rows, args.timeout + rows[-1].arrival_s))
+            finally:
+                its = [p for h in timing for p in h.time_iterations.remote(False, "replay").result()]
             cores = cores_used(c0, cpu_seconds_by_role(me=DRIVER), time.perf_counter() - w0)
             live_per = live.pop("per_request")
             drift = host_drift(before, measure(_probe_grid()))
@@ -521,6 +559,7 @@ def main(argv=None) -> int:
                          "live_burst_over_simulated": live_speed, "cores_during_replay": cores,
                          "real_over_sim_at_live_speed": {k: live[k] / at_live[k] for k in KEYS},
                          "decomposition": decompose(sim_per, live_per, coef["mean_abs_rel_error"]),
+                         "replay_iterations": replay_iterations(its, coef, raw) if its else None,
                          "sim_per_request": sim_per, "live_per_request": live_per})
             print(f"load {load:.0%} ({rate:.2f} req/s): real/sim " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items())
                   + f"; host {drift:.2f}x slower after the replay than before", file=sys.stderr)

@@ -106,6 +106,7 @@ class ReplicaEngine:
         self.profile_s = 0.0
         self.tokens = 0
         self.preemptions = 0
+        self.iterations = 0   # iterations run (each step of a decode run counts)
 
     # -- queries ---------------------------------------------------------------
     def in_system(self) -> int:
@@ -157,6 +158,7 @@ class ReplicaEngine:
         dt = now - self.start
         self.busy_s += dt
         self.profile_s += dt * self.speed
+        self.iterations += self.run_k if self.phase == DECODE else 1
         if self.phase == PREFILL:
             batch, self.prefill_batch = self.prefill_batch, []
             self._first_tokens(batch, now, finished)

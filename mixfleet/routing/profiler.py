@@ -299,6 +299,14 @@ def _features(p: dict, knee: float = math.inf) -> list[float]:
     return [1.0, p["tokens"], keys, max(0.0, keys - knee), p["sq"], qkv]
 
 
+def predict_ms(coef: dict, points: list[dict]) -> list[float]:
+    """The iteration time (ms) that the fit ``coef`` (from :func:`fit`) gives each point."""
+    knee = math.inf if coef.get("kv_knee") is None else float(coef["kv_knee"])
+    c = (coef["overhead_ms"], coef["per_token_ms"], coef["per_kv_token_ms"], coef.get("per_kv_over_knee_ms", 0.0),
+         coef["per_prompt_sq_ms"], coef["per_q_kv_ns"] / 1e6)
+    return [sum(x * k for x, k in zip(_features(p, knee), c, strict=True)) for p in points]
+
+
 def fit(points: list[dict]) -> dict:
     """Non-negative least squares of time (ms) on the features of :func:`_features`, each point weighted by
     1 / its time (relative error), for the knee (a grid of key counts, or none) with the least mean relative

@@ -215,6 +215,7 @@ class Simulation:
                             busy_s=[e.busy_s for e in engines], gpu_counts=counts)
         extra = policy.describe()
         extra.update(cap_rule=self.cap_rule.kind, chunked_prefill=self.chunked, kv_reserve=self.reserve,
-                     preemptions=sum(e.preemptions for e in engines))
+                     preemptions=sum(e.preemptions for e in engines), busy_s=[e.busy_s for e in engines],
+                     iterations=[e.iterations for e in engines])
         return SimResult(policy.name, metrics, summary, oracle_floor(metrics), clipped, n_events, n_tel,
                          extra=extra)
