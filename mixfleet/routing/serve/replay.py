@@ -138,14 +138,22 @@ def served_engines(base: str, replicas: list[str] | None = None, app_name: str |
             stats = client.get(base + "/v1/mixfleet/stats")
             stats.raise_for_status()
             model = client.get(base + "/v1/models").json()["data"][0]["id"]
-            ids = list(stats.json()["healthy"])
+            healthy = stats.json()["healthy"]
     except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
         raise InputError(f"no mixfleet router answers at '{base}': {first_line(exc)}",
                          "start `mixfleet routing serve` and pass its base URL (http://127.0.0.1:PORT)") from None
+    ids = list(healthy)
     unknown = sorted(set(replicas or ()) - set(ids))
     if unknown:
         raise InputError(f"no replica {', '.join(unknown)} in the application at '{base}'",
                          f"its replicas are {', '.join(ids)}")
+    down = sorted(r for r in (replicas or ()) if not healthy[r])
+    if down:
+        raise InputError(f"replica {', '.join(down)} at '{base}' is not healthy now",
+                         "wait until /health counts it again, or profile the others")
+    if not any(healthy[r] for r in (replicas or ids)):
+        raise InputError(f"no replica of the application at '{base}' is healthy now",
+                         "wait until /health counts them again")
     connect(address)  # joins (or stays in) the router's cluster: leaving it later stops nothing there
     from ray import serve
 
@@ -153,8 +161,8 @@ def served_engines(base: str, replicas: list[str] | None = None, app_name: str |
 
     quiet_driver()  # `import ray.serve` resets its logger to INFO
 
-    infos = [serve.get_deployment_handle(f"engine-{r}", app_name=app_name or APP_NAME).info.remote().result()
-             for r in (replicas or ids)]
+    infos = [serve.get_deployment_handle(f"engine-{r}", app_name=app_name or APP_NAME).info.remote().result(timeout_s=60)
+             for r in (replicas or [r for r in ids if healthy[r]])]
     real = [i for i in infos if i["engine"] == "torch"]
     if not real:
         raise InputError(f"the application at '{base}' has no real-engine replica (engines: "
