@@ -122,3 +122,15 @@ def test_a_prompt_longer_than_the_token_budget_is_prefilled_in_chunks_while_othe
     # the decoding request keeps going during the long prompt's 8 chunks instead of pausing for it
     assert c_e2e[0] < f_e2e[0]
     assert c_ttft[1] > f_ttft[1] >= perf.prefill_time(4000)  # and the long prompt pays for sharing
+
+
+def test_the_simulator_counts_its_iterations_and_busy_time():
+    """A lone request: its prompt in ceil(prompt / token budget) chunked iterations (the last one gives the
+    first token), then one decode step per further token, each step of a closed-form decode run counted; the
+    replica is busy exactly while the request is in it. (The fidelity benchmark sets these against the real
+    engine's timed iterations.)"""
+    one = fleet_from_dict({"model": "llama-3.2-3b", "pools": [{"gpu": "A100-80GB", "count": 1}],
+                           "max_batched_tokens": 256})
+    res = simulate(one, _trace([TraceRow(0.5, 1000, 10)]), "round_robin", chunked=True, cap_rule="oracle")
+    assert res.extra["iterations"] == [4 + 9]
+    assert res.extra["busy_s"][0] == pytest.approx(float(res.metrics.np("e2e")[0]), rel=1e-9)

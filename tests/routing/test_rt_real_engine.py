@@ -140,6 +140,8 @@ def test_the_fit_finds_where_reading_keys_gets_dearer_and_the_simulator_charges_
     coef = profiler.fit(pts)
     assert abs(coef["kv_knee"] - knee) <= 256 and coef["per_kv_over_knee_ms"] > 0
     assert coef["mean_abs_rel_error"] < 0.01
+    # the fit prices other iterations (the fidelity benchmark's replay) as it priced its own points
+    assert profiler.predict_ms(coef, pts) == pytest.approx(coef["predicted_ms"], rel=1e-9)
     linear = profiler.fit([p for p in pts if (p["tokens"] if p["kind"] == "prefill" else p["kv"]) < knee])
     assert linear["kv_knee"] is None
 
