@@ -433,8 +433,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     loads = args.load or [0.5, 0.85]
 
-    from ray import serve
-
     from mixfleet.platform.bootstrap import connect, free_port, shutdown
     from mixfleet.platform.config import parse_model
     from mixfleet.platform.cpus import cores_used, cpu_seconds_by_role
@@ -444,6 +442,7 @@ def main(argv=None) -> int:
     from mixfleet.routing.fleet import fleet_from_dict
     from mixfleet.routing.profiles import ProfileBook
     from mixfleet.routing.serve import APP_NAME, ServeOptions, deploy
+    from mixfleet.routing.serve.app import engine_handle
     from mixfleet.routing.torch_model import model_config
     from mixfleet.routing.traces import TraceRow
 
@@ -496,7 +495,7 @@ def main(argv=None) -> int:
                                    max_waiting=10_000, max_outstanding=100_000, flush_s=args.flush,
                                    first_chunk_timeout_s=600))
         base = f"http://127.0.0.1:{port}"
-        engines = [serve.get_deployment_handle(f"engine-{r.replica_id}", app_name=APP_NAME) for r in fleet.replicas]
+        engines = [engine_handle(r.replica_id) for r in fleet.replicas]
         asyncio.run(replay(base, fleet.model, at_rate(base_rows[:6], 2.0), 120))  # warm-up
         transport = idle_transport(base, fleet.model, base_rows[:8])
         c0, w0 = cpu_seconds_by_role(me=DRIVER), time.perf_counter()

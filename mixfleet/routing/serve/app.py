@@ -65,6 +65,18 @@ class ServeOptions(StrictModel):
         return self.max_outstanding or sum(r.max_batch for r in fleet.replicas) + self.max_waiting
 
 
+def engine_deployment(replica_id: str) -> str:
+    """The Serve deployment name of one fleet replica's engine."""
+    return f"engine-{replica_id}"
+
+
+def engine_handle(replica_id: str, app_name: str | None = None):
+    """A handle to one fleet replica's engine deployment in the deployed application (Ray connected)."""
+    from ray import serve
+
+    return serve.get_deployment_handle(engine_deployment(replica_id), app_name=app_name or APP_NAME)
+
+
 def engine_of(replica, opts: ServeOptions) -> str:
     """The engine a replica runs: its pool's ``engine:``, else the serve options' engine."""
     return replica.engine or opts.engine
@@ -189,7 +201,7 @@ def build_app(fleet, options: ServeOptions | dict | None = None, *, advertised: 
             actor = {"num_cpus": opts.cpus_per_replica,
                      "num_gpus": opts.gpus_per_replica if opts.device == "cuda" else 0}
         engines[r.replica_id] = engine_dep.options(
-            name=f"engine-{r.replica_id}", num_replicas=1, ray_actor_options=actor,
+            name=engine_deployment(r.replica_id), num_replicas=1, ray_actor_options=actor,
             max_ongoing_requests=r.max_batch + opts.max_waiting + 16,
             max_queued_requests=4 * (r.max_batch + opts.max_waiting),
             health_check_period_s=2.0, health_check_timeout_s=15.0, graceful_shutdown_timeout_s=1.0,

@@ -98,13 +98,11 @@ def served_profile_points(base: str, model: str, replica_ids: list[str], max_bat
     replica's process, beside its event loop and Serve's threads), as fit points. [] without the hook.
     ``grid``: the :class:`~mixfleet.routing.profiler.Grid` whose ``burst``, ``trickle`` and ``trickle_rate``
     to send (the default grid's)."""
-    from ray import serve
-
     from mixfleet.routing import profiler
-    from mixfleet.routing.serve.app import APP_NAME
+    from mixfleet.routing.serve.app import engine_handle
     from mixfleet.routing.traces import TraceRow
 
-    handles = [serve.get_deployment_handle(f"engine-{r}", app_name=app_name or APP_NAME) for r in replica_ids]
+    handles = [engine_handle(r, app_name) for r in replica_ids]
     if not all([h.time_iterations.remote(True).result() for h in handles]):
         return []
     g = grid or profiler.Grid()
@@ -131,7 +129,7 @@ def served_engines(base: str, replicas: list[str] | None = None, app_name: str |
 
     from mixfleet.errors import InputError, first_line
     from mixfleet.platform.bootstrap import connect
-    from mixfleet.routing.serve.app import APP_NAME
+    from mixfleet.routing.serve.app import engine_handle
 
     try:
         with httpx.Client(timeout=10.0) as client:
@@ -155,13 +153,12 @@ def served_engines(base: str, replicas: list[str] | None = None, app_name: str |
         raise InputError(f"no replica of the application at '{base}' is healthy now",
                          "wait until /health counts them again")
     connect(address)  # joins (or stays in) the router's cluster: leaving it later stops nothing there
-    from ray import serve
+    import ray.serve  # noqa: F401  (before quieting: its import resets its logger to INFO)
 
     from mixfleet.platform.logs import quiet_driver
 
-    quiet_driver()  # `import ray.serve` resets its logger to INFO
-
-    infos = [serve.get_deployment_handle(f"engine-{r}", app_name=app_name or APP_NAME).info.remote().result(timeout_s=60)
+    quiet_driver()
+    infos = [engine_handle(r, app_name).info.remote().result(timeout_s=60)
              for r in (replicas or [r for r in ids if healthy[r]])]
     real = [i for i in infos if i["engine"] == "torch"]
     if not real:
