@@ -187,16 +187,21 @@ def simulate(fleet, rows, policy: str, slowdown: float = 1.0, speed: float = 1.0
             "busy_s": sum(res.extra["busy_s"]), "per_request": per}
 
 
-def replay_iterations(points: list[dict], coef: dict, sim: dict) -> dict:
+def replay_iterations(points: list[dict], coef: dict, sim: dict, waits: list[dict] = ()) -> dict:
     """The replay's own iterations, timed inside the real replica, against the profile that simulated it:
     how much longer they took than the fit predicts for the same iterations (the engine's speed and the
     fit's error), split into decode-only iterations and those with prompt chunks; and how many there were
-    against the simulator's count (the batching: the same requests in more or fewer iterations)."""
+    against the simulator's count (the batching: the same requests in more or fewer iterations); and the
+    waits in the replica where the engine had sequences and ran no iteration (``waits``, one per replica,
+    from :func:`mixfleet.routing.profiler.stalls`), which the simulator does not have."""
     from mixfleet.routing import profiler
 
     pred = profiler.predict_ms(coef, points)
     out = {"timed": len(points), "simulated_iterations": sim["iterations"], "simulated_busy_s": sim["busy_s"],
-           "measured_s": sum(p["time_s"] for p in points), "predicted_s": sum(pred) / 1e3}
+           "measured_s": sum(p["time_s"] for p in points), "predicted_s": sum(pred) / 1e3,
+           "stalls": {"count": sum(w.get("count", 0) for w in waits), "seconds": sum(w.get("seconds", 0.0) for w in waits),
+                      "longest_s": max((w.get("longest_s", 0.0) for w in waits), default=0.0),
+                      "at_s": [w.get("at_s", []) for w in waits]}}
     for name, keep in (("all", lambda p: True), ("decode_only", lambda p: p["sq"] == 0),
                        ("with_prompt_chunks", lambda p: p["sq"] > 0)):
         pairs = [(p, pr) for p, pr in zip(points, pred, strict=True) if keep(p)]
@@ -206,6 +211,19 @@ def replay_iterations(points: list[dict], coef: dict, sim: dict) -> dict:
                          "mean_sequences": float(np.mean([p["sequences"] for p, _ in pairs])),
                          "mean_keys": float(np.mean([p["keys"] for p, _ in pairs]))}
     return out
+
+
+def loop_split(points: list[dict]) -> dict | None:
+    """Decode-only iterations of ``points`` (those with ``forward_s``): how many, their mean sequences and
+    keys, and their mean time (ms) split into the forward pass and the generation loop's Python around it."""
+    dec = [p for p in points if p.get("sq") == 0 and p["kind"] == "step" and "forward_s" in p]
+    if not dec:
+        return None
+    return {"iterations": len(dec), "mean_sequences": float(np.mean([p["sequences"] for p in dec])),
+            "mean_keys": float(np.mean([p["keys"] for p in dec])),
+            "mean_ms": float(np.mean([p["time_s"] for p in dec])) * 1e3,
+            "forward_ms": float(np.mean([p["forward_s"] for p in dec])) * 1e3,
+            "loop_ms": float(np.mean([p["time_s"] - p["forward_s"] for p in dec])) * 1e3}
 
 
 def live_capacity(base: str, model: str, rows, timeout_s: float) -> dict:
@@ -393,11 +411,15 @@ def markdown(out: dict) -> str:
         if it:
             parts = "; ".join(f"{name.replace('_', ' ')}: {v['iterations']} at {v['measured_over_predicted']:.2f}x (mean "
                               f"{v['mean_sequences']:.1f} sequences, {v['mean_keys']:.0f} keys)"
-                              for name, v in it.items() if isinstance(v, dict) and name != "all")
+                              for name, v in it.items() if name in ("decode_only", "with_prompt_chunks"))
             lines[-1] += (f" The replay's own iterations, timed in the replica ({it['timed']} the engine went straight on "
                           f"from): {it['measured_s']:.1f} s against {it['predicted_s']:.1f} s that the profile "
                           f"predicts for the same iterations ({it['all']['measured_over_predicted']:.2f}x; {parts}); "
                           f"the simulator ran {it['simulated_iterations']} iterations, busy {it['simulated_busy_s']:.1f} s.")
+            st = it.get("stalls")
+            if st:
+                lines[-1] += (f" Waits with sequences in the engine and no iteration running (over 10 ms): "
+                              f"{st['count']}, {st['seconds']:.2f} s in all, the longest {st['longest_s'] * 1e3:.0f} ms.")
         if "real_over_sim_at_live_speed" in run:
             lines[-1] += (f" The live burst ran {run['live_burst_over_simulated']:.2f}x as long as simulated with this "
                           "profile; real / simulated with every step that much slower: "
@@ -530,6 +552,7 @@ def main(argv=None) -> int:
                 live = asyncio.run(replay(base, fleet.model, rows, args.timeout + rows[-1].arrival_s))
             finally:
                 its = [p for h in timing for p in h.time_iterations.remote(False, "replay").result()]
+                waits = [h.iteration_stalls.remote().result() for h in timing]
             cores = cores_used(c0, cpu_seconds_by_role(me=DRIVER), time.perf_counter() - w0)
             live_per = live.pop("per_request")
             drift = host_drift(before, measure(_probe_grid()))
@@ -558,7 +581,10 @@ def main(argv=None) -> int:
                          "live_burst_over_simulated": live_speed, "cores_during_replay": cores,
                          "real_over_sim_at_live_speed": {k: live[k] / at_live[k] for k in KEYS},
                          "decomposition": decompose(sim_per, live_per, coef["mean_abs_rel_error"]),
-                         "replay_iterations": replay_iterations(its, coef, raw) if its else None,
+                         "replay_iterations": replay_iterations(its, coef, raw, waits) if its else None,
+                         "decode_steps": {"offline_trickle": loop_split([p for p in measured["points"]
+                                                                         if p.get("phase") == "trickle"]),
+                                          "served_trickle": loop_split(served), "replay": loop_split(its)},
                          "sim_per_request": sim_per, "live_per_request": live_per})
             print(f"load {load:.0%} ({rate:.2f} req/s): real/sim " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items())
                   + f"; host {drift:.2f}x slower after the replay than before", file=sys.stderr)

@@ -203,17 +203,33 @@ class IterationTimer:
 def busy_steps(log: list[tuple], phase: str) -> list[dict]:
     """Fit points of the iterations in ``log`` the engine went straight on from (the next one started
     within 10 ms); one followed by a wait for work is not a point (its period would include the wait)."""
-    return [_step(phase, ql, kl, b[0] - t) for (t, d, ql, kl), b in zip(log, log[1:], strict=False)
+    return [_step(phase, ql, kl, b[0] - t, d) for (t, d, ql, kl), b in zip(log, log[1:], strict=False)
             if ql is not None and b[0] - t - d < 0.010]
 
 
-def _step(phase: str, ql: list[int], kl: list[int], time_s: float) -> dict:
+def stalls(log: list[tuple], gap_s: float = 0.010) -> dict:
+    """Where the engine had work and did not run it: after an iteration, a wait of more than ``gap_s``
+    before the next one although that next one continues a sequence already started (a decode, or a later
+    chunk of a prompt: its keys outnumber its queries), so the sequence was in the engine all along. The
+    generation loop runs straight on while it has sequences; such a wait is its thread not getting the
+    interpreter or a core. ``{"count", "seconds", "longest_s", "at_s"}``; ``at_s`` lists the ten longest
+    as ``[seconds after the first timed iteration, wait]``."""
+    found = [(b[0] - log[0][0], b[0] - t - d) for (t, d, _, _), b in zip(log, log[1:], strict=False)
+             if b[0] - t - d >= gap_s and b[2] is not None and any(k > q for q, k in zip(b[2], b[3], strict=True))]
+    top = sorted(found, key=lambda x: -x[1])[:10]
+    return {"count": len(found), "seconds": sum(w for _, w in found), "longest_s": top[0][1] if top else 0.0,
+            "at_s": [[round(a, 3), round(w, 4)] for a, w in sorted(top)]}
+
+
+def _step(phase: str, ql: list[int], kl: list[int], time_s: float, forward_s: float) -> dict:
     """A timed iteration as a fit point: its tokens, the keys its decodes read, all keys it read, its prompt
-    chunks' square term and query x key tokens."""
+    chunks' square term and query x key tokens; ``forward_s`` of its ``time_s`` in the forward pass (the
+    rest is the generation loop's own Python: scheduling, sampling, handing out the tokens)."""
     pairs = list(zip(ql, kl, strict=True))
     return {"kind": "step", "phase": phase, "sequences": len(ql), "tokens": sum(ql),
             "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl),
-            "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s}
+            "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s,
+            "forward_s": forward_s}
 
 
 def burst_requests(n: int, max_batched_tokens: int, max_context: int) -> list[tuple[int, int]]:
@@ -243,7 +259,7 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     log = timer.stop()
     gaps = [b[0] - a[0] - a[1] for a, b in zip(log, log[1:], strict=False)]
     tail = statistics.median(gaps) if gaps else 0.0
-    return [_step("burst", ql, kl, log[i + 1][0] - t if i + 1 < len(log) else d + tail)
+    return [_step("burst", ql, kl, log[i + 1][0] - t if i + 1 < len(log) else d + tail, d)
             for i, (t, d, ql, kl) in enumerate(log) if ql is not None]
 
 

@@ -133,6 +133,11 @@ class EngineReplica:
             return await asyncio.to_thread(self.engine.time_iterations)
         return self.engine.timed_iterations(phase)
 
+    async def iteration_stalls(self) -> dict:
+        """The waits with work in the engine during the last timed span (real engine; ``{}`` otherwise):
+        :func:`mixfleet.routing.profiler.stalls`."""
+        return dict(getattr(self.engine, "last_stalls", {}))
+
     async def stats(self) -> dict:
         return self.engine.stats()
 

@@ -133,6 +133,7 @@ class TorchEngine:
         self.tokens = 0
         self.completed = 0
         self._timer = None
+        self.last_stalls: dict = {}
 
     # -- the EmulatedEngine interface ---------------------------------------------------------
     def set_speed(self, speed: float) -> None:
@@ -198,10 +199,14 @@ class TorchEngine:
 
     def timed_iterations(self, phase: str = "served") -> list[dict]:
         """Stop timing; the iterations timed since :meth:`time_iterations` that the engine went straight on
-        from, as profile fit points (:func:`mixfleet.routing.profiler.busy_steps`)."""
-        from mixfleet.routing.profiler import busy_steps
+        from, as profile fit points (:func:`mixfleet.routing.profiler.busy_steps`). The waits in the same
+        span where the engine had sequences and ran no iteration go to ``last_stalls``
+        (:func:`mixfleet.routing.profiler.stalls`)."""
+        from mixfleet.routing.profiler import busy_steps, stalls
 
-        return busy_steps(self._timer.stop(), phase) if self._timer is not None else []
+        log = self._timer.stop() if self._timer is not None else []
+        self.last_stalls = stalls(log)
+        return busy_steps(log, phase)
 
     # -- requests -------------------------------------------------------------------------------
     def _check(self, prompt_ids: list[int], max_tokens: int) -> None:
