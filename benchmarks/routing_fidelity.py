@@ -40,7 +40,11 @@ One run, in order:
    (within 10% at 50% load, 20% at 85%); a scatter plot; and where they part, a
    decomposition: transport (client-seen minus engine-seen latency), engine
    vs simulator (queueing and batching inside the engine), and the profile's own
-   fit error.
+   fit error; and inside the replica, the replay's own iterations (counted against
+   the simulator's, priced by the profile), the *stalls* (waits with sequences in
+   the engine and no iteration running) and the decode steps' time split into
+   the forward pass and the generation loop's Python, beside the same split for
+   the offline and the served trickle (``decode_steps`` in the JSON).
 
 CPU binding (``--bind on``; ``auto`` binds on a CPU run with a core to spare
 for each replica; default ``off``): replica ``k`` is bound to its own core (``ServeOptions.cpu_bind``)
