@@ -24,7 +24,10 @@ took 32-37 s in three runs of one session).
 
 Every output is checked equal to the script's. Times are of the query, with the
 engine already started (Ray connected, Spark session up), and include reading
-the input and collecting the counts. ``--scaling`` runs mixfleet (chunk API) at
+the input and collecting the counts. The first round starts once the host has
+settled after Ray's start-up (under a quarter of a core busy for a second, at
+most a minute: ``settled_s`` in the JSON), so the script, which runs first, does
+not share the cores with it. ``--scaling`` runs mixfleet (chunk API) at
 each of ``--sizes`` GiB and records the peak RSS of every worker actor.
 
 Writes ``benchmarks/results/mapreduce_wordcount.{json,md}`` (a mode keeps the
@@ -120,6 +123,21 @@ class RssSampler:
 
 
 # --- the systems ----------------------------------------------------------------------------
+def settle(max_cores: float = 0.25, window_s: float = 1.0, timeout_s: float = 60.0) -> float:
+    """Wait until the host uses under ``max_cores`` for a ``window_s`` window (Ray's start-up done:
+    its prestarted workers and dashboard burn CPU for several seconds after ``connect``), at most
+    ``timeout_s``; the seconds waited. Without it the first round's script runs beside that start-up."""
+    from mixfleet.platform.cpus import cpu_seconds_by_role
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        a = cpu_seconds_by_role(roles=())["host"]
+        time.sleep(window_s)
+        if (cpu_seconds_by_role(roles=())["host"] - a) / window_s < max_cores:
+            break
+    return time.perf_counter() - t0
+
+
 def run_script(files: list[Path], cpus: int) -> dict:
     counts: Counter = Counter()
     for path in files:
@@ -242,6 +260,8 @@ def peers(args, files: list[Path], out_root: Path) -> dict:
     if not java:
         skipped["spark_df"] = skipped["spark_rdd"] = "java is not installed on this machine: Spark skipped"
         print("spark: skipped, `java` not found on PATH", file=sys.stderr)
+    waited = settle()
+    print(f" the host settled after {waited:.1f} s", file=sys.stderr)
     for k in range(args.repeat):
         if args.repeat > 1:
             print(f" round {k + 1} of {args.repeat}", file=sys.stderr)
@@ -264,7 +284,8 @@ def peers(args, files: list[Path], out_root: Path) -> dict:
     ratios = {api: {peer: round(statistics.median(v), 2) for peer, v in by_peer.items()}
               for api, by_peer in rounds.items()}
     return {"systems": results, "skipped": skipped, "ratios": ratios, "ratio_per_round": rounds,
-            "repeat": args.repeat, "distinct_words": len(truth or {}), "java": _java_version()}
+            "repeat": args.repeat, "distinct_words": len(truth or {}), "java": _java_version(),
+            "settled_s": round(waited, 1)}
 
 
 def scaling(args, all_files: list[Path], out_root: Path) -> list[dict]:
