@@ -108,13 +108,14 @@ def main() -> int:
                     proc.kill()
                     proc.wait()
             runs.append({"neighbour": name, **decode_forward_ms(steps)})
-            print(f"  {name:12s} {runs[-1]['median_ms']:.3f} ms over {runs[-1]['iterations']} decode steps",
+            print(f"  {name:12s} median {runs[-1]['median_ms']} ms over {runs[-1]['iterations']} decode steps",
                   file=sys.stderr)
     finally:
         eng.close()
     for i, r in enumerate(runs):
-        if r["neighbour"] != "none":
-            r["vs_none"] = r["median_ms"] / statistics.mean([runs[i - 1]["median_ms"], runs[i + 1]["median_ms"]])
+        around = [runs[i - 1]["median_ms"], runs[i + 1]["median_ms"]] if r["neighbour"] != "none" else []
+        if r["median_ms"] is not None and around and None not in around:
+            r["vs_none"] = r["median_ms"] / statistics.mean(around)
     out = {"benchmark": "routing_neighbours", "note": NOTE, "emulated": False, "model": cfg.name,
            "engine_cpu": engine_cpu, "neighbour_cpu": other_cpu, "requests": args.requests, "rate": args.rate,
            "runs": runs, "command": f"python benchmarks/routing_neighbours.py --requests {args.requests} "
@@ -151,8 +152,8 @@ def markdown(r: dict) -> str:
             "| run | neighbour | decode steps | median forward (ms) | vs none |", "| ---: | --- | ---: | ---: | ---: |"]
     for i, run in enumerate(r["runs"], 1):
         vs = f"{run['vs_none']:.2f}x" if "vs_none" in run else ""
-        rows.append(f"| {i} | {WHAT.get(run['neighbour'], run['neighbour'])} | {run['iterations']} | "
-                    f"{run['median_ms']:.3f} | {vs} |")
+        med = f"{run['median_ms']:.3f}" if run["median_ms"] is not None else "none timed"
+        rows.append(f"| {i} | {WHAT.get(run['neighbour'], run['neighbour'])} | {run['iterations']} | {med} | {vs} |")
     rows += ["", "Mean per neighbour: " + ", ".join(f"{WHAT.get(k, k)} {statistics.mean(v):.2f}x"
                                                     for k, v in _by_neighbour(r).items()) + ".", "",
              f"Reproduce: `{r['command']}`"]
