@@ -197,7 +197,7 @@ def replay_iterations(points: list[dict], coef: dict, sim: dict, waits: list[dic
     fit's error), split into decode-only iterations and those with prompt chunks; and how many there were
     against the simulator's count (the batching: the same requests in more or fewer iterations); and the
     waits in the replica where the engine had sequences and ran no iteration (``waits``, one per replica,
-    from :func:`mixfleet.routing.profiler.stalls`), which the simulator does not have."""
+    from :func:`mixfleet.routing.iterations.stalls`), which the simulator does not have."""
     from mixfleet.routing import profiler
 
     pred = profiler.predict_ms(coef, points)

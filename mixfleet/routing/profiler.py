@@ -54,6 +54,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from mixfleet.routing.iterations import IterationTimer, busy_steps, model_runner, step_point
 from mixfleet.routing.torch_model import REAL_NOTE, TorchModelConfig
 
 
@@ -139,99 +140,6 @@ def measure(cfg: TorchModelConfig, *, device: str = "cpu", threads: int = 1, kv_
     return {"points": points, **eng.settings()}
 
 
-def model_runner(eng):
-    """transformers' model runner of ``eng`` (whose ``compute_batch`` runs one iteration), or None."""
-    deadline = time.monotonic() + 30  # the generation thread creates its batch processor when it starts
-    while getattr(eng.manager, "batch_processor", None) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    runner = getattr(getattr(eng.manager, "batch_processor", None), "model_runner", None)
-    return runner if runner is not None and hasattr(runner, "compute_batch") else None
-
-
-class IterationTimer:
-    """Times every iteration an engine runs while on: (start, seconds in the forward pass, query lengths,
-    key lengths per sequence; the lengths None when the batch does not carry them), at most ``limit`` kept.
-
-    It wraps ``transformers``' ``model_runner.compute_batch``, called by the engine's generation thread;
-    a serving replica turns it on to time its own iterations under real traffic
-    (:meth:`~mixfleet.routing.serve.torch_engine.TorchEngine.time_iterations`)."""
-
-    def __init__(self, runner, limit: int = 100_000) -> None:
-        from collections import deque
-
-        self.runner, self.log = runner, deque(maxlen=limit)
-        self._inner = None
-
-    def start(self) -> None:
-        if self._inner is not None:
-            return
-        inner = self._inner = self.runner.compute_batch
-        log = self.log
-
-        def timed(model, batch_data):
-            t = time.perf_counter()
-            out = inner(model, batch_data)
-            d = time.perf_counter() - t
-            q, k = batch_data.get("cu_seq_lens_q"), batch_data.get("cu_seq_lens_k")
-            q, k = (next(iter(x.values())) if isinstance(x, dict) else x for x in (q, k))
-            ql, kl = ((q[1:] - q[:-1]).tolist(), (k[1:] - k[:-1]).tolist()) if q is not None and k is not None \
-                else (None, None)
-            log.append((t, d, ql, kl))
-            return out
-
-        self.runner.compute_batch = timed
-
-    def _unhook(self) -> None:
-        if self._inner is not None:
-            self.runner.compute_batch, self._inner = self._inner, None
-
-    def stop(self) -> list[tuple]:
-        """Unhook; the iterations timed so far (the log is emptied)."""
-        self._unhook()
-        out = list(self.log)
-        self.log.clear()
-        return out
-
-    def __enter__(self) -> IterationTimer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._unhook()
-
-
-def busy_steps(log: list[tuple], phase: str) -> list[dict]:
-    """Fit points of the iterations in ``log`` the engine went straight on from (the next one started
-    within 10 ms); one followed by a wait for work is not a point (its period would include the wait)."""
-    return [_step(phase, ql, kl, b[0] - t, d) for (t, d, ql, kl), b in zip(log, log[1:], strict=False)
-            if ql is not None and b[0] - t - d < 0.010]
-
-
-def stalls(log: list[tuple], gap_s: float = 0.010) -> dict:
-    """Where the engine had work and did not run it: after an iteration, a wait of more than ``gap_s``
-    before the next one although that next one continues a sequence already started (a decode, or a later
-    chunk of a prompt: its keys outnumber its queries), so the sequence was in the engine all along. The
-    generation loop runs straight on while it has sequences; such a wait is its thread not getting the
-    interpreter or a core. ``{"count", "seconds", "longest_s", "at_s"}``; ``at_s`` lists the ten longest
-    as ``[seconds after the first timed iteration, wait]``."""
-    found = [(b[0] - log[0][0], b[0] - t - d) for (t, d, _, _), b in zip(log, log[1:], strict=False)
-             if b[0] - t - d >= gap_s and b[2] is not None and any(k > q for q, k in zip(b[2], b[3], strict=True))]
-    top = sorted(found, key=lambda x: -x[1])[:10]
-    return {"count": len(found), "seconds": sum(w for _, w in found), "longest_s": top[0][1] if top else 0.0,
-            "at_s": [[round(a, 3), round(w, 4)] for a, w in sorted(top)]}
-
-
-def _step(phase: str, ql: list[int], kl: list[int], time_s: float, forward_s: float) -> dict:
-    """A timed iteration as a fit point: its tokens, the keys its decodes read, all keys it read, its prompt
-    chunks' square term and query x key tokens; ``forward_s`` of its ``time_s`` in the forward pass (the
-    rest is the generation loop's own Python: scheduling, sampling, handing out the tokens)."""
-    pairs = list(zip(ql, kl, strict=True))
-    return {"kind": "step", "phase": phase, "sequences": len(ql), "tokens": sum(ql),
-            "kv": sum(b for a, b in pairs if a == 1), "keys": sum(kl),
-            "sq": sum(b * b - (b - a) ** 2 for a, b in pairs if a > 1), "qkv": sum(ql) * sum(kl), "time_s": time_s,
-            "forward_s": forward_s}
-
-
 def burst_requests(n: int, max_batched_tokens: int, max_context: int) -> list[tuple[int, int]]:
     """The burst's requests: (prompt tokens, output tokens), prompts uniform in 16 to the iteration's token
     budget (at most half the context), every output ``max(8, max_context // 16)`` tokens."""
@@ -259,7 +167,7 @@ def _burst_steps(eng, n: int, max_batched_tokens: int, max_context: int) -> list
     log = timer.stop()
     gaps = [b[0] - a[0] - a[1] for a, b in zip(log, log[1:], strict=False)]
     tail = statistics.median(gaps) if gaps else 0.0
-    return [_step("burst", ql, kl, log[i + 1][0] - t if i + 1 < len(log) else d + tail, d)
+    return [step_point("burst", ql, kl, log[i + 1][0] - t if i + 1 < len(log) else d + tail, d)
             for i, (t, d, ql, kl) in enumerate(log) if ql is not None]
 
 

@@ -271,16 +271,16 @@ def test_a_wait_with_sequences_in_the_engine_is_a_stall_and_a_wait_for_new_work_
     """The replica's timed iterations tell a stall (the next iteration continues a sequence, so it was in
     the engine during the wait) from idling until a request arrives, and each fit point keeps the share of
     its time spent in the forward pass."""
-    from mixfleet.routing import profiler
+    from mixfleet.routing import iterations
 
     log = [(0.000, 0.004, [5], [5]),  # a new prompt
            (0.005, 0.004, [1], [6]),  # its first decode, straight on
            (0.050, 0.004, [1], [7]),  # 41 ms later the same sequence goes on: a stall
            (0.200, 0.004, [3], [3]),  # a new request after the engine ran dry: not a stall
            (0.205, 0.004, [1, 1], [8, 4])]
-    st = profiler.stalls(log)
+    st = iterations.stalls(log)
     assert st["count"] == 1 and st["seconds"] == pytest.approx(0.041) and st["at_s"] == [[0.05, 0.041]]
-    points = profiler.busy_steps(log, "served")
+    points = iterations.busy_steps(log, "served")
     assert [p["time_s"] for p in points] == pytest.approx([0.005, 0.005])  # the two followed by a wait dropped
     assert all(p["forward_s"] == pytest.approx(0.004) for p in points)
-    assert profiler.stalls([]) == {"count": 0, "seconds": 0, "longest_s": 0.0, "at_s": []}
+    assert iterations.stalls([]) == {"count": 0, "seconds": 0, "longest_s": 0.0, "at_s": []}

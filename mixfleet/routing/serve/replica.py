@@ -135,7 +135,7 @@ class EngineReplica:
 
     async def iteration_stalls(self) -> dict:
         """The waits with work in the engine during the last timed span (real engine; ``{}`` otherwise):
-        :func:`mixfleet.routing.profiler.stalls`."""
+        :func:`mixfleet.routing.iterations.stalls`."""
         return dict(getattr(self.engine, "last_stalls", {}))
 
     async def stats(self) -> dict:

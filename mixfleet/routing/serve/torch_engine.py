@@ -187,7 +187,7 @@ class TorchEngine:
         """Start timing every iteration this engine runs (for a profile of the engine as served: its
         iterations under real traffic, in the serving process); False where ``transformers`` offers no
         hook. Costs two clock reads and a list append per iteration."""
-        from mixfleet.routing.profiler import IterationTimer, model_runner
+        from mixfleet.routing.iterations import IterationTimer, model_runner
 
         if self._timer is None:
             runner = model_runner(self)
@@ -199,10 +199,10 @@ class TorchEngine:
 
     def timed_iterations(self, phase: str = "served") -> list[dict]:
         """Stop timing; the iterations timed since :meth:`time_iterations` that the engine went straight on
-        from, as profile fit points (:func:`mixfleet.routing.profiler.busy_steps`). The waits in the same
+        from, as profile fit points (:func:`mixfleet.routing.iterations.busy_steps`). The waits in the same
         span where the engine had sequences and ran no iteration go to ``last_stalls``
-        (:func:`mixfleet.routing.profiler.stalls`)."""
-        from mixfleet.routing.profiler import busy_steps, stalls
+        (:func:`mixfleet.routing.iterations.stalls`)."""
+        from mixfleet.routing.iterations import busy_steps, stalls
 
         log = self._timer.stop() if self._timer is not None else []
         self.last_stalls = stalls(log)
