@@ -8,7 +8,9 @@ it busy-loops for 9x the time its own work took (no sleep, so the core stays
 busy and the worker's heartbeats and progress look like a slow machine's).
 
 Cases, one run: ``clean``; ``slow`` (speculation on, the default); ``slow_no_spec``
-(``speculation=False``). Outputs must be identical. The bar is ``slow <= 1.3 x
+(``speculation=False``). ``--repeat N`` runs the three cases N times in rounds (each
+round every case once) and reports each case's median time, the rounds beside it.
+Outputs must be identical. The bar is ``slow <= 1.3 x
 clean``. Note the capacity bound: with one of two cores doing a tenth of its
 work, the job has 1.1 cores of useful work instead of 2, so the CPU-bound part
 cannot take less than 2 / 1.1 = 1.82x its clean time, whatever the scheduler does;
@@ -83,6 +85,7 @@ def main() -> int:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--factor", type=float, default=10.0)
     ap.add_argument("--data", default="/tmp/mixfleet-bench-straggler/books.txt")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the three cases; medians reported")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
 
@@ -95,31 +98,45 @@ def main() -> int:
     cases = {"clean": (SlowWorkerWordCount(), {}),
              "slow": (SlowWorkerWordCount(0, args.factor), {}),
              "slow_no_spec": (SlowWorkerWordCount(0, args.factor), {"speculation": False})}
-    runs, outputs = {}, {}
-    for name, (job, extra) in cases.items():
-        t0 = time.perf_counter()
-        result = run(job, [str(src)], str(out_root / f"out-{name}"), num_workers=args.workers, overwrite=True,
-                     **extra)
-        elapsed = time.perf_counter() - t0
-        outputs[name] = sorted(result.read())
-        won = [a["end"] - a["start"] for a in result.timeline if a["outcome"] == "won" and a["kind"] == "map"]
-        spec = result.counters["speculation"]
-        runs[name] = {"elapsed_s": round(elapsed, 2), "map_tasks": result.map_tasks,
-                      "reduce_tasks": result.reduce_tasks, "attempts": result.attempts,
-                      "backups_won": spec["backups_won"], "backups_launched": spec["backups_launched"],
-                      "map_task_s": {"min": round(min(won), 2), "median": round(statistics.median(won), 2),
-                                     "max": round(max(won), 2)}}
-        print(f"{name:14s} {elapsed:6.1f} s  attempts {result.attempts}  backups won "
-              f"{spec['backups_won']}/{spec['backups_launched']}", file=sys.stderr)
+    rounds: dict[str, list[dict]] = {name: [] for name in cases}
+    outputs = {}
+    for k in range(args.repeat):
+        for name, (job, extra) in cases.items():
+            t0 = time.perf_counter()
+            result = run(job, [str(src)], str(out_root / f"out-{name}"), num_workers=args.workers,
+                         overwrite=True, **extra)
+            elapsed = time.perf_counter() - t0
+            out = sorted(result.read())
+            outputs.setdefault(name, out)
+            if out != outputs[name]:
+                outputs[name] = None
+            won = [a["end"] - a["start"] for a in result.timeline if a["outcome"] == "won" and a["kind"] == "map"]
+            spec = result.counters["speculation"]
+            rounds[name].append({
+                "elapsed_s": round(elapsed, 2), "map_tasks": result.map_tasks,
+                "reduce_tasks": result.reduce_tasks, "attempts": result.attempts,
+                "backups_won": spec["backups_won"], "backups_launched": spec["backups_launched"],
+                "map_task_s": {"min": round(min(won), 2), "median": round(statistics.median(won), 2),
+                               "max": round(max(won), 2)}})
+            print(f"round {k + 1} {name:14s} {elapsed:6.1f} s  attempts {result.attempts}  backups won "
+                  f"{spec['backups_won']}/{spec['backups_launched']}", file=sys.stderr)
+    runs = {}
+    for name, rs in rounds.items():
+        mid = sorted(rs, key=lambda r: r["elapsed_s"])[(len(rs) - 1) // 2]  # the median round (lower middle)
+        runs[name] = {**mid, "elapsed_s": statistics.median(r["elapsed_s"] for r in rs),
+                      "rounds_s": [r["elapsed_s"] for r in rs]}
     base = runs["clean"]["elapsed_s"]
     ratios = {k: round(v["elapsed_s"] / base, 2) for k, v in runs.items()}
+    round_ratios = {k: [round(r["elapsed_s"] / c["elapsed_s"], 2) for r, c in zip(rs, rounds["clean"], strict=True)]
+                    for k, rs in rounds.items()}
     result = {"benchmark": "mapreduce_straggler",
               "command": "python benchmarks/mapreduce_straggler.py " + " ".join(sys.argv[1:]),
               "input_mb": args.mb, "workers": args.workers, "cpus": args.cpus, "factor": args.factor,
-              "note": args.note, "runs": runs, "ratios_vs_clean": ratios,
+              "note": args.note, "repeat": args.repeat, "runs": runs, "ratios_vs_clean": ratios,
+              "round_ratios_vs_clean": round_ratios,
               "capacity_bound": round(args.workers / (args.workers - 1 + 1 / args.factor), 2),
               "bar": 1.3, "bar_met": ratios["slow"] <= 1.3,
-              "outputs_identical": all(o == outputs["clean"] for o in outputs.values())}
+              "outputs_identical": all(o is not None and o == outputs["clean"] for o in outputs.values())}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mapreduce_straggler.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "mapreduce_straggler.md").write_text(markdown(result))
@@ -135,14 +152,18 @@ def headline(r: dict) -> str:
 
 
 def markdown(r: dict) -> str:
+    n = r.get("repeat", 1)
     lines = [f"### One of {r['workers']} workers {r['factor']:g}x slower on CPU, default settings: word count, "
-             f"{r['input_mb']:.0f} MB, {r['cpus']} CPUs", "",
-             "| case | time (s) | x clean | map tasks | map task s (min / median / max) | backups won / launched |",
-             "| --- | ---: | ---: | ---: | --- | --- |"]
+             f"{r['input_mb']:.0f} MB, {r['cpus']} CPUs" + (f", median of {n} rounds" if n > 1 else ""), "",
+             "| case | time (s) | x clean | rounds: x clean | map tasks | map task s (min / median / max) "
+             "| backups won / launched |",
+             "| --- | ---: | ---: | --- | ---: | --- | --- |"]
     for name, run in r["runs"].items():
         t = run["map_task_s"]
-        lines.append(f"| {name} | {run['elapsed_s']:.1f} | {r['ratios_vs_clean'][name]:.2f} | {run['map_tasks']} | "
-                     f"{t['min']} / {t['median']} / {t['max']} | {run['backups_won']} / {run['backups_launched']} |")
+        per_round = " / ".join(f"{x:.2f}" for x in r.get("round_ratios_vs_clean", {}).get(name, [])) or "-"
+        lines.append(f"| {name} | {run['elapsed_s']:.1f} | {r['ratios_vs_clean'][name]:.2f} | {per_round} | "
+                     f"{run['map_tasks']} | {t['min']} / {t['median']} / {t['max']} | "
+                     f"{run['backups_won']} / {run['backups_launched']} |")
     lines += ["", f"Bar: slow <= {r['bar']}x clean: {'met' if r['bar_met'] else 'MISSED'} "
                   f"({r['ratios_vs_clean']['slow']:.2f}x). Capacity bound for a CPU-bound job: "
                   f"{r['capacity_bound']:.2f}x (1.1 useful cores of 2). Outputs identical: "

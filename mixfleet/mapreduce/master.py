@@ -8,12 +8,15 @@ completions it
 
 - lets an idle worker take over the unclaimed remainder of the longest
   running split (``claim`` reserves the bytes a map is about to read, so a
-  cut never overlaps work);
+  cut never overlaps work; :mod:`splitting` sizes claims and cuts by the
+  workers' rates);
 - presumes an attempt silent for ``heartbeat_timeout_s`` lost, kills and
   replaces its worker and re-queues the task (a ``RayActorError`` does the
   same at once);
 - launches backup attempts for stragglers (:mod:`speculation`: past 1.5x
-  the phase's median task time); the first attempt to finish wins and the others are told to stop at their next claim;
+  the phase's median task time, when the backup should finish first); the first attempt to finish
+  wins and the others are told to stop at their next claim; a losing map stops while the next
+  phase runs on the other workers;
 - writes the durable checkpoint (:mod:`checkpoint`) at phase transitions
   and every ``checkpoint_every_s``.
 
@@ -51,7 +54,7 @@ from mixfleet.mapreduce.recovery import Recovery
 from mixfleet.mapreduce.reporting import Reporting
 from mixfleet.mapreduce.results import Failed, JobReport, Lost, MapDone
 from mixfleet.mapreduce.speculation import Running, choose_backup
-from mixfleet.mapreduce.splitting import steal
+from mixfleet.mapreduce.splitting import Claims, steal
 from mixfleet.mapreduce.store import store_for
 from mixfleet.mapreduce.tasks import State, Task, TaskTable
 from mixfleet.mapreduce.worker import Worker
@@ -83,6 +86,8 @@ class Master:
         self.seen: dict[tuple[str, int], float] = {}
         self.progress: dict[tuple[str, int], float] = {}
         self.rates: dict[str, dict[int, float]] = {"map": {}, "reduce": {}}
+        self.claims = Claims(plan.cfg.claim_s)
+        self.draining: dict[asyncio.Future, tuple[Task, Any, Any, float]] = {}  # losing maps, until a deadline
 
     # --- worker pool -----------------------------------------------------------
     def _spawn(self, i: int) -> None:
@@ -163,6 +168,9 @@ class Master:
                 else:
                     pieces = [[Piece(block=t.result.block, block_kind="pairs", nbytes=t.result.records)]
                               for t in reduces if t.result.records]
+            if self.draining:  # no loser may still run at the commit
+                await asyncio.wait(self.draining, timeout=self.cfg.drain_grace_s)
+                self._reap(final=True)
             self.phase = "commit"
             parts = commit(fs, path, winners, fmt)
             self.phase = "done"
@@ -222,7 +230,8 @@ class Master:
             for i in list(idle):
                 task = next((t for t in tasks if t.state is State.PENDING), None)
                 if task is None and self.cfg.steal and kind == "map":
-                    task = steal(self.table, tasks, self.files, self.cfg.chunk_bytes)
+                    task = steal(self.table, tasks, self.files, self.cfg.chunk_bytes, self._read_rate,
+                                 self.rates["map"].get(i))
                 if task is None:
                     break
                 self._launch(task, i, launch, inflight, speculative=False)
@@ -233,13 +242,20 @@ class Master:
                     task, worker = pick
                     self._launch(task, worker, launch, inflight, speculative=True)
             if all(t.state is State.DONE for t in tasks):
-                await self._drain(inflight)
+                if kind == "map":  # losers stop at their next claim while the next phase starts
+                    deadline = time.monotonic() + self.cfg.drain_grace_s
+                    self.draining.update({f: (*v, deadline) for f, v in inflight.items()})
+                else:
+                    await self._drain(inflight)
                 return
-            if not inflight:
+            if not inflight and not self.draining:
                 raise JobFailed(RuntimeError("no worker could run the remaining tasks"))
-            done, _ = await asyncio.wait(inflight, timeout=self.cfg.poll_s, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*inflight, *self.draining], timeout=self.cfg.poll_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
             for fut in done:
-                self._on_done(*inflight.pop(fut), fut)
+                if fut in inflight:
+                    self._on_done(*inflight.pop(fut), fut)
+            self._reap()
             self._save()
 
     def _launch(self, task: Task, worker: int, launch, inflight: dict, speculative: bool) -> None:
@@ -251,6 +267,18 @@ class Master:
         fut = asyncio.ensure_future(_await(launch(task, attempt, worker)))
         fut.add_done_callback(_retrieve)  # a dropped attempt's error is expected, not "never retrieved"
         inflight[fut] = (task, attempt, handle)
+
+    def _reap(self, final: bool = False) -> None:
+        """Free the workers of losing maps that stopped; replace those past their deadline."""
+        now = time.monotonic()
+        for fut, (_task, attempt, handle, deadline) in list(self.draining.items()):
+            if fut.done() or final or now > deadline:
+                del self.draining[fut]
+                self.stats.spec["wasted_ms"] += int(1000 * (now - attempt.started))
+                if self.busy.get(attempt.worker) is attempt:
+                    del self.busy[attempt.worker]
+                if not fut.done():
+                    self._replace(attempt.worker, handle)
 
     async def _drain(self, inflight: dict) -> None:
         """Losing attempts still running: count their time as wasted and make sure they are
@@ -352,8 +380,12 @@ class Master:
             live = t.running_attempts
             if t.state is State.RUNNING and live:
                 first = live[0]
-                running.append(Running(t.id, now - first.started, self.progress.get((t.id, first.number), 0.0),
-                                       len(live), first.worker))
+                key = (t.id, first.number)
+                progress = self.progress.get(key, 0.0)
+                if key in self.claims.logs and t.size:  # bytes read of the task as cut now
+                    progress = min(1.0, self.claims.read(key) / t.size)
+                running.append(Running(t.id, now - first.started, progress, len(live), first.worker,
+                                       t.size if kind == "map" else 0))
         cfg = self.cfg
         pick = choose_backup(running, durations, done, len(tasks), idle, self.rates[kind],
                              threshold=cfg.speculation_threshold, multiplier=cfg.speculation_multiplier,
@@ -374,11 +406,19 @@ class Master:
                 or task.attempts[attempt - 1].outcome != "running"):
             return pos, pos
         end = task.pieces[piece].end
-        granted = max(pos, min(want, end))
+        now = time.monotonic()
+        cap = self.claims.cap((task_id, attempt), now)
+        granted = max(pos, min(want, end, pos + cap if cap else want))
+        self.claims.record((task_id, attempt), granted - pos, now)
         if attempt == task.attempts[0].number or len(task.running_attempts) == 1:
             self.stats.bytes_done += granted - pos
         task.claimed[piece] = max(task.claimed.get(piece, 0), granted)
         return granted, end
+
+    def _read_rate(self, task: Task) -> float | None:
+        """Bytes per second of a running map's first attempt, from its claims."""
+        live = task.running_attempts
+        return self.claims.rate((task.id, live[0].number), time.monotonic()) if live else None
 
     # --- range partitioner ----------------------------------------------------------
     async def _sample(self, step: int, splits: list[list[Piece]]) -> list:

@@ -39,6 +39,7 @@ class RunConfig(StrictModel):
     min_split_bytes: int = 1 * MiB
     max_split_bytes: int = 64 * MiB
     chunk_bytes: int = 4 * MiB              # a map claims and reads this much at a time
+    claim_s: float = 0.5                    # ... or what it reads in this long at its own rate, if less
     reduce_memory_bytes: int = 256 * MiB    # reduce spills sorted runs past this
     bytes_per_reducer: int = 256 * MiB
     max_attempts: int = 4                   # per task, for lost workers
@@ -66,7 +67,7 @@ class RunConfig(StrictModel):
     def _check(self) -> RunConfig:
         if self.durable_shuffle and not self.checkpoint:
             raise InputError("--durable-shuffle needs --checkpoint URI", "pass --checkpoint where to spill map outputs")
-        for name in ("heartbeat_s", "heartbeat_timeout_s", "checkpoint_every_s"):
+        for name in ("heartbeat_s", "heartbeat_timeout_s", "checkpoint_every_s", "claim_s"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name}={getattr(self, name)} must be positive", "use a number of seconds > 0")
         if self.speculation_multiplier < 1 or self.speculation_floor_s < 0:

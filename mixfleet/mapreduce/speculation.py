@@ -16,6 +16,9 @@ Rules (all configurable in :class:`RunConfig`):
 - at most ``ceil(cap * running)`` (10%) tasks with a live backup;
 - the backup goes to an idle worker that is not itself slow: a worker
   whose completed-task rate is below ``slow_ratio`` x the median rate;
+- a backup must be expected to finish first (Hadoop's ``DefaultSpeculator``):
+  ``left_t`` must exceed the backup's own estimated run time, ``size_t`` over the
+  chosen worker's observed rate, or ``m`` when either is unknown;
 - among stragglers, the task with the longest ``left_t`` is backed up (LATE).
 The master applies the decision; the first attempt to finish wins.
 """
@@ -36,6 +39,7 @@ class Running:
     progress: float
     attempts_running: int
     worker: int
+    size: int = 0  # bytes a backup would read (0: unknown)
 
 
 def time_left(r: Running) -> float:
@@ -51,6 +55,12 @@ def slow_workers(rates: dict[int, float], slow_ratio: float) -> set[int]:
         return set()
     median = statistics.median(rates.values())
     return {w for w, r in rates.items() if r < slow_ratio * median}
+
+
+def backup_time(r: Running, worker: int, rates: dict[int, float], median_s: float) -> float:
+    """Estimated run time of a new attempt of ``r`` on ``worker``."""
+    rate = rates.get(worker)
+    return r.size / rate if r.size and rate else median_s
 
 
 def straggler_age(durations: list[float], multiplier: float, floor_s: float) -> float:
@@ -80,6 +90,9 @@ def choose_backup(running: list[Running], durations: list[float], done: int, tot
     candidates = [r for r in running if r.attempts_running == 1 and r.age_s > limit]
     if not candidates:
         return None
-    best = max(candidates, key=lambda r: (time_left(r), r.age_s))
-    worker = next((w for w in fast_idle if w != best.worker), None)
-    return (best.task_id, worker) if worker is not None else None
+    median_s = statistics.median(durations)
+    for best in sorted(candidates, key=lambda r: (time_left(r), r.age_s), reverse=True):
+        worker = next((w for w in fast_idle if w != best.worker), None)
+        if worker is not None and time_left(best) > backup_time(best, worker, rates, median_s):
+            return best.task_id, worker
+    return None

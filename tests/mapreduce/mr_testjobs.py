@@ -267,39 +267,56 @@ class GatedMap(SlowReduce):
 
 
 class Straggler(WordCounting):
-    """Word count where every attempt on worker ``slow`` is a CPU-bound straggler: it burns
-    CPU in a loop (no sleep) until another attempt of the same task has finished (the
+    """Word count where every attempt on worker ``slow`` in ``phases`` is a CPU-bound straggler:
+    it burns CPU in a loop (no sleep) until another attempt of the same task has finished (the
     ``done-TASK`` file), or for ``limit_s``. Once the other attempt has finished, the straggler
     still does not finish before ``limit_s`` (it waits without burning CPU): it must never race
-    the winner to the master, so only a backup can win and the master drains the straggler."""
+    the winner to the master, so only a backup can win. A losing map returns early only once a
+    reduce has started (``reduce-started``; it leaves ``saw-reduce-TASK``): the map phase is over,
+    and the next phase did not wait for it.
 
-    def __init__(self, scratch: str = "", slow: int = 1, limit_s: float = 120.0):
+    With ``reduce`` in ``phases`` the other worker's reduces wait (up to ``limit_s``) until the
+    slow worker has one (``reduce-on-slow``), so each worker gets a reduce whatever the timing."""
+
+    def __init__(self, scratch: str = "", slow: int = 1, limit_s: float = 120.0, phases: str = "map,reduce"):
         super().__init__()
-        self.scratch, self.slow, self.limit_s = scratch, slow, limit_s
+        self.scratch, self.slow, self.limit_s, self.phases = scratch, slow, limit_s, phases.split(",")
 
-    def _straggle(self):
-        if self.worker_index != self.slow:
-            return
-        done = os.path.join(self.scratch, f"done-{self.task_id}")
+    def _file(self, name: str) -> str:
+        return os.path.join(self.scratch, name)
+
+    def _straggle(self, phase: str):
         deadline = time.monotonic() + self.limit_s
+        if self.worker_index != self.slow or phase not in self.phases:
+            if phase == "reduce" and phase in self.phases:
+                while not os.path.exists(self._file("reduce-on-slow")) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            return
+        if phase == "reduce":
+            open(self._file("reduce-on-slow"), "w").close()
+        done = self._file(f"done-{self.task_id}")
         x = 0
         while not os.path.exists(done) and time.monotonic() < deadline:
             for i in range(20_000):
                 x += i * i
         while time.monotonic() < deadline:  # lost the race by construction: wait to be drained
+            if phase == "map" and os.path.exists(self._file("reduce-started")):
+                open(self._file(f"saw-reduce-{self.task_id}"), "w").close()
+                return
             time.sleep(0.2)
 
     def _done(self):
-        open(os.path.join(self.scratch, f"done-{self.task_id}"), "w").close()
+        open(self._file(f"done-{self.task_id}"), "w").close()
 
     def mapper_init(self):
-        self._straggle()
+        self._straggle("map")
 
     def mapper_final(self):
         self._done()
 
     def reducer_init(self):
-        self._straggle()
+        open(self._file("reduce-started"), "w").close()
+        self._straggle("reduce")
 
     def reducer_final(self):
         self._done()

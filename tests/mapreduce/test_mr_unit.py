@@ -181,3 +181,57 @@ def test_a_checkpointed_result_reads_back_without_its_object_refs():
     assert ckpt.result_from_json("reduce", json.loads(json.dumps(ckpt.task_to_json(reduce)))["result"]) == \
         ReduceDone({}, "", 2, 5, "p.a1")
     assert ckpt.task_to_json(Task("s0-m-00001", "map", 1))["result"] is None
+
+
+# --- dynamic splitting by rate (pure: no Ray) ------------------------------------------------
+MB = 1_000_000
+
+
+def _running_map(table: TaskTable, size: int, claimed_to: int) -> Task:
+    from types import SimpleNamespace
+
+    task = table.add(Task("m0", "map", 0, [Piece(0, 0, size)], size=size))
+    table.start(task, worker=0)
+    task.claimed[0] = claimed_to
+    return task, [SimpleNamespace(fmt="text")]
+
+
+def test_a_cut_gives_each_side_a_share_by_its_rate():
+    from mixfleet.mapreduce.splitting import steal
+
+    table = TaskTable()
+    task, files = _running_map(table, 64 * MB, 44 * MB)  # 20 MB unclaimed
+    tasks = [task]
+    tail = steal(table, tasks, files, 4 * MB, rate_of=lambda t: 1.6 * MB, thief_rate=16 * MB)
+    assert tail is not None and tail.pieces[0].end == 64 * MB
+    assert abs(tail.size - 20 * MB * 10 / 11) < 2  # 10x the victim's rate: ten elevenths to the thief
+    assert task.size + tail.size == 64 * MB and task.pieces[0].end == tail.pieces[0].start
+
+    table = TaskTable()
+    task, files = _running_map(table, 64 * MB, 44 * MB)
+    tail = steal(table, [task], files, 4 * MB, rate_of=lambda t: 16 * MB, thief_rate=16 * MB)
+    assert tail.size == 10 * MB  # equal rates (or none known): half each
+
+
+def test_a_slow_victim_is_cut_for_less_than_a_chunk_and_a_fast_one_is_not():
+    from mixfleet.mapreduce.splitting import steal
+
+    table = TaskTable()
+    task, files = _running_map(table, 64 * MB, 61 * MB)  # 3 MB unclaimed, under one 4 MB chunk
+    assert steal(table, [task], files, 4 * MB, rate_of=lambda t: 16 * MB, thief_rate=16 * MB) is None
+    tail = steal(table, [task], files, 4 * MB, rate_of=lambda t: 1.6 * MB, thief_rate=16 * MB)
+    assert tail is not None and tail.size > 2.5 * MB  # the victim would need ~1.7 s for it
+
+
+def test_claims_are_capped_at_what_the_attempt_reads_in_claim_s():
+    from mixfleet.mapreduce.splitting import MIN_CLAIM, Claims
+
+    claims = Claims(claim_s=0.5)
+    key = ("m0", 1)
+    assert claims.cap(key, now=0.0) is None  # no rate before the first claim was read
+    claims.record(key, 4 * MB, now=0.0)
+    assert claims.cap(key, now=1.0) is None and claims.read(key) == 0
+    claims.record(key, 4 * MB, now=2.5)  # the first 4 MB took 2.5 s: 1.6 MB/s
+    assert claims.read(key) == 4 * MB and claims.rate(key, 2.5) == pytest.approx(1.6 * MB)
+    assert claims.cap(key, now=2.5) == int(0.8 * MB)
+    assert claims.cap(key, now=1e6) == MIN_CLAIM
