@@ -3,7 +3,9 @@
 The job file is imported here and shipped to the cluster by value (and, with
 ``--address``, also as the job's ``runtime_env`` working dir). Without
 ``--json`` a rich progress bar per phase shows tasks done/running/pending,
-MB/s and the ETA; with ``--json`` one object goes to stdout.
+MB/s and the ETA; with ``--json`` one object goes to stdout. Any other run
+setting (:class:`~mixfleet.mapreduce.settings.RunConfig`) is ``--conf KEY=VALUE``
+(``-D``, as in Hadoop), for example ``-D speculation_multiplier=2.0``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,36 @@ from mixfleet.errors import InputError
 from mixfleet.platform.output import console, emit_json, print_table
 
 app = typer.Typer(help="Run MapReduce jobs on Ray actors.", no_args_is_help=True, add_completion=False)
+
+
+# settings with a flag of their own: --conf names the flag instead
+_OWN_FLAGS = {"num_workers": "--workers", "num_reducers": "--reducers", "output_format": "--format",
+              "input_format": "--input-format", "partitioner": "--partitioner", "overwrite": "--overwrite",
+              "speculation": "--no-speculation", "checkpoint": "--checkpoint", "durable_shuffle": "--durable-shuffle"}
+
+
+def parse_conf(pairs: list[str]) -> dict:
+    """``["KEY=VALUE", ...]`` -> settings; a value is read as an int, a float, true/false,
+    none, or else kept as text (the settings' own validation names a wrong type)."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise InputError(f"--conf '{pair}' is not KEY=VALUE", "for example --conf speculation_multiplier=2.0")
+        if key in _OWN_FLAGS:
+            raise InputError(f"--conf {key} has a flag of its own", f"use {_OWN_FLAGS[key]}")
+        out[key] = _value(raw)
+    return out
+
+
+def _value(raw: str):
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None, "null": None}.get(raw.lower(), raw)
 
 
 @app.callback()
@@ -118,6 +150,8 @@ def run_cmd(
     no_speculation: bool = typer.Option(False, "--no-speculation", help="turn LATE backup tasks off"),
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="URI for the durable task-table checkpoint (resumable)"),
     durable_shuffle: bool = typer.Option(False, "--durable-shuffle", help="also spill map outputs under --checkpoint"),
+    conf: list[str] = typer.Option([], "--conf", "-D", help="KEY=VALUE for any other run setting, repeatable "
+                                   "(e.g. -D speculation_multiplier=2.0, -D chunk_bytes=1048576)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Run a MapReduce job and commit its output (part-r-NNNNN + _SUCCESS)."""
@@ -129,7 +163,7 @@ def run_cmd(
     cls = load_job_class(job)
     options = dict(output_format=output_format, input_format=input_format, partitioner=partitioner,
                    overwrite=overwrite, speculation=not no_speculation, checkpoint=checkpoint,
-                   durable_shuffle=durable_shuffle)
+                   durable_shuffle=durable_shuffle, **parse_conf(conf))
     from mixfleet.mapreduce.settings import RunConfig
 
     RunConfig.from_kwargs(num_reducers=reducers, num_workers=workers, **options)  # fail before Ray starts

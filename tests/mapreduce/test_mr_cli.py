@@ -41,6 +41,20 @@ def test_json_contract_on_an_existing_cluster(cli, ray_local, books, tmp_path):
     assert _read(out) == dict(_expect(books[:2]))
 
 
+def test_any_run_setting_is_a_conf_pair(cli, ray_local, books, tmp_path):
+    """`-D split_bytes=...` (Hadoop's -D) reaches the runtime: smaller splits, more map tasks."""
+    runs = {}
+    for split in (None, 20_000):
+        out = tmp_path / f"out-{split}"
+        conf = ["-D", f"split_bytes={split}", "--conf", "speculation_multiplier=2.0"] if split else []
+        r = cli("mapreduce", "run", WC, "--input", str(books[0]), "--output", str(out), "--workers", "2",
+                "--address", ray_local.address, "--json", *conf)
+        assert r.returncode == 0, r.stderr
+        runs[split] = r.json()["map_tasks"]
+        assert _read(out) == dict(_expect(books[:1]))
+    assert runs[20_000] >= books[0].stat().st_size // 20_000 > runs[None]
+
+
 def test_ray_job_submit_style_joins_ray_address(cli, ray_local, books, tmp_path):
     """`ray job submit -- mixfleet mapreduce run ...` sets RAY_ADDRESS for the entrypoint."""
     out = tmp_path / "out"

@@ -132,6 +132,13 @@ def test_bad_option_values(cli, tmp_path, book):
     assert r.returncode != 0 and "--reducers 0" in r.error_line
     r = cli("mapreduce", "run", "WordCount", "--input", str(book), "--output", str(tmp_path / "o"))
     assert r.returncode != 0 and "expected FILE.py:JobClass" in r.error_line
+    for conf, line in [("speculaton=false", "unknown key 'speculaton' in run options (did you mean 'speculation'?)"),
+                       ("claim_s=fast", "bad value 'fast' for 'claim_s'"),
+                       ("claim_s", "--conf 'claim_s' is not KEY=VALUE"),
+                       ("num_workers=3", "--conf num_workers has a flag of its own; use --workers")]:
+        r = cli("mapreduce", "run", WC, "--input", str(book), "--output", str(tmp_path / "o"), "-D", conf)
+        assert r.returncode != 0 and line in r.error_line, r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_reducer_yielding_no_pair_is_one_line_naming_the_users_file_and_line(cli, tmp_path, book):
