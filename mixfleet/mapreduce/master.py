@@ -24,7 +24,8 @@ It is built from a :class:`~mixfleet.mapreduce.plan.JobPlan`; workers answer
 with the outcomes of :mod:`results`. Two collaborators share its task table:
 :class:`~mixfleet.mapreduce.reporting.Reporting` (counters, live status,
 final report) and :class:`~mixfleet.mapreduce.recovery.Recovery` (lineage,
-restore, checkpoint).
+restore, checkpoint); :class:`~mixfleet.mapreduce.pool.WorkerPool` holds the
+worker actors and the losing attempts still stopping.
 
 Invariants:
 - only the master moves task states (see :mod:`tasks`); counters come from
@@ -50,6 +51,7 @@ from mixfleet.mapreduce.inputs import Piece
 from mixfleet.mapreduce.keys import sample_boundaries
 from mixfleet.mapreduce.outputs import abort, commit
 from mixfleet.mapreduce.plan import JobPlan
+from mixfleet.mapreduce.pool import WorkerPool
 from mixfleet.mapreduce.recovery import Recovery
 from mixfleet.mapreduce.reporting import Reporting
 from mixfleet.mapreduce.results import Failed, JobReport, Lost, MapDone
@@ -57,7 +59,6 @@ from mixfleet.mapreduce.speculation import Running, choose_backup
 from mixfleet.mapreduce.splitting import Claims, steal
 from mixfleet.mapreduce.store import store_for
 from mixfleet.mapreduce.tasks import State, Task, TaskTable
-from mixfleet.mapreduce.worker import Worker
 
 
 class Recompute(JobError):
@@ -79,55 +80,20 @@ class Master:
                                plan.incarnation)
         self.recovery = Recovery(self.table, self.stats, plan)
         self.rng = random.Random(plan.cfg.seed)
-        self.workers: list[Any] = [None] * plan.num_workers
-        self.where: list[tuple[str, int] | None] = [None] * plan.num_workers  # (node id, pid) per worker
-        self.busy: dict[int, Any] = {}
+        rec = self.recovery
+        self.pool = WorkerPool(plan, self.stats, (rec.ckpt_fs, rec.ckpt_path) if self.cfg.durable_shuffle else None)
         self.phase, self.step = "starting", 0
         self.seen: dict[tuple[str, int], float] = {}
         self.progress: dict[tuple[str, int], float] = {}
         self.rates: dict[str, dict[int, float]] = {"map": {}, "reduce": {}}
         self.claims = Claims(plan.cfg.claim_s)
-        self.draining: dict[asyncio.Future, tuple[Task, Any, Any, float]] = {}  # losing maps, until a deadline
-
-    # --- worker pool -----------------------------------------------------------
-    def _spawn(self, i: int) -> None:
-        me = ray.get_runtime_context().current_actor
-        rec = self.recovery
-        shuffle = (rec.ckpt_fs, rec.ckpt_path) if self.cfg.durable_shuffle else None
-        handle = ray.remote(Worker).options(num_cpus=self.plan.worker_cpus, max_restarts=0, max_concurrency=1).remote(
-            [self.plan.job_ref], self.files, me, self.stores, self.cfg, i, shuffle)
-        self.workers[i] = handle
-        self.where[i] = None  # set by the first task it starts
-
-    def _replace(self, i: int, handle: Any) -> None:
-        if self.workers[i] is handle:  # not replaced already
-            try:
-                ray.kill(handle)
-            except Exception:  # already dead
-                pass
-            self._force_kill(i)
-            self._spawn(i)
-            self.stats.spec["workers_replaced"] += 1
-
-    def _force_kill(self, i: int) -> None:
-        """A frozen process (SIGSTOP, a hung syscall) ignores ray.kill's polite exit and keeps
-        its CPU reserved; on the master's own node, SIGKILL it directly."""
-        import os
-        import signal
-
-        where = self.where[i]
-        if where and where[0] == ray.get_runtime_context().get_node_id():
-            try:
-                os.kill(where[1], signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     # --- the job -----------------------------------------------------------------
     async def run(self) -> JobReport:
         plan, rec = self.plan, self.recovery
         fs, path, fmt = plan.output
-        for i in range(len(self.workers)):
-            self._spawn(i)
+        for i in range(len(self.pool.workers)):
+            self.pool.spawn(i)
         saved_steps = rec.load()
         try:
             pieces = plan.splits
@@ -145,7 +111,7 @@ class Master:
                 reduces = None
                 while True:  # map, reduce, and back to the maps whose outputs were lost
                     self.phase = "map"
-                    await self._phase(maps, lambda t, a, w, s=step, b=boundaries: self.workers[w].map.remote(
+                    await self._phase(maps, lambda t, a, w, s=step, b=boundaries: self.pool.workers[w].map.remote(
                         t.id, a.number, s, list(t.pieces), self.num_reducers, b))
                     self._save(force=True)
                     if reduces is None:
@@ -156,7 +122,7 @@ class Master:
                     shuffle_fs = rec.ckpt_fs if self.cfg.durable_shuffle else None
                     try:
                         await self._phase(reduces, lambda t, a, w, s=step, o=out, ms=maps, sf=shuffle_fs:
-                                          self.workers[w].reduce.remote(t.id, a.number, s, t.index,
+                                          self.pool.workers[w].reduce.remote(t.id, a.number, s, t.index,
                                                                         [self._source(m, t.index) for m in ms], o, sf))
                         rec.recompute = set()
                         break
@@ -168,9 +134,7 @@ class Master:
                 else:
                     pieces = [[Piece(block=t.result.block, block_kind="pairs", nbytes=t.result.records)]
                               for t in reduces if t.result.records]
-            if self.draining:  # no loser may still run at the commit
-                await asyncio.wait(self.draining, timeout=self.cfg.drain_grace_s)
-                self._reap(final=True)
+            await self.pool.drain_all()  # no loser may still run at the commit
             self.phase = "commit"
             parts = commit(fs, path, winners, fmt)
             self.phase = "done"
@@ -178,17 +142,11 @@ class Master:
             return self.stats.report("succeeded", parts=parts)
         except JobFailed as failed:
             self.phase = "failed"
-            self._kill_workers()  # first: a running attempt must not write while its folder goes
+            self.pool.kill_all()  # first: a running attempt must not write while its folder goes
             abort(fs, path)
             return self.stats.report("failed", error=failed.error)
         finally:
-            self._kill_workers()
-
-    def _kill_workers(self) -> None:
-        for i, w in enumerate(self.workers):
-            if w is not None:
-                ray.kill(w)
-                self.workers[i] = None
+            self.pool.kill_all()
 
     def _source(self, m: Task, index: int) -> tuple[str, Any]:
         """``(map task id, ObjectRef or durable file or None)`` of map ``m``'s block for ``index``."""
@@ -225,8 +183,8 @@ class Master:
                     raise Recompute("map outputs were lost: rerun the phase")
                 idle = []
             else:
-                idle = sorted((i for i in range(len(self.workers)) if i not in self.busy),
-                              key=lambda i: self.where[i] is None)  # workers known to be up first
+                idle = sorted((i for i in range(len(self.pool.workers)) if i not in self.pool.busy),
+                              key=lambda i: self.pool.where[i] is None)  # workers known to be up first
             for i in list(idle):
                 task = next((t for t in tasks if t.state is State.PENDING), None)
                 if task is None and self.cfg.steal and kind == "map":
@@ -243,65 +201,29 @@ class Master:
                     self._launch(task, worker, launch, inflight, speculative=True)
             if all(t.state is State.DONE for t in tasks):
                 if kind == "map":  # losers stop at their next claim while the next phase starts
-                    deadline = time.monotonic() + self.cfg.drain_grace_s
-                    self.draining.update({f: (*v, deadline) for f, v in inflight.items()})
+                    self.pool.hand_over(inflight)
                 else:
-                    await self._drain(inflight)
+                    await self.pool.drain(inflight)
                 return
-            if not inflight and not self.draining:
+            if not inflight and not self.pool.draining:
                 raise JobFailed(RuntimeError("no worker could run the remaining tasks"))
-            done, _ = await asyncio.wait([*inflight, *self.draining], timeout=self.cfg.poll_s,
+            done, _ = await asyncio.wait([*inflight, *self.pool.draining], timeout=self.cfg.poll_s,
                                          return_when=asyncio.FIRST_COMPLETED)
             for fut in done:
                 if fut in inflight:
                     self._on_done(*inflight.pop(fut), fut)
-            self._reap()
+            self.pool.reap()
             self._save()
 
     def _launch(self, task: Task, worker: int, launch, inflight: dict, speculative: bool) -> None:
         attempt = self.table.start(task, worker, speculative=speculative)
-        self.busy[worker] = attempt
+        self.pool.busy[worker] = attempt
         if speculative:
             self.stats.spec["backups_launched"] += 1
-        handle = self.workers[worker]
+        handle = self.pool.workers[worker]
         fut = asyncio.ensure_future(_await(launch(task, attempt, worker)))
         fut.add_done_callback(_retrieve)  # a dropped attempt's error is expected, not "never retrieved"
         inflight[fut] = (task, attempt, handle)
-
-    def _reap(self, final: bool = False) -> None:
-        """Free the workers of losing maps that stopped; replace those past their deadline."""
-        now = time.monotonic()
-        for fut, (_task, attempt, handle, deadline) in list(self.draining.items()):
-            if fut.done() or final or now > deadline:
-                del self.draining[fut]
-                self.stats.spec["wasted_ms"] += int(1000 * (now - attempt.started))
-                if self.busy.get(attempt.worker) is attempt:
-                    del self.busy[attempt.worker]
-                if not fut.done():
-                    self._replace(attempt.worker, handle)
-
-    async def _drain(self, inflight: dict) -> None:
-        """Losing attempts still running: count their time as wasted and make sure they are
-        gone, so that no loser writes an attempt file after the commit. A losing map stops by
-        itself at its next claim: it gets ``drain_grace_s`` to do so and keeps its worker (a
-        new actor costs seconds); a losing reduce, or a map stuck in user code, has its worker
-        replaced."""
-        if not inflight:
-            return
-        maps = [f for f, (task, _a, _h) in inflight.items() if task.kind == "map"]
-        if maps:
-            await asyncio.wait(maps, timeout=self.cfg.drain_grace_s)
-        now = time.monotonic()
-        gone = []
-        for fut, (_task, attempt, handle) in list(inflight.items()):
-            self.stats.spec["wasted_ms"] += int(1000 * (now - attempt.started))
-            self.busy.pop(attempt.worker, None)
-            del inflight[fut]
-            if not fut.done():
-                self._replace(attempt.worker, handle)
-                gone.append(fut)
-        if gone:
-            await asyncio.wait(gone, timeout=max(10.0, self.cfg.heartbeat_timeout_s))
 
     def _check_silence(self, inflight: dict) -> None:
         now = time.monotonic()
@@ -314,8 +236,8 @@ class Master:
             if silent > self.cfg.heartbeat_timeout_s:
                 self.stats.spec["presumed_lost"] += 1
                 del inflight[fut]
-                self.busy.pop(attempt.worker, None)
-                self._replace(attempt.worker, handle)
+                self.pool.busy.pop(attempt.worker, None)
+                self.pool.replace(attempt.worker, handle)
                 self._lost(task, attempt)
 
     def _lost(self, task: Task, attempt) -> None:
@@ -324,12 +246,12 @@ class Master:
                                      "check the workers' logs (out of memory?) or raise max_attempts"))
 
     def _on_done(self, task: Task, attempt, handle, fut: asyncio.Future) -> None:
-        if self.busy.get(attempt.worker) is attempt:
-            del self.busy[attempt.worker]
+        if self.pool.busy.get(attempt.worker) is attempt:
+            del self.pool.busy[attempt.worker]
         try:
             result = fut.result()
         except ray.exceptions.RayActorError:
-            self._replace(attempt.worker, handle)
+            self.pool.replace(attempt.worker, handle)
             if attempt.outcome == "running":
                 self._lost(task, attempt)
             return
@@ -362,8 +284,8 @@ class Master:
     async def started(self, task_id: str, attempt: int, worker: int, where: tuple[str, int, str]) -> None:
         """A worker begins an attempt (awaited by it before any user code runs)."""
         self.seen[(task_id, attempt)] = time.monotonic()
-        if where[2] == self.workers[worker]._actor_id.hex():  # not a late call from the worker it replaced,
-            self.where[worker] = tuple(where[:2])  # whose pid the system may since have given to another process
+        if where[2] == self.pool.workers[worker]._actor_id.hex():  # not a late call from the worker it replaced,
+            self.pool.where[worker] = tuple(where[:2])  # whose pid the system may since have given to another process
 
     async def heartbeat(self, task_id: str, attempt: int, progress: float) -> None:
         self.seen[(task_id, attempt)] = time.monotonic()
@@ -423,7 +345,7 @@ class Master:
     # --- range partitioner ----------------------------------------------------------
     async def _sample(self, step: int, splits: list[list[Piece]]) -> list:
         self.phase = "sample"
-        return await sample_boundaries(self.workers, self.files, splits, step, self.rng,
+        return await sample_boundaries(self.pool.workers, self.files, splits, step, self.rng,
                                        self.cfg.sample_records, self.num_reducers)
 
 
