@@ -328,10 +328,7 @@ class Master:
                 or task.attempts[attempt - 1].outcome != "running"):
             return pos, pos
         end = task.pieces[piece].end
-        now = time.monotonic()
-        cap = self.claims.cap((task_id, attempt), now)
-        granted = max(pos, min(want, end, pos + cap if cap else want))
-        self.claims.record((task_id, attempt), granted - pos, now)
+        granted = pos + self.claims.grant((task_id, attempt), max(0, min(want, end) - pos), time.monotonic())
         if attempt == task.attempts[0].number or len(task.running_attempts) == 1:
             self.stats.bytes_done += granted - pos
         task.claimed[piece] = max(task.claimed.get(piece, 0), granted)

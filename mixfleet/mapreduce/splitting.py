@@ -41,18 +41,20 @@ class Claims:
         self.claim_s = claim_s
         self.logs: dict[tuple[str, int], _Log] = {}
 
-    def cap(self, key: tuple[str, int], now: float) -> int | None:
-        """The most bytes this attempt may claim now (``None``: no rate yet, no cap)."""
-        rate = self.rate(key, now)
-        return None if rate is None else max(MIN_CLAIM, int(rate * self.claim_s))
-
-    def record(self, key: tuple[str, int], nbytes: int, now: float) -> None:
+    def grant(self, key: tuple[str, int], nbytes: int, now: float) -> int:
+        """Bytes granted to a claim of ``nbytes``: at most what the attempt reads in
+        ``claim_s`` at its rate so far (a claim means the previous one was read), at least
+        ``MIN_CLAIM``; the first claim of an attempt is not capped."""
         log = self.logs.get(key)
-        if log is None:
-            self.logs[key] = _Log(now, nbytes, nbytes)
-        else:
-            log.granted += nbytes
-            log.last = nbytes
+        if log is not None and now > log.first and nbytes > 0:
+            nbytes = min(nbytes, max(MIN_CLAIM, int(log.granted / (now - log.first) * self.claim_s)))
+        if nbytes > 0:
+            if log is None:
+                self.logs[key] = _Log(now, nbytes, nbytes)
+            else:
+                log.granted += nbytes
+                log.last = nbytes
+        return nbytes
 
     def read(self, key: tuple[str, int]) -> int:
         """Bytes the attempt has read: all it was granted but its latest claim."""
@@ -60,12 +62,13 @@ class Claims:
         return 0 if log is None else log.granted - log.last
 
     def rate(self, key: tuple[str, int], now: float) -> float | None:
-        """Bytes per second the attempt reads (``None`` before it finished its first claim)."""
+        """Bytes per second the attempt reads (``None`` before its first claim). While the
+        first claim is being read, the claim over the time so far: an upper bound, which
+        already shows a worker ten times slower than the others."""
         log = self.logs.get(key)
-        done = self.read(key)
-        if log is None or done <= 0 or now <= log.first:
+        if log is None or now <= log.first:
             return None
-        return done / (now - log.first)
+        return (self.read(key) or log.granted) / (now - log.first)
 
 
 def share(unclaimed: int, victim_rate: float | None, thief_rate: float | None) -> int:

@@ -228,10 +228,11 @@ def test_claims_are_capped_at_what_the_attempt_reads_in_claim_s():
 
     claims = Claims(claim_s=0.5)
     key = ("m0", 1)
-    assert claims.cap(key, now=0.0) is None  # no rate before the first claim was read
-    claims.record(key, 4 * MB, now=0.0)
-    assert claims.cap(key, now=1.0) is None and claims.read(key) == 0
-    claims.record(key, 4 * MB, now=2.5)  # the first 4 MB took 2.5 s: 1.6 MB/s
+    assert claims.rate(key, 1.0) is None
+    assert claims.grant(key, 4 * MB, now=0.0) == 4 * MB  # the first claim: no rate yet, not capped
+    assert claims.read(key) == 0 and claims.rate(key, 5.0) == pytest.approx(0.8 * MB)  # at most: not read yet
+    assert claims.grant(key, 4 * MB, now=2.5) == int(0.8 * MB)  # the first 4 MB took 2.5 s: 1.6 MB/s
     assert claims.read(key) == 4 * MB and claims.rate(key, 2.5) == pytest.approx(1.6 * MB)
-    assert claims.cap(key, now=2.5) == int(0.8 * MB)
-    assert claims.cap(key, now=1e6) == MIN_CLAIM
+    assert claims.grant(key, 4 * MB, now=1e6) == MIN_CLAIM
+    fast = ("m1", 1)
+    assert claims.grant(fast, 4 * MB, now=0.0) == claims.grant(fast, 4 * MB, now=0.25) == 4 * MB  # 16 MB/s
