@@ -44,11 +44,15 @@ def parse_conf(pairs: list[str]) -> dict:
 
 
 def _value(raw: str):
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
+    try:
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        number = float(raw)
+        return int(number) if number.is_integer() and "e" in raw.lower() else number  # 1e6: an int
+    except ValueError:
+        pass
     return {"true": True, "false": False, "none": None, "null": None}.get(raw.lower(), raw)
 
 

@@ -84,8 +84,8 @@ class WorkerPool:
                 self.stats.spec["wasted_ms"] += int(1000 * (now - attempt.started))
                 if self.busy.get(attempt.worker) is attempt:
                     del self.busy[attempt.worker]
-                if not fut.done():
-                    self.replace(attempt.worker, handle)
+                if not fut.done() or (not fut.cancelled() and isinstance(fut.exception(), ray.exceptions.RayActorError)):
+                    self.replace(attempt.worker, handle)  # past its deadline, or it died on the way out
 
     async def drain_all(self) -> None:
         """Before the commit: every losing map has stopped or lost its worker."""

@@ -236,3 +236,12 @@ def test_claims_are_capped_at_what_the_attempt_reads_in_claim_s():
     assert claims.grant(key, 4 * MB, now=1e6) == MIN_CLAIM
     fast = ("m1", 1)
     assert claims.grant(fast, 4 * MB, now=0.0) == claims.grant(fast, 4 * MB, now=0.25) == 4 * MB  # 16 MB/s
+
+
+def test_conf_pairs_are_typed_as_the_settings_expect():
+    from mixfleet.mapreduce.cli import parse_conf
+
+    conf = parse_conf(["split_bytes=1e6", "claim_s=1", "speculation_multiplier=2.5", "steal=false", "seed=7"])
+    assert conf == {"split_bytes": 1_000_000, "claim_s": 1, "speculation_multiplier": 2.5, "steal": False, "seed": 7}
+    cfg = RunConfig.from_kwargs(**conf)
+    assert (cfg.split_bytes, cfg.claim_s, cfg.steal) == (1_000_000, 1.0, False)
