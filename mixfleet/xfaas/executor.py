@@ -255,11 +255,13 @@ class Executor:
             pol, _ = policy(i)
             failed_v[i] += lost_v
             if attempts[i] >= pol.max_attempts:
-                # The run is over: stop what is still queued or running without killing workers. A
-                # forced cancel kills by worker lease, and Ray hands a finished task's lease to the next
-                # task of the same shape, so it could kill another run's unit.
-                for ref in list(inflight):
-                    ray.cancel(ref, force=False)
+                # The run is over. What it still has in flight is left to end by itself, not cancelled:
+                # units queued behind the failed one fail on its error without running, the others
+                # finish and are dropped. A forced cancel kills by worker lease, which Ray may have
+                # handed to another run's unit; a polite cancel of a unit whose reply is on its way
+                # crashed the driver's core worker (Ray "Check failed: Tried to complete task that was
+                # not pending", seen once in this suite on a failure ahead of pipelined units).
+                inflight.clear()
                 hint = ("a retry may fix this (timeout, I/O or a lost worker): raise retries.max_attempts "
                         "or timeout_s" if transient else
                         "the function itself raised on its input, which a retry will not fix: fix the function "
