@@ -12,7 +12,7 @@ its attempt's rate) at a byte offset at or after what it has already claimed
 (so no line is read twice or skipped, see :mod:`records`); the tail, with any
 later pieces, becomes a new task. The cut gives each side a share in
 proportion to its rate, so both finish together: half each between equal
-workers, nine tenths to the thief when the victim reads ten times slower.
+workers, ten elevenths to the thief when the victim reads ten times slower.
 A cut is made when the thief's share is at least one chunk, or would take the
 victim at least ``min_saving_s`` to read.
 """

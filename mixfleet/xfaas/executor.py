@@ -261,7 +261,6 @@ class Executor:
                 # handed to another run's unit; a polite cancel of a unit whose reply is on its way
                 # crashed the driver's core worker (Ray "Check failed: Tried to complete task that was
                 # not pending", seen once in this suite on a failure ahead of pipelined units).
-                inflight.clear()
                 hint = ("a retry may fix this (timeout, I/O or a lost worker): raise retries.max_attempts "
                         "or timeout_s" if transient else
                         "the function itself raised on its input, which a retry will not fix: fix the function "
