@@ -55,11 +55,9 @@ def heaviest_cloud(wf, profile) -> str:
 def why_no_placement(wf, profile, clouds_subset: list[str]) -> dict:
     """The planner's own bound: the ILP optimum (proved optimal) vs the best single cloud, the
     largest saving one function gets by leaving that cloud and the cheapest round trip out and back."""
-    from mixfleet.xfaas.model import Profile
     from mixfleet.xfaas.planner import make_plan
 
-    prof = Profile(wf, profile.clouds.restrict(clouds_subset), default_exec_s=profile.default_exec_s)
-    prof.overrides, prof.hop_scale = dict(profile.overrides), dict(profile.hop_scale)
+    prof = profile.derive(profile.clouds.restrict(clouds_subset))
     singles = {c: make_plan(wf, c, profile=prof).predicted_latency_s for c in clouds_subset}
     best = min(singles, key=singles.get)
     ilp = make_plan(wf, "ilp", profile=prof)

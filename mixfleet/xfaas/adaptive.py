@@ -17,7 +17,7 @@ import math
 import statistics
 from collections import defaultdict, deque
 
-from mixfleet.xfaas.model import Plan, Profile, UnitGraph, predict
+from mixfleet.xfaas.model import Plan, Profile, UnitGraph, assess, predict
 
 
 class LearnedProfile(Profile):
@@ -132,9 +132,7 @@ class DriftController:
         self.workflow, self.prior, self.strategy, self.lam = workflow, prior, strategy, lam
         self.window_s, self.fresh_s, self.band, self.confirm, self.gain = window_s, fresh_s, band, confirm, gain
         self.dwell_s, self.min_samples, self.probe_every_s = dwell_s, min_samples, probe_every_s
-        self.model = Profile(workflow, prior.clouds, default_exec_s=prior.default_exec_s)
-        self.model.overrides = dict(prior.overrides)
-        self.model.hop_scale = dict(prior.hop_scale)
+        self.model = prior.derive()  # the same benchmark and planned load; beliefs start at 1.0
         self.plan: Plan = plan or make_plan(workflow, strategy, profile=self.model, lam=lam)
         self.initial = self.plan
         self.obs: deque = deque()  # (arrived, started, cloud, ratio), in arrival order
@@ -149,7 +147,7 @@ class DriftController:
 
     def _replan(self) -> Plan:
         from mixfleet.xfaas.fusion import _local_search
-        from mixfleet.xfaas.placement import unit_allowed
+        from mixfleet.xfaas.placement import _plan, unit_allowed
 
         best = None
         for base in (self.plan, self.initial):
@@ -159,11 +157,9 @@ class DriftController:
             starts += [[c if c in a else a[0] for a in allowed] for c in self.model.clouds.general()]
             for start in starts:
                 lat, cost, where = _local_search(units, list(start), allowed, self.model, self.lam)
-                if best is None or lat + self.lam * cost < best.predicted_latency_s + self.lam * best.predicted_cost_usd:
-                    placement = {n: where[u] for u, g in enumerate(units.members) for n in g}
-                    best = Plan("adaptive", placement, [list(g) for g in units.members], lat, cost,
-                                status="local search", fusion=base.fusion)
-        return best
+                if best is None or lat + self.lam * cost < best[0]:
+                    best = (lat + self.lam * cost, units, list(where))
+        return _plan("adaptive", best[1], best[2], self.model, status="local search")
 
     def update(self, t: float, rows: list[dict]) -> Plan | None:
         for r in rows:
@@ -196,12 +192,12 @@ class DriftController:
         self.dirty = False
         cand = self._replan()
         units = UnitGraph(self.workflow, self.plan.groups, self.plan.fusion)
-        cur, _ = predict(units, [self.plan.placement[g[0]] for g in units.members], self.model)
-        if cur <= 0 or (cur - cand.predicted_latency_s) / cur <= self.gain:
+        cur, *_ = assess(units, [self.plan.placement[g[0]] for g in units.members], self.model)
+        if cur <= 0 or (cur - cand.effective_s) / cur <= self.gain:
             return None
         self.plan, self.last_change = cand, t
         self.changes.append({"t": t, "belief": dict(self.model.slowdown), "predicted_before_s": cur,
-                             "predicted_after_s": cand.predicted_latency_s})
+                             "predicted_after_s": cand.effective_s})
         return cand
 
     def probes(self, t: float) -> list[tuple[str, str]]:

@@ -112,6 +112,8 @@ def plan(
     placement: str = typer.Option("ilp_fusion", help="a cloud name, ilp, ilp_fusion, xfaas_cut or adaptive"),
     lam: float = typer.Option(0.0, "--lambda", help="seconds of latency one dollar is worth (objective T + lambda*cost)"),
     budget: float | None = typer.Option(None, help="cost budget per run in USD (minimise latency under it)"),
+    rate: float | None = typer.Option(None, "--rate", help="runs/s the plan must carry within the clouds' "
+                                      "published concurrency quotas (default: quotas ignored)"),
     clouds_file: str | None = CLOUDS_OPT,
     only_clouds: str | None = ONLY_OPT,
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -121,7 +123,10 @@ def plan(
 
     if budget is not None and budget <= 0:
         raise InputError(f"--budget {budget} is not positive", "pass a cost per run in USD, e.g. 0.001")
+    if rate is not None and not rate > 0:
+        raise InputError(f"--rate {rate} is not positive", "pass the runs per second you expect at peak, e.g. 8")
     wf, _clouds_, profile = _setup(workflow, clouds_file, only_clouds)
+    profile.load_rps = rate
     p = make_plan(wf, placement, profile=profile, lam=lam, budget=budget)
     out = {"workflow": wf.spec.name, **p.to_json(), "emulated": True}
     for w in p.warnings:
@@ -132,7 +137,8 @@ def plan(
     print_table(f"{wf.spec.name}: {p.strategy} plan (clouds emulated)", ["node", "cloud", "fusion group"],
                 [(n, c, next(("+".join(g) for g in p.groups if n in g and len(g) > 1), "-"))
                  for n, c in p.placement.items()])
-    console().print(f"predicted latency {p.predicted_latency_s:.3f} s, cost ${p.predicted_cost_usd:.6f}, "
+    load = f", fits {rate:g} runs/s" + (" (over a quota, see the warning)" if p.overload else "") if rate else ""
+    console().print(f"predicted latency {p.predicted_latency_s:.3f} s, cost ${p.predicted_cost_usd:.6f}{load}, "
                     f"solve {p.solve_time_s * 1000:.1f} ms ({p.status})")
 
 
@@ -171,6 +177,8 @@ def bench(
     clouds_file: str | None = CLOUDS_OPT,
     only_clouds: str | None = ONLY_OPT,
     seed: int = typer.Option(0, help="seed of the world"),
+    plan_rate: float | None = typer.Option(None, "--plan-rate", help="runs/s the planners fit to the clouds' "
+                                           "concurrency quotas, e.g. the shape's peak (default: quotas ignored)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Serve WORKFLOW under an XFaaS workload shape with every strategy side by side, in the EMULATED
@@ -187,6 +195,8 @@ def bench(
         raise InputError(f"--rate-scale {rate_scale} must be positive", "e.g. 0.5")
     if runs is not None and runs < 1:
         raise InputError(f"--runs {runs} must be at least 1", "pass --runs 50, or leave it out to serve the whole shape")
+    if plan_rate is not None and plan_rate < 0:
+        raise InputError(f"--plan-rate {plan_rate} is negative", "give runs per second, or 0 to ignore the quotas")
     events = _events(degrade)
     check_writable(plot, "--plot")
     wf = load_dag(workflow)
@@ -203,7 +213,7 @@ def bench(
     connect(address)
     res = bench_load(wf, clouds, workload, strategies=names, time_scale=time_scale, rate_scale=rate_scale,
                      duration=duration, max_rps=max_rps, events=events, benchmark=benchmark, seed=seed,
-                     max_requests=runs)
+                     max_requests=runs, plan_rps=plan_rate)
     if plot:
         res["plot"] = str(plot_load([res], plot))
     if json_out:

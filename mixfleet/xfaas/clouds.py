@@ -36,6 +36,9 @@ class CloudConfig(StrictModel):
     egress_usd_per_gb: float = Field(ge=0)
     hop_usd: float = Field(ge=0)
     accelerator: str | None = None
+    # published limit on concurrent executions in the region (None: none modelled); planners given a
+    # load keep rate x busy seconds per run under a share of it (see mixfleet.xfaas.model)
+    concurrency_quota: int | None = Field(default=None, ge=1)
     # vCPUs bought by a memory size: memory / mb_per_vcpu (capped at vcpu_max) when set, else the
     # value of the largest vcpu_tiers key <= memory (documented per cloud in clouds.yaml, [V])
     mb_per_vcpu: float | None = Field(default=None, gt=0)

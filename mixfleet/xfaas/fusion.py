@@ -11,7 +11,10 @@ latency (``dlat < 0``) and keep the cost under ``cost_cap`` times the
 unfused plan's cost (XFaaS caps at 1.2x); candidates that also cut cost
 come first, by the latency they save; the rest rank by ``dlat / dcost``
 (latency bought per dollar). The best merge is applied and the whole
-placement re-solved by the ILP. Stops when no candidate qualifies.
+placement re-solved by the ILP. Stops when no candidate qualifies. Under a planned
+load (``Profile.load_rps``) every latency compared here includes the overload
+penalty (see :mod:`mixfleet.xfaas.model`), so a merge that would overfill a
+cloud's concurrency quota does not count as a gain.
 
 Merges never fuse async (submit/poll) nodes or nodes with different pins or
 needs, and never create a cycle between units.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import time
 
 from mixfleet.errors import InputError
-from mixfleet.xfaas.model import Plan, Profile, UnitGraph, predict
+from mixfleet.xfaas.model import Plan, Profile, UnitGraph, assess
 from mixfleet.xfaas.placement import solve_ilp, unit_allowed
 
 
@@ -50,8 +53,10 @@ def critical_path(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) 
 
 def _local_search(units: UnitGraph, clouds_of: list[str], allowed: list[list[str]], profile: Profile,
                   lam: float, fixed: int | None = None, sweeps: int = 3) -> tuple[float, float, list[str]]:
-    """Cheap re-placement for scoring a merge: move one unit at a time to its best cloud."""
-    lat, cost = predict(units, clouds_of, profile)
+    """Cheap re-placement for scoring a merge: move one unit at a time to its best cloud.
+
+    Returns (effective latency, cost, placement): the latency includes the overload penalty."""
+    score, _, cost, _ = assess(units, clouds_of, profile, lam)
     for _ in range(sweeps):
         moved = False
         for u in units.order:
@@ -62,13 +67,13 @@ def _local_search(units: UnitGraph, clouds_of: list[str], allowed: list[list[str
                 if c == keep:
                     continue
                 clouds_of[u] = c
-                l2, c2 = predict(units, clouds_of, profile)
-                if l2 + lam * c2 < lat + lam * cost - 1e-9:
-                    lat, cost, keep, moved = l2, c2, c, True
+                s2, _, c2, _ = assess(units, clouds_of, profile, lam)
+                if s2 < score - 1e-9:
+                    score, cost, keep, moved = s2, c2, c, True
             clouds_of[u] = keep
         if not moved:
             break
-    return lat, cost, clouds_of
+    return score - lam * cost, cost, clouds_of
 
 
 def _fusable(workflow, group: list[str]) -> bool:
@@ -136,7 +141,7 @@ def plan_fusion(workflow, profile: Profile, *, lam: float = 0.0, budget: float |
     groups = [list(g) for g in base.groups]
     plan = base
     for _ in range(max_rounds):
-        cur_lat, cur_cost = plan.predicted_latency_s, plan.predicted_cost_usd
+        cur_lat, cur_cost = plan.effective_s, plan.predicted_cost_usd
         options = list(_candidates(workflow, groups, plan.placement, profile, lam, fusion, pairs_only))
         best = _best(options, cur_lat, cur_cost, cap)
         if best is None:  # lookahead: the best improving second merge after any first one
@@ -150,7 +155,7 @@ def plan_fusion(workflow, profile: Profile, *, lam: float = 0.0, budget: float |
             break
         groups = best[1]
         candidate = solve_ilp(workflow, profile, groups, lam=lam, budget=budget, strategy=strategy, fusion=fusion)
-        if candidate.predicted_latency_s > cur_lat + 1e-9:
+        if candidate.effective_s > cur_lat + 1e-9:
             break  # the ILP could not keep the gain (e.g. under a budget): stop at the last good plan
         plan = candidate
     plan.strategy = strategy

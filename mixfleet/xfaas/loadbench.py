@@ -61,7 +61,7 @@ def planner_profile(wf, clouds, *, benchmark: str | dict | None = None, seed: in
 
 
 def make_arms(wf, profile: Profile, strategies, controller_kw: dict | None = None, cache: dict | None = None):
-    """One :class:`Arm` per strategy (``cache``, if given, keeps plans across calls for the same DAG)."""
+    """One :class:`Arm` per strategy (``cache``, if given, keeps plans across calls for the same DAG and planned load)."""
     import copy
 
     from mixfleet.xfaas.adaptive import DriftController
@@ -74,18 +74,18 @@ def make_arms(wf, profile: Profile, strategies, controller_kw: dict | None = Non
         strategy, _, subset = s.partition("@")  # "ilp@aws+azure": plan over a subset of the clouds
         prof = profile
         if subset:
-            prof = Profile(wf, profile.clouds.restrict(subset.split("+")), default_exec_s=profile.default_exec_s)
-            prof.overrides, prof.hop_scale = dict(profile.overrides), dict(profile.hop_scale)
+            prof = profile.derive(profile.clouds.restrict(subset.split("+")))
         if strategy == "adaptive":
-            key = "ilp_fusion" + s[len("adaptive"):]
+            key = ("ilp_fusion" + s[len("adaptive"):], prof.load_rps)
             ctl = DriftController(wf, prof, "ilp_fusion", plan=cache.get(key), **(controller_kw or {}))
             cache.setdefault(key, ctl.plan)
             arms.append(Arm(s, ctl.plan, ctl))
         else:
-            if s not in cache:
-                cache[s] = make_plan(wf, strategy, profile=prof)
-                cache[s].strategy = s
-            arms.append(Arm(s, copy.deepcopy(cache[s])))
+            key = (s, prof.load_rps)  # plans differ with the load they are fitted to
+            if key not in cache:
+                cache[key] = make_plan(wf, strategy, profile=prof)
+                cache[key].strategy = s
+            arms.append(Arm(s, copy.deepcopy(cache[key])))
     return arms
 
 
@@ -93,11 +93,13 @@ def bench_load(wf, clouds, workload: str, *, strategies=STRATEGIES, time_scale: 
                rate_scale: float = 1.0, duration: float = 1.0, max_rps: float = 1.0, events=None,
                benchmark=None, world_file=None, settle_s: float = 30.0, controller_kw: dict | None = None,
                plan_cache: dict | None = None, max_requests: int | None = None,
-               profile_seed: int | None = None) -> dict:
+               profile_seed: int | None = None, plan_rps: float | None = None) -> dict:
     """Run ``strategies`` side by side under ``workload``; figures per strategy (and per window).
 
     ``seed`` seeds the world; the planner's profile run (where the DAG ships no timings) uses
-    ``profile_seed`` (default ``seed``), so repeats over world seeds can keep one planner input."""
+    ``profile_seed`` (default ``seed``), so repeats over world seeds can keep one planner input.
+    ``plan_rps``: the load (runs/s) the planners fit to the clouds' published concurrency quotas
+    (None or 0: quotas ignored, XFaaS's planner does not model them)."""
     from mixfleet.xfaas.load import run_load, summarize
     from mixfleet.xfaas.workloads import arrivals, read_shape, total_s
 
@@ -107,11 +109,15 @@ def bench_load(wf, clouds, workload: str, *, strategies=STRATEGIES, time_scale: 
         raise InputError(f"workload '{workload}' at rate scale {rate_scale} has no requests", "raise --rate-scale")
     profile, source = planner_profile(wf, clouds, benchmark=benchmark,
                                       seed=seed if profile_seed is None else profile_seed)
+    if plan_rps is not None and plan_rps < 0:
+        raise InputError(f"--plan-rate {plan_rps} is negative", "give runs per second >= 0 (0: ignore the quotas)")
+    profile.load_rps = plan_rps or None
     arms = make_arms(wf, profile, strategies, controller_kw, plan_cache)
     plans = {a.name: a.plan for a in arms}
     out = run_load(wf, arms, arr, time_scale=time_scale, seed=seed, events=events, world_file=world_file)
     res: dict = {"workflow": wf.spec.name, "workload": workload, "rows": rows, "requests": len(arr),
                  "duration_s": total_s(rows), "time_scale": time_scale, "rate_scale": rate_scale, "seed": seed,
+                 "planned_load_rps": profile.load_rps,
                  "planner_input": source, "emulated": True,
                  "events": [e.to_json() for e in (events or [])], "strategies": {}}
     for name, o in out.items():

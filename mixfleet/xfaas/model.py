@@ -15,12 +15,20 @@ Notation (used by ``placement`` too):
   K(e,c,c')  hop price (orchestration + egress + claim check)
   R(u, c)    invocation price of u on c (request + GB-s at the unit's max memory)
   latency    = longest path over units of E + H;  cost = sum R + sum K
+  B(c)       busy seconds one run holds on cloud c: sum of E(u, c) over its units there (a unit
+             holds one instance for its makespan)
+  overload   at a planned load of L runs/s, sum over clouds with a published concurrency quota
+             Q(c) of max(0, L * B(c) - rho * Q(c)) (Little's law: executions in flight; rho is
+             the utilisation the plan may use, 0.8). Planners add OVERLOAD_PENALTY_S per
+             execution over it to the latency they minimise, so a plan fits the quotas first.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+OVERLOAD_PENALTY_S = 60.0  # seconds of latency the planners charge per concurrent execution over a quota
 
 
 class Profile:
@@ -36,6 +44,15 @@ class Profile:
         self.overrides: dict[tuple[str, str], float] = {}
         self.slowdown: dict[str, float] = {}  # believed (or emulated) degradation of a cloud (exec and hops)
         self.hop_scale: dict[tuple[str, str], float] = {}  # benchmarked hop / clouds.yaml hop model, per pair
+        self.load_rps: float | None = None  # the run rate a plan must carry within the quotas (None: ignore quotas)
+        self.utilization = 0.8  # share of a quota a plan may fill at ``load_rps``
+
+    def derive(self, clouds=None) -> Profile:
+        """The same planner input (benchmark, planned load) over ``clouds`` (default: the same), no slow-downs."""
+        out = Profile(self.workflow, clouds or self.clouds, default_exec_s=self.default_exec_s)
+        out.overrides, out.hop_scale = dict(self.overrides), dict(self.hop_scale)
+        out.load_rps, out.utilization = self.load_rps, self.utilization
+        return out
 
     def base_exec_s(self, node: str, cloud: str) -> float:
         if (node, cloud) in self.overrides:
@@ -86,12 +103,20 @@ class Plan:
     status: str = "optimal"
     warnings: list[str] = field(default_factory=list)
     fusion: str = "vcpu"  # how a fused unit runs its branches: "vcpu" (up to its vCPUs) or "sequential"
+    load_rps: float | None = None  # the load it was planned for
+    overload: float = 0.0  # concurrent executions over the quotas at that load (see the module docstring)
 
     def to_json(self) -> dict:
         return {"strategy": self.strategy, "placement": dict(self.placement),
                 "fusion_groups": [g for g in self.groups if len(g) > 1], "fusion_rule": self.fusion,
                 "predicted_latency_s": self.predicted_latency_s, "predicted_cost_usd": self.predicted_cost_usd,
-                "solve_time_s": self.solve_time_s, "status": self.status, "warnings": list(self.warnings)}
+                "solve_time_s": self.solve_time_s, "status": self.status, "warnings": list(self.warnings),
+                "planned_load_rps": self.load_rps, "overload_executions": self.overload}
+
+    @property
+    def effective_s(self) -> float:
+        """The latency planners compare: predicted latency plus the overload penalty."""
+        return self.predicted_latency_s + OVERLOAD_PENALTY_S * self.overload
 
 
 class UnitGraph:
@@ -186,6 +211,46 @@ def predict(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) -> tup
         finish[i] = start + ex
         cost += clouds.run_usd(c, ex, units.memory_mb[i])
     return max(finish.values()), cost
+
+
+def busy_by_cloud(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) -> dict[str, float]:
+    """B(c): seconds of execution one run holds on each cloud."""
+    busy: dict[str, float] = {}
+    for i, c in enumerate(cloud_of_unit):
+        busy[c] = busy.get(c, 0.0) + units.unit_exec_s(i, c, profile.exec_s, profile.clouds)
+    return busy
+
+
+def overload(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) -> float:
+    """Concurrent executions over the clouds' quotas at ``profile.load_rps`` (0 when no load is planned)."""
+    if not profile.load_rps:
+        return 0.0
+    out = 0.0
+    for c, busy in busy_by_cloud(units, cloud_of_unit, profile).items():
+        quota = profile.clouds.get(c).concurrency_quota
+        if quota:
+            out += max(0.0, profile.load_rps * busy - profile.utilization * quota)
+    return out
+
+
+def assess(units: UnitGraph, cloud_of_unit: list[str], profile: Profile, lam: float = 0.0
+           ) -> tuple[float, float, float, float]:
+    """(score, latency_s, cost_usd, overload): score = latency + lam * cost + the overload penalty."""
+    lat, cost = predict(units, cloud_of_unit, profile)
+    over = overload(units, cloud_of_unit, profile)
+    return lat + lam * cost + OVERLOAD_PENALTY_S * over, lat, cost, over
+
+
+def overload_note(plan: Plan, units: UnitGraph, profile: Profile) -> str | None:
+    """A warning naming the clouds a plan overloads at its planned load, or None."""
+    if plan.overload <= 0:
+        return None
+    busy = busy_by_cloud(units, [plan.placement[g[0]] for g in units.members], profile)
+    over = [f"{c}: {profile.load_rps * b:.0f} executions in flight, quota {profile.clouds.get(c).concurrency_quota}"
+            for c, b in busy.items() if profile.clouds.get(c).concurrency_quota
+            and profile.load_rps * b > profile.utilization * profile.clouds.get(c).concurrency_quota]
+    return (f"at {profile.load_rps:g} runs/s this plan fills more than {profile.utilization:.0%} of a concurrency "
+            f"quota ({'; '.join(over)}); runs will queue there")
 
 
 def evaluate(workflow, profile: Profile, placement: dict[str, str], groups: list[list[str]] | None = None,

@@ -11,6 +11,9 @@ Notation (see also :mod:`mixfleet.xfaas.model`):
   cost            sum R(u,c) x[u,c] + sum K(e,c,c') z[e,c,c']
   objective       min T + lambda * cost          (lambda in seconds per dollar), or
                   min T  s.t.  cost <= theta     (a cost budget)
+  quotas          with a planned load L (``Profile.load_rps``), per cloud c with a quota Q(c):
+                  o[c] >= L * sum_u E(u,c) x[u,c] - rho * Q(c),  o[c] >= 0, and the objective
+                  gains OVERLOAD_PENALTY_S * sum o[c] (executions in flight over the quota)
 
 Hop latency and price depend on the edge's payload size (claim checks past
 the payload limit included). The model is built pure, solved through the
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 
 from mixfleet.errors import InputError, SolverError
-from mixfleet.xfaas.model import Plan, Profile, UnitGraph, predict
+from mixfleet.xfaas.model import OVERLOAD_PENALTY_S, Plan, Profile, UnitGraph, assess, overload_note
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +96,17 @@ def build_model(workflow, profile: Profile, units: UnitGraph, *, lam: float = 0.
         m.s[u].setlb(head[u])
     m.span = pyo.Constraint(U, rule=lambda m, u: m.T >= m.s[u] + ex(m, u) + tail[u])
     m.cost = pyo.Expression(expr=sum(R[i] * m.x[i] for i in X) + sum(K[i] * m.z[i] for i in Z))
+    quota = {c: clouds.get(c).concurrency_quota for c in {c for _, c in X}}
+    Q = [c for c, q in sorted(quota.items()) if q] if profile.load_rps else []
+    m.o = pyo.Var(Q, bounds=(0, None))
+    m.quota = pyo.Constraint(Q, rule=lambda m, c: m.o[c] >= profile.load_rps * sum(
+        E[u, d] * m.x[u, d] for u, d in X if d == c) - profile.utilization * quota[c])
+    penalty = OVERLOAD_PENALTY_S * sum(m.o[c] for c in Q)
     if budget is not None:
         m.budget = pyo.Constraint(expr=m.cost <= budget)
-        m.obj = pyo.Objective(expr=m.T, sense=pyo.minimize)
+        m.obj = pyo.Objective(expr=m.T + penalty, sense=pyo.minimize)
     else:
-        m.obj = pyo.Objective(expr=m.T + lam * m.cost, sense=pyo.minimize)
+        m.obj = pyo.Objective(expr=m.T + lam * m.cost + penalty, sense=pyo.minimize)
     m._allowed = allowed
     return m
 
@@ -151,9 +160,19 @@ def solve_ilp(workflow, profile: Profile, groups: list[list[str]] | None = None,
         log.warning(single.warnings[-1])
         return single
     cloud_of_unit = read_plan(model, units)
-    lat, cost = predict(units, cloud_of_unit, profile)
-    return Plan(strategy, _expand(units, cloud_of_unit), [list(g) for g in units.members], lat, cost,
-                res.solve_time_s, res.status, fusion=fusion)
+    return _plan(strategy, units, cloud_of_unit, profile, res.solve_time_s, res.status)
+
+
+def _plan(strategy: str, units: UnitGraph, cloud_of_unit: list[str], profile: Profile, solve_time_s: float = 0.0,
+          status: str = "fixed") -> Plan:
+    """A :class:`Plan` with its predicted figures and, under a planned load, its overload."""
+    _, lat, cost, over = assess(units, cloud_of_unit, profile)
+    plan = Plan(strategy, _expand(units, cloud_of_unit), [list(g) for g in units.members], lat, cost, solve_time_s,
+                status, fusion=units.fusion, load_rps=profile.load_rps, overload=over)
+    note = overload_note(plan, units, profile)
+    if note:
+        plan.warnings.append(note)
+    return plan
 
 
 def solve_min_cost(workflow, profile: Profile, groups=None, fusion: str = "vcpu") -> float:
@@ -177,12 +196,13 @@ def single_cloud(workflow, profile: Profile, cloud: str, groups=None, fusion: st
         allowed = workflow.allowed_clouds(n, clouds)
         placement[n] = cloud if cloud in allowed else allowed[0]
     units = UnitGraph(workflow, groups, fusion)
-    lat, cost = predict(units, [placement[g[0]] for g in units.members], profile)
-    return Plan(cloud, placement, [list(g) for g in units.members], lat, cost, 0.0, "fixed", fusion=fusion)
+    plan = _plan(cloud, units, [placement[g[0]] for g in units.members], profile)
+    plan.placement = placement
+    return plan
 
 
 def best_single_cloud(workflow, profile: Profile, groups=None, fusion: str = "vcpu") -> Plan:
     plans = [single_cloud(workflow, profile, c, groups, fusion) for c in profile.clouds.general()]
-    best = min(plans, key=lambda p: p.predicted_latency_s)
+    best = min(plans, key=lambda p: p.effective_s)
     best.strategy = "best_single_cloud"
     return best
