@@ -147,7 +147,7 @@ class DriftController:
 
     def _replan(self) -> Plan:
         from mixfleet.xfaas.fusion import _local_search
-        from mixfleet.xfaas.placement import _plan, unit_allowed
+        from mixfleet.xfaas.placement import plan_for, unit_allowed
 
         best = None
         for base in (self.plan, self.initial):
@@ -159,7 +159,7 @@ class DriftController:
                 lat, cost, where = _local_search(units, list(start), allowed, self.model, self.lam)
                 if best is None or lat + self.lam * cost < best[0]:
                     best = (lat + self.lam * cost, units, list(where))
-        return _plan("adaptive", best[1], best[2], self.model, status="local search")
+        return plan_for("adaptive", best[1], best[2], self.model, status="local search")
 
     def update(self, t: float, rows: list[dict]) -> Plan | None:
         for r in rows:

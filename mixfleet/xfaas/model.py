@@ -221,16 +221,17 @@ def busy_by_cloud(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) 
     return busy
 
 
+def _in_flight(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) -> list[tuple[str, float, int]]:
+    """(cloud, executions in flight at ``profile.load_rps``, its quota) for each cloud with a quota."""
+    return [(c, profile.load_rps * b, q) for c, b in busy_by_cloud(units, cloud_of_unit, profile).items()
+            if (q := profile.clouds.get(c).concurrency_quota)]
+
+
 def overload(units: UnitGraph, cloud_of_unit: list[str], profile: Profile) -> float:
     """Concurrent executions over the clouds' quotas at ``profile.load_rps`` (0 when no load is planned)."""
     if not profile.load_rps:
         return 0.0
-    out = 0.0
-    for c, busy in busy_by_cloud(units, cloud_of_unit, profile).items():
-        quota = profile.clouds.get(c).concurrency_quota
-        if quota:
-            out += max(0.0, profile.load_rps * busy - profile.utilization * quota)
-    return out
+    return sum(max(0.0, n - profile.utilization * q) for _, n, q in _in_flight(units, cloud_of_unit, profile))
 
 
 def assess(units: UnitGraph, cloud_of_unit: list[str], profile: Profile, lam: float = 0.0
@@ -245,10 +246,9 @@ def overload_note(plan: Plan, units: UnitGraph, profile: Profile) -> str | None:
     """A warning naming the clouds a plan overloads at its planned load, or None."""
     if plan.overload <= 0:
         return None
-    busy = busy_by_cloud(units, [plan.placement[g[0]] for g in units.members], profile)
-    over = [f"{c}: {profile.load_rps * b:.0f} executions in flight, quota {profile.clouds.get(c).concurrency_quota}"
-            for c, b in busy.items() if profile.clouds.get(c).concurrency_quota
-            and profile.load_rps * b > profile.utilization * profile.clouds.get(c).concurrency_quota]
+    over = [f"{c}: {n:.0f} executions in flight, quota {q}"
+            for c, n, q in _in_flight(units, [plan.placement[g[0]] for g in units.members], profile)
+            if n > profile.utilization * q]
     return (f"at {profile.load_rps:g} runs/s this plan fills more than {profile.utilization:.0%} of a concurrency "
             f"quota ({'; '.join(over)}); runs will queue there")
 

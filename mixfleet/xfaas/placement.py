@@ -160,11 +160,11 @@ def solve_ilp(workflow, profile: Profile, groups: list[list[str]] | None = None,
         log.warning(single.warnings[-1])
         return single
     cloud_of_unit = read_plan(model, units)
-    return _plan(strategy, units, cloud_of_unit, profile, res.solve_time_s, res.status)
+    return plan_for(strategy, units, cloud_of_unit, profile, res.solve_time_s, res.status)
 
 
-def _plan(strategy: str, units: UnitGraph, cloud_of_unit: list[str], profile: Profile, solve_time_s: float = 0.0,
-          status: str = "fixed") -> Plan:
+def plan_for(strategy: str, units: UnitGraph, cloud_of_unit: list[str], profile: Profile, solve_time_s: float = 0.0,
+             status: str = "fixed") -> Plan:
     """A :class:`Plan` with its predicted figures and, under a planned load, its overload."""
     _, lat, cost, over = assess(units, cloud_of_unit, profile)
     plan = Plan(strategy, _expand(units, cloud_of_unit), [list(g) for g in units.members], lat, cost, solve_time_s,
@@ -196,7 +196,7 @@ def single_cloud(workflow, profile: Profile, cloud: str, groups=None, fusion: st
         allowed = workflow.allowed_clouds(n, clouds)
         placement[n] = cloud if cloud in allowed else allowed[0]
     units = UnitGraph(workflow, groups, fusion)
-    plan = _plan(cloud, units, [placement[g[0]] for g in units.members], profile)
+    plan = plan_for(cloud, units, [placement[g[0]] for g in units.members], profile)
     plan.placement = placement
     return plan
 
