@@ -44,7 +44,10 @@ One run, in order:
    the simulator's, priced by the profile), the *stalls* (waits with sequences in
    the engine and no iteration running) and the decode steps' time split into
    the forward pass and the generation loop's Python, beside the same split for
-   the offline and the served trickle (``decode_steps`` in the JSON).
+   the offline and the served trickle (``decode_steps`` in the JSON);
+5. ``--repeat`` (default; ``--no-repeat`` skips it): each load's schedule replayed live a second
+   time straight after the first, the real engine against itself (``repeat`` in the JSON): how far
+   the referee moves over the next minutes, the noise floor under the bars.
 
 CPU binding (``--bind on``; ``auto`` binds on a CPU run with a core to spare
 for each replica; default ``off``): replica ``k`` is bound to its own core (``ServeOptions.cpu_bind``)
@@ -334,8 +337,11 @@ def headline(out: dict) -> str:
     """One line for the README's glance table."""
     ratios = [run["real_over_sim"][k] for run in out["runs"] for k in KEYS]
     ok = sum(abs(run["real_over_sim"][k] - 1) <= run["bar"] for run in out["runs"] for k in KEYS)
+    again = [run for run in out["runs"] if run.get("repeat")]
+    floor = (f"; the real engine replayed again against itself: {sum(_within(r['repeat']['over_first'], r['bar']) for r in again)}"
+             f" of {4 * len(again)}" if again else "")
     return (f"real / simulated P50 and P99 TTFT and E2E: {min(ratios):.2f}-{max(ratios):.2f}x, {ok} of {len(ratios)} "
-            f"within the bars ({NOTE}, {out['device']})")
+            f"within the bars{floor} ({NOTE}, {out['device']})")
 
 
 def _binding(b: dict | None) -> str:
@@ -360,6 +366,10 @@ def _live_capacity(cap: dict) -> str:
             f"{cap.get('rate_from', 'offline')} capacity")
 
 
+def _within(ratios: dict, bar: float) -> int:
+    return sum(abs(r - 1) <= bar for r in ratios.values())
+
+
 def markdown(out: dict) -> str:
     """The results tables, rendered from the JSON this script writes."""
     per_load = [r["idle_transport"] for r in out["runs"] if "idle_transport" in r]
@@ -381,8 +391,8 @@ def markdown(out: dict) -> str:
              "profile whose burst and trickle were sent through the deployed application and timed inside the "
              "replica just before the replay (the grid's points still offline).", "",
              "| load | req/s | metric | simulator s | real s | real / sim | bar | | real / sim (engine only) "
-             "| real / sim, served profile | |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| real / sim, served profile | | real again / real | |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in out["runs"]:
         served = run.get("served_profile")
         for k in KEYS:
@@ -390,6 +400,8 @@ def markdown(out: dict) -> str:
             ok = "ok" if abs(r - 1) <= run["bar"] else "MISSED"
             sr = served["real_over_sim"][k] if served else None
             s_txt = "| | |" if sr is None else f"| {sr:.3f} | {'ok' if abs(sr - 1) <= run['bar'] else 'MISSED'} |"
+            again = (run.get("repeat") or {}).get("over_first", {}).get(k)
+            s_txt += " | |" if again is None else f" {again:.3f} | {'ok' if abs(again - 1) <= run['bar'] else 'MISSED'} |"
             lines.append(f"| {run['load']:.0%} | {run['rate_req_s']:.2f} | {k} | {run['simulator'][k]:.3f} | "
                          f"{run['live'][k]:.3f} | {r:.3f} | ±{run['bar']:.0%} | {ok} | "
                          f"{run['real_over_sim_engine_only'][k]:.3f} " + s_txt)
@@ -428,6 +440,16 @@ def markdown(out: dict) -> str:
             lines[-1] += (f" The live burst ran {run['live_burst_over_simulated']:.2f}x as long as simulated with this "
                           "profile; real / simulated with every step that much slower: "
                           + ", ".join(f"{k} {v:.3f}" for k, v in run["real_over_sim_at_live_speed"].items()) + ".")
+    repeats = [run for run in out["runs"] if run.get("repeat")]
+    if repeats:
+        lines += ["", "`real again`: each load's schedule replayed live a second time straight after the first (same "
+                  "requests, same arrivals, same replica): the real engine against itself, the noise floor under the "
+                  "bars on this host. " + " ".join(
+                      f"At {run['load']:.0%} it meets {_within(run['repeat']['over_first'], run['bar'])} of 4 bars "
+                      f"against the first replay (host {run['repeat']['host_slowdown_during_replay']:.2f}x slower after "
+                      f"it than before); the simulator meets {_within(run['real_over_sim'], run['bar'])} of 4 against "
+                      f"the first replay and {_within(run['repeat']['over_sim'], run['bar'])}"
+                      " of 4 against the second." for run in repeats)]
     rss = out.get("replica_peak_rss_mib") or {}
     if rss:
         lines += ["", "Peak resident memory of each real-engine replica process (VmHWM): "
@@ -454,6 +476,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--rate-from", choices=("live", "offline"), default="live",
                     help="the capacity the loads are fractions of: the live deployment's burst or the offline engine's")
+    ap.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=True,
+                    help="replay each load live a second time straight after the first: how far the real engine "
+                         "moves from itself on this host (the bars' noise floor)")
     ap.add_argument("--bind", choices=("auto", "on", "off"), default="off",
                     help="bind each replica to a core of its own and the rest to the others (see module doc)")
     args = ap.parse_args(argv)
@@ -559,7 +584,15 @@ def main(argv=None) -> int:
                 waits = [h.iteration_stalls.remote().result() for h in timing]
             cores = cores_used(c0, cpu_seconds_by_role(me=DRIVER), time.perf_counter() - w0)
             live_per = live.pop("per_request")
-            drift = host_drift(before, measure(_probe_grid()))
+            after = measure(_probe_grid())
+            drift = host_drift(before, after)
+            repeat = None
+            if args.repeat:  # the referee against itself: the same schedule, live again, straight after
+                again = asyncio.run(replay(base, fleet.model, rows, args.timeout + rows[-1].arrival_s))
+                again.pop("per_request")
+                repeat = {"live": again, "host_slowdown_during_replay": host_drift(after, measure(_probe_grid())),
+                          "over_first": {k: again[k] / live[k] for k in KEYS},
+                          "over_sim": {k: again[k] / sim[k] for k in KEYS}}
             s_raw = simulate(s_fleet, rows, args.policy)
             s_raw.pop("per_request")
             s_sim = with_transport(s_raw, transport)
@@ -589,7 +622,7 @@ def main(argv=None) -> int:
                          "decode_steps": {"offline_trickle": loop_split([p for p in measured["points"]
                                                                          if p.get("phase") == "trickle"]),
                                           "served_trickle": loop_split(served), "replay": loop_split(its)},
-                         "sim_per_request": sim_per, "live_per_request": live_per})
+                         "repeat": repeat, "sim_per_request": sim_per, "live_per_request": live_per})
             print(f"load {load:.0%} ({rate:.2f} req/s): real/sim " + ", ".join(f"{k} {v:.3f}" for k, v in ratio.items())
                   + f"; host {drift:.2f}x slower after the replay than before", file=sys.stderr)
         rss = replica_peak_rss_mib()
@@ -601,7 +634,8 @@ def main(argv=None) -> int:
     scatter(runs, out_dir / "routing_fidelity.png")
     cmd = (f"python benchmarks/routing_fidelity.py --requests {args.requests} --scale {args.scale:g} "
            + " ".join(f"--load {x:g}" for x in loads) + f" --replicas {args.replicas} --device {args.device} "
-           f"--flush {args.flush:g} --bind {args.bind} --rate-from {args.rate_from}")
+           f"--flush {args.flush:g} --bind {args.bind} --rate-from {args.rate_from}"
+           + ("" if args.repeat else " --no-repeat"))
 
     out = {"benchmark": "routing_fidelity", "note": NOTE, "emulated": False, "fleet": fleet.describe(),
            "model": cfg.name, "device": measured["device"], "threads": args.threads, "requests": len(base_rows),
