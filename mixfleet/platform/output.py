@@ -84,7 +84,7 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
 
     table = compact(Table())
     for col in columns:
-        table.add_column(str(col))
+        table.add_column(str(col), overflow="fold")  # a narrow terminal wraps a cell, never cuts it
     for row in rows:
         table.add_row(*[_fmt(v) for v in row])
     if title:
