@@ -27,7 +27,7 @@ if [ "${1:-}" = "routing" ]; then
   # the CLI's quick grid (a check of the command on CUDA); the fidelity run profiles fully before each load
   timeout 60 "$PY" -m mixfleet routing profile --engine torch --device cuda --gpu CUDA --quick \
     --out "$work/profile.yaml" --json > "$work/profile.json"
-  timeout 230 "$PY" benchmarks/routing_fidelity.py --device cuda --requests 100 --load 0.5 --load 0.85 \
+  timeout 230 "$PY" benchmarks/routing_fidelity.py --device cuda --requests 100 --load 0.5 --load 0.85 --no-repeat \
     --out "$work" > "$work/fidelity.log"
   exec "$PY" - "$work" <<'PYEOF'
 import json
