@@ -389,7 +389,7 @@ def markdown(out: dict) -> str:
              f"include the idle transport (Serve proxy, ingress, Ray hops; requests one at a time) measured {when}: TTFT +{ttft} ms, "
              f"E2E +{e2e} ms; `engine only` is the simulator alone. `served profile`: the simulator with a "
              "profile whose burst and trickle were sent through the deployed application and timed inside the "
-             "replica just before the replay (the grid's points still offline).", "",
+             "replica just before the offline profile (the grid's points still offline).", "",
              "| load | req/s | metric | simulator s | real s | real / sim | bar | | real / sim (engine only) "
              "| real / sim, served profile | | real again / real | |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -558,11 +558,12 @@ def main(argv=None) -> int:
               f"loads are fractions of the {args.rate_from} capacity", file=sys.stderr)
         burst_rows = [TraceRow(0.0, r.prompt, r.output) for r in base_rows]
         for load in loads:
-            # this host's speed moves within minutes: each load is simulated with a profile measured just before
-            measured, coef, book, fleet = profiled()
             # the same phases through the deployed application, timed inside the replica: the served profile
             served = served_profile_points(base, fleet.model, [r.replica_id for r in fleet.replicas],
                                            spec["max_batched_tokens"], cfg.max_context, args.timeout)
+            # this host's speed moves within minutes: each load is simulated with a profile measured just before,
+            # the last thing before the probe and the replay (its trickle ends about 20 s before the replay starts)
+            measured, coef, book, fleet = profiled()
             s_measured = dict(measured, points=[p for p in measured["points"] if p["kind"] != "step"] + served)
             s_coef = profiler.fit(s_measured["points"])
             s_book = parse_model(profiler.profile_book(s_measured, s_coef, gpu=gpu), ProfileBook,
